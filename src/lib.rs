@@ -1,1 +1,8 @@
+//! `pms-onboard`: tag merchant stores to malls in AlipayHK from spreadsheets.
+//!
+//! Data flows one way: `input` (rows) → `ledger` (in flight) → `pipeline` (limiter, workers,
+//! retries) → `api` (signed call, classified outcome) → `ledger`. `sandbox` simulates the gateway;
+//! `commands` wires the parts into the subcommands.
 
+pub mod api;
+pub mod input;

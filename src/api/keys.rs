@@ -1,0 +1,321 @@
+//! Reading the RSA keys users bring, in every format the AlipayHK portal and openssl hand out.
+//!
+//! Keys are *parsed* with the `rsa` crate (it reads PKCS#8, PKCS#1 and SPKI, PEM or DER) and then
+//! handed to `aws-lc-rs` as DER, which does the signing and verification on the hot path: it is
+//! ten times faster and constant time. Nothing in this module ever formats key bytes into a
+//! message: errors name the file and the formats tried, never the content.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::signature::{self as lc, KeyPair as _};
+use base64::Engine as _;
+use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPublicKey};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+
+/// Why a key could not be used. The text names the file and what was tried, never key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a readable RSA {kind} key (tried {tried}); export it again from the \
+         portal or convert it with openssl"
+    )]
+    Unreadable {
+        path: PathBuf,
+        kind: &'static str,
+        tried: &'static str,
+    },
+    #[error("{path}: the RSA key is {bits} bits; the gateway needs 2048 bits or more")]
+    TooSmall { path: PathBuf, bits: usize },
+}
+
+const PRIVATE_FORMATS: &str =
+    "PKCS#8 PEM, PKCS#1 PEM, bare base64 of PKCS#8 or PKCS#1 DER, PKCS#8 or PKCS#1 DER";
+const PUBLIC_FORMATS: &str = "SPKI PEM (BEGIN PUBLIC KEY), PKCS#1 PEM (BEGIN RSA PUBLIC KEY), bare base64 of SPKI or PKCS#1 DER, DER";
+
+/// The client's private key, ready to sign. `Debug` never shows the key.
+pub struct PrivateKey {
+    pair: lc::RsaKeyPair,
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PrivateKey(RSA-{}, redacted)",
+            self.pair.public_modulus_len() * 8
+        )
+    }
+}
+
+/// A public key used to verify signatures (the gateway's for responses, the client's in the sandbox).
+#[derive(Clone)]
+pub struct PublicKey {
+    /// PKCS#1 `RSAPublicKey` DER, the form `aws-lc-rs` verifies with.
+    pkcs1_der: Vec<u8>,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({} bytes)", self.pkcs1_der.len())
+    }
+}
+
+impl PrivateKey {
+    /// Reads a private key file in any supported format; warns when others can read it.
+    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        warn_if_readable_by_others(path);
+        Self::from_bytes(&bytes).ok_or_else(|| KeyError::Unreadable {
+            path: path.to_owned(),
+            kind: "private",
+            tried: PRIVATE_FORMATS,
+        })
+    }
+
+    /// Parses a key from any supported format; `None` when no format fits.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let key = parse_private(bytes)?;
+        let der = key.to_pkcs8_der().ok()?;
+        let pair = lc::RsaKeyPair::from_pkcs8(der.as_bytes()).ok()?;
+        Some(Self { pair })
+    }
+
+    /// RSASSA-PKCS1-v1_5 with SHA-256 over `content`.
+    pub fn sign(&self, content: &[u8]) -> Vec<u8> {
+        let mut sig = vec![0u8; self.pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        // Signing with a key that parsed can only fail on a wrong buffer length, which is sized above.
+        self.pair
+            .sign(&lc::RSA_PKCS1_SHA256, &rng, content, &mut sig)
+            .expect("RSA signing with a valid key and a modulus-sized buffer");
+        sig
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey {
+            pkcs1_der: self.pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    pub fn bits(&self) -> usize {
+        self.pair.public_modulus_len() * 8
+    }
+}
+
+impl PublicKey {
+    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(&bytes).ok_or_else(|| KeyError::Unreadable {
+            path: path.to_owned(),
+            kind: "public",
+            tried: PUBLIC_FORMATS,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let key = parse_public(bytes)?;
+        let der = key.to_pkcs1_der().ok()?;
+        Some(Self {
+            pkcs1_der: der.as_bytes().to_vec(),
+        })
+    }
+
+    /// True when `signature` is a valid RSASSA-PKCS1-v1_5 SHA-256 signature of `content`.
+    pub fn verify(&self, content: &[u8], signature: &[u8]) -> bool {
+        lc::UnparsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &self.pkcs1_der)
+            .verify(content, signature)
+            .is_ok()
+    }
+}
+
+fn text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok().map(str::trim)
+}
+
+/// The DER inside a PEM armour or a bare base64 body (white space and line breaks allowed).
+fn bare_base64(s: &str) -> Option<Vec<u8>> {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+fn parse_private(bytes: &[u8]) -> Option<rsa::PrivateKey> {
+    if let Some(s) = text(bytes) {
+        if s.contains("-----BEGIN") {
+            return rsa::PrivateKey::from_pkcs8_pem(s)
+                .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(s))
+                .ok();
+        }
+        if let Some(der) = bare_base64(s) {
+            return private_from_der(&der);
+        }
+    }
+    private_from_der(bytes)
+}
+
+fn private_from_der(der: &[u8]) -> Option<rsa::PrivateKey> {
+    rsa::PrivateKey::from_pkcs8_der(der)
+        .or_else(|_| rsa::PrivateKey::from_pkcs1_der(der))
+        .ok()
+}
+
+fn parse_public(bytes: &[u8]) -> Option<rsa::PublicKey> {
+    if let Some(s) = text(bytes) {
+        if s.contains("-----BEGIN") {
+            return rsa::PublicKey::from_public_key_pem(s)
+                .or_else(|_| rsa::PublicKey::from_pkcs1_pem(s))
+                .ok();
+        }
+        if let Some(der) = bare_base64(s) {
+            return public_from_der(&der);
+        }
+    }
+    public_from_der(bytes)
+}
+
+fn public_from_der(der: &[u8]) -> Option<rsa::PublicKey> {
+    rsa::PublicKey::from_public_key_der(der)
+        .or_else(|_| rsa::PublicKey::from_pkcs1_der(der))
+        .ok()
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "private key {} is readable by group or others; run: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
+/// Writes a fresh RSA-2048 key pair for the client and one for the simulated gateway, as
+/// `client_private.pem` (PKCS#8), `client_public.pem`, `alipay_private.pem`, `alipay_public.pem`
+/// (SPKI). Generation uses `aws-lc-rs` (fast even in debug builds); encoding uses `rsa`.
+pub fn keygen(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for who in ["client", "alipay"] {
+        let (private_pem, public_pem) = generate_pem_pair()?;
+        write_private(
+            &dir.join(format!("{who}_private.pem")),
+            private_pem.as_bytes(),
+        )?;
+        let public_path = dir.join(format!("{who}_public.pem"));
+        std::fs::write(&public_path, public_pem)
+            .with_context(|| format!("cannot write {}", public_path.display()))?;
+    }
+    Ok(())
+}
+
+/// A fresh RSA-2048 pair as (PKCS#8 PEM, SPKI PEM).
+pub fn generate_pem_pair() -> anyhow::Result<(String, String)> {
+    use aws_lc_rs::encoding::AsDer as _;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+        .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
+    let der = pair
+        .as_der()
+        .map_err(|_| anyhow::anyhow!("RSA key encoding failed"))?;
+    let key = rsa::PrivateKey::from_pkcs8_der(der.as_ref())
+        .map_err(|_| anyhow::anyhow!("RSA key re-encoding failed"))?;
+    let private_pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|_| anyhow::anyhow!("PEM encoding failed"))?;
+    let public_pem = key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|_| anyhow::anyhow!("PEM encoding failed"))?;
+    Ok((private_pem.to_string(), public_pem))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/vectors")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn all_three_private_formats_give_the_same_key() {
+        let a = PrivateKey::from_bytes(&vector("client_private_pkcs8.pem")).unwrap();
+        let b = PrivateKey::from_bytes(&vector("client_private_pkcs1.pem")).unwrap();
+        let c = PrivateKey::from_bytes(&vector("client_private_bare_base64.txt")).unwrap();
+        let pk = PublicKey::from_bytes(&vector("client_public.pem")).unwrap();
+        for k in [&a, &b, &c] {
+            assert_eq!(k.public_key().pkcs1_der, pk.pkcs1_der);
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_naming_the_formats_without_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN PRIVATE KEY-----\nU0VDUkVUU0VDUkVU\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = PrivateKey::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("PKCS#8") && err.contains("PKCS#1"), "{err}");
+        assert!(!err.contains("U0VDUkVU"), "{err}");
+    }
+
+    #[test]
+    fn keygen_writes_four_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(dir.path()).unwrap();
+        let private = PrivateKey::from_file(&dir.path().join("client_private.pem")).unwrap();
+        let public = PublicKey::from_file(&dir.path().join("client_public.pem")).unwrap();
+        let sig = private.sign(b"hello");
+        assert!(public.verify(b"hello", &sig));
+        assert!(!public.verify(b"hellp", &sig));
+        assert!(PublicKey::from_file(&dir.path().join("alipay_public.pem")).is_ok());
+        assert!(PrivateKey::from_file(&dir.path().join("alipay_private.pem")).is_ok());
+    }
+}
