@@ -5,4 +5,5 @@
 //! `commands` wires the parts into the subcommands.
 
 pub mod api;
+pub mod config;
 pub mod input;

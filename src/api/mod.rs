@@ -1,5 +1,8 @@
-//! The AlipayHK Collect-PMS API: keys, the signature scheme, request and response types, the call.
+//! The AlipayHK Collect-PMS API: keys, the signature scheme, request and response types, the call
+//! and the classification of its answer. Only this module knows header formats and result codes.
 
+pub mod client;
 pub mod keys;
+pub mod outcome;
 pub mod signing;
 pub mod types;

@@ -1,0 +1,350 @@
+//! The HTTP call: one signed request per row over a keep-alive rustls client, and its answer
+//! classified into an [`Attempt`]. Never panics on what the network sends back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::keys::{PrivateKey, PublicKey};
+use super::outcome::{Attempt, Outcome, classify_http, classify_result, parse_retry_after};
+use super::signing::{self, API_PATH};
+use super::types::{SaveRequest, SaveResponse};
+use crate::input::Row;
+
+/// What the client needs to know about the gateway and the merchant's credentials.
+#[derive(Clone)]
+pub struct ClientSettings {
+    pub endpoint: String,
+    pub client_id: String,
+    pub key_version: String,
+    pub signature_algorithm: String,
+    pub timeout: Duration,
+}
+
+/// A request ready to leave: the exact body bytes and the headers made from them.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    pub body: Vec<u8>,
+    pub request_time: String,
+    pub signature: String,
+    pub content: Vec<u8>,
+}
+
+/// The Collect-PMS client. Cheap to clone (everything shared behind `Arc`).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    settings: Arc<ClientSettings>,
+    private_key: Arc<PrivateKey>,
+    alipay_public_key: Arc<PublicKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint {0:?} is not a URL (expected e.g. https://open.alipay.hk)")]
+    NotUrl(String),
+    #[error(
+        "endpoint {0:?} uses plain http:// to a host that is not this machine; use https:// (http:// is only for a local sandbox)"
+    )]
+    PlainHttp(String),
+    #[error("endpoint {0:?} must start with https:// (or http:// for a local sandbox)")]
+    Scheme(String),
+}
+
+/// Checks the endpoint: https anywhere, http only to loopback hosts.
+pub fn check_endpoint(endpoint: &str) -> Result<reqwest::Url, EndpointError> {
+    let url =
+        reqwest::Url::parse(endpoint).map_err(|_| EndpointError::NotUrl(endpoint.to_owned()))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(url)
+            } else {
+                Err(EndpointError::PlainHttp(endpoint.to_owned()))
+            }
+        }
+        _ => Err(EndpointError::Scheme(endpoint.to_owned())),
+    }
+}
+
+impl Client {
+    pub fn new(
+        settings: ClientSettings,
+        private_key: Arc<PrivateKey>,
+        alipay_public_key: Arc<PublicKey>,
+    ) -> anyhow::Result<Self> {
+        check_endpoint(&settings.endpoint)?;
+        let url = format!("{}{}", settings.endpoint.trim_end_matches('/'), API_PATH);
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("pms-onboard/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            http,
+            url,
+            settings: Arc::new(settings),
+            private_key,
+            alipay_public_key,
+        })
+    }
+
+    /// Serialises the row once and signs those exact bytes.
+    pub fn sign(&self, row: &Row) -> SignedRequest {
+        let body = SaveRequest::from_row(row).to_body();
+        sign_body(&self.settings, &self.private_key, body)
+    }
+
+    /// Sends one row and classifies what came back.
+    pub async fn send(&self, row: &Row) -> Attempt {
+        let signed = self.sign(row);
+        let started = Instant::now();
+        let result = self
+            .http
+            .post(&self.url)
+            .header("client-id", &self.settings.client_id)
+            .header("request-time", &signed.request_time)
+            .header("signature", &signed.signature)
+            .header("content-type", "application/json; charset=UTF-8")
+            .body(signed.body)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e, started.elapsed(), self.settings.timeout),
+        };
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
+        let response_time = header("response-time");
+        let signature = header("signature");
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let mut a = transport_failure(&e, started.elapsed(), self.settings.timeout);
+                a.http_status = Some(status);
+                return a;
+            }
+        };
+        let latency = started.elapsed();
+        if let Some(outcome) = classify_http(status, retry_after) {
+            return Attempt {
+                outcome,
+                http_status: Some(status),
+                result_code: None,
+                result_status: None,
+                result_message: None,
+                error: Some(format!("HTTP {status}")),
+                latency,
+            };
+        }
+        let verified = signing::verify(
+            &self.alipay_public_key,
+            API_PATH,
+            &self.settings.client_id,
+            response_time.as_deref(),
+            &body,
+            signature.as_deref(),
+        );
+        interpret_answer(status, &body, verified, latency)
+    }
+}
+
+/// Builds the signed request for a body (shared by the client and `sign`).
+pub fn sign_body(settings: &ClientSettings, key: &PrivateKey, body: Vec<u8>) -> SignedRequest {
+    let request_time = signing::now_iso8601();
+    sign_body_at(settings, key, body, request_time)
+}
+
+pub fn sign_body_at(
+    settings: &ClientSettings,
+    key: &PrivateKey,
+    body: Vec<u8>,
+    request_time: String,
+) -> SignedRequest {
+    let content = signing::content(API_PATH, &settings.client_id, &request_time, &body);
+    let signature = signing::sign_header(
+        key,
+        &settings.signature_algorithm,
+        &settings.key_version,
+        &content,
+    );
+    SignedRequest {
+        body,
+        request_time,
+        signature,
+        content,
+    }
+}
+
+fn transport_failure(e: &reqwest::Error, latency: Duration, timeout: Duration) -> Attempt {
+    // A refused connection never reached the gateway; anything later may have been processed.
+    let (reason, maybe_processed) = if e.is_timeout() {
+        (
+            format!(
+                "no answer within {}",
+                crate::config::format_duration(timeout)
+            ),
+            true,
+        )
+    } else if e.is_connect() {
+        (format!("cannot connect: {}", error_chain(e)), false)
+    } else {
+        (format!("connection failed: {}", error_chain(e)), true)
+    };
+    Attempt {
+        outcome: Outcome::Transient {
+            reason: reason.clone(),
+            retry_after: None,
+            maybe_processed,
+            rate_limited: false,
+        },
+        http_status: None,
+        result_code: None,
+        result_status: None,
+        result_message: None,
+        error: Some(reason),
+        latency,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Reads a 2xx answer. An answer that cannot be parsed, or whose signature does not verify, is
+/// not believed (transient); a fatal code is still honoured so that a wrong configuration stops
+/// the run instead of retrying forever.
+fn interpret_answer(
+    status: u16,
+    body: &[u8],
+    verified: Result<(), signing::VerifyError>,
+    latency: Duration,
+) -> Attempt {
+    let parsed: Option<SaveResponse> = serde_json::from_slice(body).ok();
+    let mut attempt = Attempt {
+        outcome: Outcome::Transient {
+            reason: String::new(),
+            retry_after: None,
+            maybe_processed: true,
+            rate_limited: false,
+        },
+        http_status: Some(status),
+        result_code: None,
+        result_status: None,
+        result_message: None,
+        error: None,
+        latency,
+    };
+    let Some(answer) = parsed else {
+        let reason = "the answer is not the documented JSON".to_owned();
+        attempt.outcome = transient(&reason);
+        attempt.error = Some(reason);
+        return attempt;
+    };
+    let r = &answer.result;
+    attempt.result_code = Some(r.result_code.clone());
+    attempt.result_status = Some(r.result_status.clone());
+    attempt.result_message = Some(r.result_message.clone());
+    let outcome = classify_result(
+        &r.result_code,
+        &r.result_status,
+        &r.result_message,
+        answer.pms_label.as_deref(),
+    );
+    attempt.outcome = match (verified, outcome) {
+        (Ok(()), outcome) => outcome,
+        (Err(_), fatal @ Outcome::Fatal { .. }) => fatal,
+        (Err(e), _) => {
+            let reason = format!("response signature not accepted: {e}");
+            attempt.error = Some(reason.clone());
+            transient(&reason)
+        }
+    };
+    attempt
+}
+
+fn transient(reason: &str) -> Outcome {
+    Outcome::Transient {
+        reason: reason.to_owned(),
+        retry_after: None,
+        maybe_processed: true,
+        rate_limited: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_endpoint("https://open.alipay.hk").is_ok());
+        assert!(check_endpoint("http://127.0.0.1:8080").is_ok());
+        assert!(check_endpoint("http://localhost:8080").is_ok());
+        assert!(check_endpoint("http://[::1]:8080").is_ok());
+        assert!(matches!(
+            check_endpoint("http://open.alipay.hk"),
+            Err(EndpointError::PlainHttp(_))
+        ));
+        assert!(matches!(
+            check_endpoint("ftp://x"),
+            Err(EndpointError::Scheme(_))
+        ));
+        assert!(matches!(
+            check_endpoint("open.alipay.hk"),
+            Err(EndpointError::NotUrl(_))
+        ));
+    }
+
+    #[test]
+    fn an_unverified_success_is_never_believed() {
+        let body = br#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"ok"},"pmsLabel":"1"}"#;
+        let a = interpret_answer(
+            200,
+            body,
+            Err(signing::VerifyError::Missing),
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            a.outcome,
+            Outcome::Transient {
+                maybe_processed: true,
+                ..
+            }
+        ));
+        let a = interpret_answer(200, body, Ok(()), Duration::ZERO);
+        assert_eq!(
+            a.outcome,
+            Outcome::Success {
+                pms_label: "1".into()
+            }
+        );
+        let a = interpret_answer(200, b"<html>", Ok(()), Duration::ZERO);
+        assert!(matches!(a.outcome, Outcome::Transient { .. }));
+        let bad = br#"{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"x"}}"#;
+        let a = interpret_answer(200, bad, Err(signing::VerifyError::Missing), Duration::ZERO);
+        assert!(matches!(a.outcome, Outcome::Fatal { .. }));
+    }
+}
