@@ -7,3 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod input;
+pub mod ledger;
+pub mod pipeline;
+pub mod cli;
+pub mod commands;

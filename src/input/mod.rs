@@ -3,3 +3,40 @@
 mod row;
 
 pub use row::{Reject, Row, SaveWay, SourceRow};
+
+// Placeholder until the streaming reader lands: the interface the pipeline uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Big5,
+    Gbk,
+    Utf16,
+}
+
+pub enum Item {
+    Row(SourceRow),
+    Reject(Reject),
+    Duplicate {
+        file: String,
+        line: u64,
+        key: String,
+        first_file: String,
+        first_line: u64,
+    },
+}
+
+pub struct Input;
+
+impl Input {
+    pub fn open(_files: &[std::path::PathBuf], _encoding: Encoding) -> anyhow::Result<Input> {
+        anyhow::bail!("not yet")
+    }
+}
+
+impl Iterator for Input {
+    type Item = anyhow::Result<Item>;
+    fn next(&mut self) -> Option<Self::Item> {
+        None
+    }
+}

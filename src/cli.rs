@@ -1,0 +1,254 @@
+//! The command line: one struct per subcommand (clap derive). Settings flags are plain options
+//! here; `config` layers them over the environment and the TOML file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Flags;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pms-onboard",
+    version,
+    about = "Tag merchant stores to malls in AlipayHK (Collect PMS Information) from spreadsheets",
+    after_help = "Start with: pms-onboard run samples/stores.csv --sandbox"
+)]
+pub struct Cli {
+    /// Log lines as JSON (for cron and log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit every row not yet done; running it again resumes.
+    Run(RunArgs),
+    /// Check files offline: nothing sent, nothing written.
+    Validate(ValidateArgs),
+    /// Counts by state and result code; the last runs.
+    Status(StatusArgs),
+    /// Rows of the ledger as CSV or JSON (labels, failures, rejects).
+    Export(ExportArgs),
+    /// Compare the master sheet with the ledger: done, drifted, pending, failed, invalid, orphan.
+    Reconcile(ReconcileArgs),
+    /// A local AlipayHK simulator.
+    Sandbox(crate::commands::sandbox::SandboxArgs),
+    /// Show the exact content signed and the headers, for troubleshooting.
+    Sign(SignArgs),
+    /// Write a throw-away key pair for the sandbox and tests.
+    Keygen(KeygenArgs),
+}
+
+/// The settings that flags, `PMS_ONBOARD_*` variables and the TOML file can give.
+#[derive(Debug, Args, Default)]
+pub struct SettingsArgs {
+    /// Settings file (default: pms-onboard.toml when present).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Gateway base URL [default: https://open.alipay.hk].
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Client id from the AlipayHK portal.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Your RSA private key (PKCS#8 PEM, PKCS#1 PEM, or the portal's bare base64).
+    #[arg(long, value_name = "PATH")]
+    pub private_key: Option<String>,
+    /// AlipayHK's public key, to verify answers.
+    #[arg(long, value_name = "PATH")]
+    pub alipay_public_key: Option<String>,
+    /// keyVersion in the signature header [default: 1].
+    #[arg(long)]
+    pub key_version: Option<String>,
+    /// Algorithm token in the signature header: RSA256 or sha256withrsa [default: RSA256].
+    #[arg(long)]
+    pub signature_algorithm: Option<String>,
+    /// Requests per second, never exceeded in any one-second window; 0 = no limit [default: 10].
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Requests in flight at once [default: 8].
+    #[arg(long)]
+    pub concurrency: Option<String>,
+    /// Attempts per row per run for transient failures [default: 5].
+    #[arg(long)]
+    pub max_attempts: Option<String>,
+    /// Per-request time-out: 15, 15s, 500ms [default: 15s].
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// First retry back-off, doubled each attempt, with full jitter [default: 500ms].
+    #[arg(long)]
+    pub backoff: Option<String>,
+    /// The SQLite ledger [default: pms-ledger.db].
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<String>,
+}
+
+impl SettingsArgs {
+    pub fn flags(&self) -> Flags {
+        vec![
+            ("endpoint", self.endpoint.clone()),
+            ("client_id", self.client_id.clone()),
+            ("private_key", self.private_key.clone()),
+            ("alipay_public_key", self.alipay_public_key.clone()),
+            ("key_version", self.key_version.clone()),
+            ("signature_algorithm", self.signature_algorithm.clone()),
+            ("rate", self.rate.clone()),
+            ("concurrency", self.concurrency.clone()),
+            ("max_attempts", self.max_attempts.clone()),
+            ("timeout", self.timeout.clone()),
+            ("backoff", self.backoff.clone()),
+            ("ledger", self.ledger.clone()),
+        ]
+    }
+}
+
+/// Where the ledger is, for the commands that only read it.
+#[derive(Debug, Args, Default)]
+pub struct LedgerArgs {
+    /// Settings file (default: pms-onboard.toml when present).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The SQLite ledger [default: pms-ledger.db].
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<String>,
+}
+
+impl LedgerArgs {
+    pub fn flags(&self) -> Flags {
+        vec![("ledger", self.ledger.clone())]
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// CSV files (UTF-8; see --encoding for Big5, GBK, UTF-16).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Run against a built-in sandbox with throw-away keys (nothing leaves this machine).
+    #[arg(long)]
+    pub sandbox: bool,
+    /// Send again the rows that failed for good in an earlier run.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Encoding of the input files.
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write the rejected rows here as CSV (file,line,column,value,reason).
+    #[arg(long, value_name = "PATH")]
+    pub rejects: Option<PathBuf>,
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    pub encoding: crate::input::Encoding,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the counts as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Only rows in this state (repeatable): pending, in_flight, succeeded, already_circled,
+    /// failed, rejected.
+    #[arg(long = "state", value_name = "STATE")]
+    pub states: Vec<String>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Write here instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Write this spreadsheet back with status, pms_label, result_code, message appended.
+    #[arg(long, value_name = "FILE")]
+    pub annotate: Option<PathBuf>,
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Write every row that is not done here as CSV.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Print the six counts as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The request body to sign, exactly as it would be sent.
+    #[arg(value_name = "BODY_FILE")]
+    pub body: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub private_key: PathBuf,
+    #[arg(long)]
+    pub client_id: String,
+    /// request-time to use [default: now].
+    #[arg(long)]
+    pub request_time: Option<String>,
+    #[arg(long, default_value = "1")]
+    pub key_version: String,
+    #[arg(long, default_value = "RSA256")]
+    pub signature_algorithm: String,
+    /// AlipayHK's public key: check a response's signature too.
+    #[arg(long, value_name = "PATH", requires = "response")]
+    pub alipay_public_key: Option<PathBuf>,
+    /// The raw response body to check.
+    #[arg(long, value_name = "FILE", requires = "alipay_public_key")]
+    pub response: Option<PathBuf>,
+    /// The response's headers as `name: value` lines (response-time and signature).
+    #[arg(long, value_name = "FILE", requires = "response")]
+    pub response_headers: Option<PathBuf>,
+    /// The response's response-time header (instead of --response-headers).
+    #[arg(long)]
+    pub response_time: Option<String>,
+    /// The response's signature header (instead of --response-headers).
+    #[arg(long)]
+    pub response_signature: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write client_private.pem, client_public.pem, alipay_private.pem, alipay_public.pem.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+fn parse_encoding(s: &str) -> Result<crate::input::Encoding, String> {
+    s.parse()
+        .map_err(|_| format!("unknown encoding {s:?}: use utf-8, big5, gbk or utf-16"))
+}

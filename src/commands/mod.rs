@@ -1,0 +1,42 @@
+//! One module per subcommand, each thin: it wires `input`, `api`, `ledger` and `pipeline`
+//! together and turns the result into an exit code.
+
+pub mod export;
+pub mod keygen;
+pub mod reconcile;
+pub mod run;
+pub mod sandbox;
+pub mod sign;
+pub mod status;
+pub mod validate;
+
+/// Exit codes (SPEC section 5).
+pub mod exit {
+    /// Every row done.
+    pub const OK: u8 = 0;
+    /// Fatal: configuration, key, unreadable file, missing columns, ledger locked, run aborted.
+    pub const FATAL: u8 = 1;
+    /// Usage.
+    pub const USAGE: u8 = 2;
+    /// Finished, but some rows were rejected or failed (for reconcile: differences found).
+    pub const PROBLEMS: u8 = 3;
+    /// Interrupted.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Opens `-o PATH` or stdout.
+pub fn output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
+    use anyhow::Context as _;
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+/// The ledger path from `--ledger`, `PMS_ONBOARD_LEDGER`, the config file or the default.
+pub fn ledger_path(args: &crate::cli::LedgerArgs) -> anyhow::Result<std::path::PathBuf> {
+    let layers = crate::config::Layers::resolve(&args.flags(), args.config.as_deref())?;
+    Ok(std::path::PathBuf::from(layers.require("ledger")?))
+}

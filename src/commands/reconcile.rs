@@ -1,0 +1,297 @@
+//! `reconcile FILE...`: the master sheet against the ledger, sending nothing; and
+//! `export --annotate FILE`: the user's own sheet back with each row's outcome appended.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::cli::ReconcileArgs;
+use crate::input::{Encoding, Input, Item, SourceRow};
+use crate::ledger::queries::{self, LedgerRow};
+use crate::ledger::{self, State};
+
+/// The six categories, in the order they are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Done,
+    Drifted,
+    Pending,
+    Failed,
+    Invalid,
+    Orphan,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::Done,
+        Category::Drifted,
+        Category::Pending,
+        Category::Failed,
+        Category::Invalid,
+        Category::Orphan,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Done => "done",
+            Category::Drifted => "drifted",
+            Category::Pending => "pending",
+            Category::Failed => "failed",
+            Category::Invalid => "invalid",
+            Category::Orphan => "orphan",
+        }
+    }
+
+    fn what_to_do(self) -> &'static str {
+        match self {
+            Category::Done => "nothing",
+            Category::Drifted => "a person must act: the API cannot move a store that has a mall",
+            Category::Pending => "run the sheet: pms-onboard run FILE",
+            Category::Failed => "see the message; fix the row, or run again (transient) / --retry-failed",
+            Category::Invalid => "fix the row in the sheet (see detail)",
+            Category::Orphan => "done in the ledger but no longer in the sheet: check the sheet",
+        }
+    }
+}
+
+/// One line of the `-o` report.
+#[derive(Debug, Serialize)]
+struct Line {
+    category: &'static str,
+    key: String,
+    source_file: String,
+    source_line: u64,
+    state: String,
+    pms_label: String,
+    detail: String,
+}
+
+/// Where a sheet row stands against the ledger.
+fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
+    let Some(s) = stored else {
+        return (Category::Pending, "never sent".to_owned());
+    };
+    match s.state() {
+        st if st.is_done() => {
+            let diff = s.row().payload_differences(&row.row);
+            if diff.is_empty() {
+                (Category::Done, String::new())
+            } else {
+                (Category::Drifted, format!("{} earlier; the sheet now says {}", st.as_str(), diff.join(", ")))
+            }
+        }
+        State::Failed => (
+            Category::Failed,
+            format!(
+                "{} {}: {}",
+                s.failure.as_deref().unwrap_or(""),
+                s.result_code,
+                s.result_message
+            ),
+        ),
+        st => (Category::Pending, st.as_str().to_owned()),
+    }
+}
+
+pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let path = super::ledger_path(&args.ledger)?;
+    let conn = ledger::open_existing(&path)?;
+    let input = Input::open(&args.files, args.encoding)?;
+    let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
+    let mut out = match &args.output {
+        Some(p) => Some(csv::Writer::from_writer(super::output(Some(p))?)),
+        None => None,
+    };
+    let mut emit = |category: Category, line: Line| -> anyhow::Result<()> {
+        *counts.entry(category).or_default() += 1;
+        if category != Category::Done {
+            if let Some(w) = out.as_mut() {
+                w.serialize(line)?;
+            }
+        }
+        Ok(())
+    };
+    // Identities seen in the sheet, to find the orphans afterwards.
+    let mut seen: HashSet<String> = HashSet::new();
+    for item in input {
+        match item? {
+            Item::Row(row) => {
+                let key = row.row.key();
+                let stored = queries::row_by_key(&conn, &key)?;
+                let (category, detail) = classify(&row, stored.as_ref());
+                emit(
+                    category,
+                    Line {
+                        category: category.as_str(),
+                        key: key.clone(),
+                        source_file: row.file,
+                        source_line: row.line,
+                        state: stored.as_ref().map(|s| s.state.clone()).unwrap_or_default(),
+                        pms_label: stored.map(|s| s.pms_label).unwrap_or_default(),
+                        detail,
+                    },
+                )?;
+                seen.insert(key);
+            }
+            Item::Reject(r) => emit(
+                Category::Invalid,
+                Line {
+                    category: Category::Invalid.as_str(),
+                    key: String::new(),
+                    source_file: r.file.clone(),
+                    source_line: r.line,
+                    state: String::new(),
+                    pms_label: String::new(),
+                    detail: format!("column {}: {}", r.column, r.reason),
+                },
+            )?,
+            Item::Duplicate { key, .. } => {
+                seen.insert(key);
+            }
+        }
+    }
+    queries::rows(&conn, &[State::Succeeded, State::AlreadyCircled], |r| {
+        if !seen.contains(&r.key) {
+            emit(
+                Category::Orphan,
+                Line {
+                    category: Category::Orphan.as_str(),
+                    key: r.key,
+                    source_file: r.source_file,
+                    source_line: r.source_line,
+                    state: r.state,
+                    pms_label: r.pms_label,
+                    detail: "done in the ledger, not in the sheet".to_owned(),
+                },
+            )?;
+        }
+        Ok(())
+    })?;
+    if let Some(mut w) = out {
+        w.flush()?;
+    }
+    let differences: u64 = counts
+        .iter()
+        .filter(|(c, _)| **c != Category::Done)
+        .map(|(_, n)| n)
+        .sum();
+    if args.json {
+        let object: BTreeMap<&str, u64> = counts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
+        println!("{}", serde_json::to_string(&object)?);
+    } else {
+        for c in Category::ALL {
+            let n = counts[&c];
+            let hint = if n > 0 && c != Category::Done { c.what_to_do() } else { "" };
+            println!("  {:<8} {n:>8}  {hint}", c.as_str());
+        }
+    }
+    Ok(ExitCode::from(if differences == 0 {
+        super::exit::OK
+    } else {
+        super::exit::PROBLEMS
+    }))
+}
+
+/// The four cells appended to each row of an annotated sheet.
+fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[String; 4]> {
+    let key = match item {
+        Item::Reject(r) => {
+            return Ok([
+                "rejected".to_owned(),
+                String::new(),
+                String::new(),
+                format!("column {}: {}", r.column, r.reason),
+            ]);
+        }
+        Item::Row(r) => r.row.key(),
+        Item::Duplicate { key, .. } => key.clone(),
+    };
+    Ok(match queries::row_by_key(conn, &key)? {
+        Some(s) => [s.state, s.pms_label, s.result_code, s.result_message],
+        None => [
+            "not_sent".to_owned(),
+            String::new(),
+            String::new(),
+            "not in the ledger: run this sheet".to_owned(),
+        ],
+    })
+}
+
+/// Writes `sheet` back byte for byte, each record followed by its outcome in four new cells.
+pub fn annotate(
+    conn: &Connection,
+    sheet: &Path,
+    encoding: Encoding,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    if encoding != Encoding::Utf8 {
+        anyhow::bail!("--annotate writes UTF-8 sheets only; save {} as CSV UTF-8 first", sheet.display());
+    }
+    let data = std::fs::read(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
+    // Where each record starts, from the same CSV grammar the reader uses.
+    let mut starts = Vec::new();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(&data[..]);
+    let mut record = csv::ByteRecord::new();
+    while rdr.read_byte_record(&mut record)? {
+        let pos = record.position().expect("the csv reader records positions");
+        starts.push((pos.byte() as usize, pos.line()));
+    }
+    let mut items = Input::open(&[sheet.to_path_buf()], encoding)?.peekable();
+    let mut out = super::output(output)?;
+    for (i, &(start, line)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(data.len(), |(s, _)| *s);
+        let raw = &data[start..end];
+        let content_len = raw
+            .iter()
+            .rposition(|b| *b != b'\n' && *b != b'\r')
+            .map_or(0, |p| p + 1);
+        let (content, line_end) = raw.split_at(content_len);
+        let cells: [String; 4] = if i == 0 {
+            ["status", "pms_label", "result_code", "message"].map(str::to_owned)
+        } else {
+            let item = match items.peek() {
+                Some(Ok(item)) if item_line(item) == line => items.next().and_then(Result::ok),
+                _ => None,
+            };
+            match item {
+                Some(item) => annotation(&item, conn)?,
+                None => Default::default(),
+            }
+        };
+        out.write_all(content)?;
+        for cell in &cells {
+            out.write_all(b",")?;
+            out.write_all(csv_cell(cell).as_bytes())?;
+        }
+        // A last line without a line break gets none either.
+        out.write_all(line_end)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn item_line(item: &Item) -> u64 {
+    match item {
+        Item::Row(r) => r.line,
+        Item::Reject(r) => r.line,
+        Item::Duplicate { line, .. } => *line,
+    }
+}
+
+/// One CSV cell, quoted when it must be.
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,104 @@
+//! `sign`: shows the exact content signed and the headers as they would be sent, and checks a
+//! response's signature the same way the client does: the tool for "INVALID_SIGNATURE" tickets.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::api::client::{ClientSettings, sign_body_at};
+use crate::api::keys::{PrivateKey, PublicKey};
+use crate::api::signing::{self, API_PATH};
+use crate::cli::SignArgs;
+
+pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let key = PrivateKey::from_file(&args.private_key)?;
+    let body = read(&args.body)?;
+    if body.ends_with(b"\n") {
+        eprintln!(
+            "note: {} ends with a line break; it is signed as part of the body (pms-onboard never sends one)",
+            args.body.display()
+        );
+    }
+    let settings = ClientSettings {
+        endpoint: String::new(),
+        client_id: args.client_id.clone(),
+        key_version: args.key_version.clone(),
+        signature_algorithm: args.signature_algorithm.clone(),
+        timeout: std::time::Duration::from_secs(15),
+    };
+    let time = args.request_time.clone().unwrap_or_else(signing::now_iso8601);
+    let signed = sign_body_at(&settings, &key, body, time);
+    println!("content signed ({} bytes, \\n is the one line break):", signed.content.len());
+    println!("{}", visible(&signed.content));
+    println!();
+    println!("headers:");
+    println!("client-id: {}", args.client_id);
+    println!("request-time: {}", signed.request_time);
+    println!("signature: {}", signed.signature);
+
+    let Some(public_path) = &args.alipay_public_key else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let public = PublicKey::from_file(public_path)?;
+    let response = read(args.response.as_deref().context("--response is required")?)?;
+    let (mut time, mut signature) = (args.response_time.clone(), args.response_signature.clone());
+    if let Some(path) = &args.response_headers {
+        let text = String::from_utf8_lossy(&read(path)?).into_owned();
+        for line in text.lines() {
+            if let Some((name, value)) = line.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "response-time" => time = time.or(Some(value.trim().to_owned())),
+                    "signature" => signature = signature.or(Some(value.trim().to_owned())),
+                    _ => {}
+                }
+            }
+        }
+    }
+    println!();
+    let content = signing::content(
+        API_PATH,
+        &args.client_id,
+        time.as_deref().unwrap_or("<no response-time>"),
+        &response,
+    );
+    println!("response content checked:");
+    println!("{}", visible(&content));
+    match signing::verify(
+        &public,
+        API_PATH,
+        &args.client_id,
+        time.as_deref(),
+        &response,
+        signature.as_deref(),
+    ) {
+        Ok(()) => {
+            println!("response signature: valid");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("response signature: NOT valid: {e}");
+            Ok(ExitCode::from(super::exit::FATAL))
+        }
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The content with its line break shown as `\n` (and any other control byte escaped).
+fn visible(content: &[u8]) -> String {
+    let text = String::from_utf8_lossy(content);
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}

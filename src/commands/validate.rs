@@ -1,0 +1,38 @@
+//! `validate FILE...`: every rule checked offline; nothing is sent and nothing is written except
+//! the rejects file asked for.
+
+use std::process::ExitCode;
+
+use crate::cli::ValidateArgs;
+use crate::input::{Input, Item, RejectsWriter};
+
+pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let input = Input::open(&args.files, args.encoding)?;
+    let mut rejects_csv = match &args.rejects {
+        Some(path) => Some(RejectsWriter::new(super::output(Some(path))?)?),
+        None => None,
+    };
+    let (mut valid, mut rejected, mut duplicates) = (0u64, 0u64, 0u64);
+    for item in input {
+        match item? {
+            Item::Row(_) => valid += 1,
+            Item::Duplicate { .. } => duplicates += 1,
+            Item::Reject(r) => {
+                rejected += 1;
+                eprintln!("{r}");
+                if let Some(w) = rejects_csv.as_mut() {
+                    w.write(&r)?;
+                }
+            }
+        }
+    }
+    if let Some(w) = rejects_csv {
+        w.finish()?;
+    }
+    println!("{valid} valid rows, {rejected} rejected, {duplicates} duplicates skipped");
+    Ok(ExitCode::from(if rejected > 0 {
+        super::exit::PROBLEMS
+    } else {
+        super::exit::OK
+    }))
+}

@@ -1,0 +1,244 @@
+//! Reads: the rows a run must send, counts for `status`, rows for `export` and `reconcile`.
+
+use rusqlite::{Connection, OptionalExtension as _, Row as SqlRow, params};
+use serde::Serialize;
+
+use super::State;
+use crate::input::{Reject, Row, SaveWay};
+
+/// A row of the ledger as `export` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerRow {
+    pub key: String,
+    pub save_way_type: String,
+    pub ipay_trade_no: String,
+    pub partner_id: String,
+    pub merchant_id: String,
+    pub merchant_name: String,
+    pub store_id: String,
+    pub store_name: String,
+    pub mall_group_label: String,
+    pub mall_label: String,
+    pub state: String,
+    pub ambiguous: bool,
+    pub pms_label: String,
+    pub result_code: String,
+    pub result_message: String,
+    pub attempts: u32,
+    pub source_file: String,
+    pub source_line: u64,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub failure: Option<String>,
+    #[serde(skip)]
+    pub maybe_sent: bool,
+}
+
+impl LedgerRow {
+    pub fn row(&self) -> Row {
+        Row {
+            save_way: SaveWay::parse(&self.save_way_type).unwrap_or(SaveWay::MerchantPms),
+            ipay_trade_no: self.ipay_trade_no.clone(),
+            partner_id: self.partner_id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            merchant_name: self.merchant_name.clone(),
+            store_id: self.store_id.clone(),
+            store_name: self.store_name.clone(),
+            mall_group_label: self.mall_group_label.clone(),
+            mall_label: self.mall_label.clone(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        State::parse(&self.state).unwrap_or(State::Pending)
+    }
+}
+
+const ROW_COLUMNS: &str = "key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name,
+    store_id, store_name, mall_group_label, mall_label, state, ambiguous, pms_label, result_code,
+    result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent, seq";
+
+fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
+    Ok(LedgerRow {
+        key: r.get(0)?,
+        save_way_type: r.get(1)?,
+        ipay_trade_no: r.get(2)?,
+        partner_id: r.get(3)?,
+        merchant_id: r.get(4)?,
+        merchant_name: r.get(5)?,
+        store_id: r.get(6)?,
+        store_name: r.get(7)?,
+        mall_group_label: r.get(8)?,
+        mall_label: r.get(9)?,
+        state: r.get(10)?,
+        ambiguous: r.get(11)?,
+        pms_label: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
+        result_code: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
+        result_message: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+        attempts: r.get(15)?,
+        source_file: r.get(16)?,
+        source_line: r.get::<_, i64>(17)? as u64,
+        updated_at: r.get(18)?,
+        failure: r.get(19)?,
+        maybe_sent: r.get(20)?,
+    })
+}
+
+/// Rows of this run still to send, in input order, after `after_seq`.
+pub fn pending_page(
+    conn: &Connection,
+    run_id: i64,
+    after_seq: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(u64, LedgerRow)>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM rows
+         WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    let rows = st.query_map(params![run_id, after_seq as i64, limit as i64], |r| {
+        Ok((r.get::<_, i64>(21)? as u64, ledger_row(r)?))
+    })?;
+    rows.collect()
+}
+
+/// One row by its identity.
+pub fn row_by_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<LedgerRow>> {
+    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM rows WHERE key = ?1"))?
+        .query_row([key], ledger_row)
+        .optional()
+}
+
+/// Every row, optionally only those in `states`, in the order they were read.
+pub fn rows(
+    conn: &Connection,
+    states: &[State],
+    mut each: impl FnMut(LedgerRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {ROW_COLUMNS} FROM rows ORDER BY run_id, seq, key"
+    ))?;
+    let mut q = st.query([])?;
+    while let Some(r) = q.next()? {
+        let row = ledger_row(r)?;
+        if states.is_empty() || states.contains(&row.state()) {
+            each(row)?;
+        }
+    }
+    Ok(())
+}
+
+/// The id of the latest run, if any.
+pub fn last_run_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+}
+
+/// The rejects a run recorded.
+pub fn rejects(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Reject>> {
+    let mut st = conn.prepare(
+        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = ?1 ORDER BY id",
+    )?;
+    let rows = st.query_map([run_id], |r| {
+        Ok(Reject {
+            file: r.get(0)?,
+            line: r.get::<_, i64>(1)? as u64,
+            column: r.get(2)?,
+            value: r.get(3)?,
+            reason: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusCounts {
+    pub total: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub succeeded: u64,
+    pub already_circled: u64,
+    pub ambiguous: u64,
+    pub failed: u64,
+    pub failed_transient: u64,
+    pub failed_permanent: u64,
+    pub by_result_code: std::collections::BTreeMap<String, u64>,
+    pub last_runs: Vec<RunInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub id: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub outcome: String,
+    pub rows_read: u64,
+    pub succeeded: u64,
+    pub already_circled: u64,
+    pub failed: u64,
+    pub rejected: u64,
+    pub drifted: u64,
+    pub message: Option<String>,
+}
+
+pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCounts> {
+    let mut c = StatusCounts::default();
+    let mut st = conn.prepare(
+        "SELECT state, COALESCE(failure, ''), ambiguous, count(*) FROM rows GROUP BY 1, 2, 3",
+    )?;
+    let mut q = st.query([])?;
+    while let Some(r) = q.next()? {
+        let state: String = r.get(0)?;
+        let failure: String = r.get(1)?;
+        let ambiguous: bool = r.get(2)?;
+        let n = r.get::<_, i64>(3)? as u64;
+        c.total += n;
+        match State::parse(&state) {
+            Some(State::Pending) => c.pending += n,
+            Some(State::InFlight) => c.in_flight += n,
+            Some(State::Succeeded) => c.succeeded += n,
+            Some(State::AlreadyCircled) => c.already_circled += n,
+            Some(State::Failed) => {
+                c.failed += n;
+                if failure == "permanent" {
+                    c.failed_permanent += n;
+                } else {
+                    c.failed_transient += n;
+                }
+            }
+            None => {}
+        }
+        if ambiguous {
+            c.ambiguous += n;
+        }
+    }
+    let mut st = conn.prepare(
+        "SELECT result_code, count(*) FROM rows WHERE result_code IS NOT NULL GROUP BY 1 ORDER BY 1",
+    )?;
+    let mut q = st.query([])?;
+    while let Some(r) = q.next()? {
+        c.by_result_code
+            .insert(r.get(0)?, r.get::<_, i64>(1)? as u64);
+    }
+    let mut st = conn.prepare(
+        "SELECT id, started_at, ended_at, outcome, rows_read, succeeded, already_circled, failed,
+                rejected, drifted, message
+         FROM runs ORDER BY id DESC LIMIT ?1",
+    )?;
+    let runs = st.query_map([last_runs as i64], |r| {
+        Ok(RunInfo {
+            id: r.get(0)?,
+            started_at: r.get(1)?,
+            ended_at: r.get(2)?,
+            outcome: r.get(3)?,
+            rows_read: r.get::<_, i64>(4)? as u64,
+            succeeded: r.get::<_, i64>(5)? as u64,
+            already_circled: r.get::<_, i64>(6)? as u64,
+            failed: r.get::<_, i64>(7)? as u64,
+            rejected: r.get::<_, i64>(8)? as u64,
+            drifted: r.get::<_, i64>(9)? as u64,
+            message: r.get(10)?,
+        })
+    })?;
+    c.last_runs = runs.collect::<rusqlite::Result<_>>()?;
+    Ok(c)
+}

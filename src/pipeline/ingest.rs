@@ -1,0 +1,77 @@
+//! Phase one of a run: the input is read once, as a stream, into the ledger. Every row is
+//! recorded (pending, or found done, drifted or failed before) and every reject kept, before a
+//! single request leaves: a file that turns out unreadable halfway stops the run with nothing sent.
+
+use crate::input::{Input, Item};
+use crate::ledger::writer::{Ingested, RunCounts, Writer};
+
+use super::shutdown::Shutdown;
+
+/// Rows sent to the ledger writer per transaction.
+const BATCH: usize = 1024;
+
+/// Reads every row of `input` into the ledger for `run_id`; returns the counts so far.
+pub fn ingest(
+    input: Input,
+    writer: &Writer,
+    run_id: i64,
+    retry_failed: bool,
+    shutdown: &Shutdown,
+) -> anyhow::Result<RunCounts> {
+    let mut counts = RunCounts::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut seq = 0u64;
+    let flush = |batch: &mut Vec<_>, counts: &mut RunCounts| -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(u64, crate::input::SourceRow)> = std::mem::take(batch);
+        let places: Vec<(String, u64)> = rows.iter().map(|(_, r)| (r.file.clone(), r.line)).collect();
+        for (decision, (file, line)) in writer.ingest(run_id, rows, retry_failed)?.into_iter().zip(places) {
+            match decision {
+                Ingested::Send => counts.to_send += 1,
+                Ingested::Done => counts.already_done += 1,
+                Ingested::Drifted(detail) => {
+                    counts.drifted += 1;
+                    eprintln!("{file}:{line}: drift: {detail}; not sent (the API cannot move a store)");
+                }
+                Ingested::FailedBefore => counts.failed += 1,
+            }
+        }
+        Ok(())
+    };
+    for item in input {
+        if shutdown.is_stopping() {
+            break;
+        }
+        match item? {
+            Item::Row(row) => {
+                counts.rows_read += 1;
+                seq += 1;
+                batch.push((seq, row));
+                if batch.len() >= BATCH {
+                    flush(&mut batch, &mut counts)?;
+                }
+            }
+            Item::Reject(reject) => {
+                counts.rows_read += 1;
+                counts.rejected += 1;
+                eprintln!("{reject}");
+                writer.reject(run_id, reject)?;
+            }
+            Item::Duplicate {
+                file,
+                line,
+                first_file,
+                first_line,
+                ..
+            } => {
+                counts.rows_read += 1;
+                counts.duplicates += 1;
+                tracing::info!("{file}:{line}: same store as line {first_line} of {first_file}; skipped");
+            }
+        }
+    }
+    flush(&mut batch, &mut counts)?;
+    Ok(counts)
+}

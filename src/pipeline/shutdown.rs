@@ -1,0 +1,115 @@
+//! Stopping: Ctrl-C (or SIGTERM) stops taking rows and lets what is in flight finish; a second
+//! one exits at once. Fatal answers stop the run the same way. Committed outcomes are on disk
+//! either way: the ledger commits each one before the worker moves on.
+
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+/// Why the run stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Interrupted,
+    Aborted(String),
+}
+
+pub struct Shutdown {
+    tx: watch::Sender<bool>,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            tx: watch::channel(false).0,
+            reason: Mutex::new(None),
+        }
+    }
+}
+
+impl Shutdown {
+    /// Asks everyone to stop; the first reason given is kept.
+    pub fn stop(&self, reason: StopReason) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.tx.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves once a stop was asked for.
+    pub async fn stopped(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Listens for Ctrl-C and SIGTERM: the first stops the run, the second exits with 130.
+    pub fn listen_for_signals(self: &std::sync::Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut signals = Signals::new();
+            signals.next().await;
+            eprintln!(
+                "\nstopping: no new rows; waiting for the requests in flight (press Ctrl-C again to exit now)"
+            );
+            me.stop(StopReason::Interrupted);
+            signals.next().await;
+            eprintln!("\nexiting now; every committed outcome is in the ledger");
+            std::process::exit(130);
+        });
+    }
+}
+
+/// SIGINT and SIGTERM, registered once so that no second signal is missed.
+#[cfg(unix)]
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => {}
+            _ = recv(&mut self.term) => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> Self {
+        Signals
+    }
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
