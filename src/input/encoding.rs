@@ -67,11 +67,16 @@ impl FromStr for Encoding {
 }
 
 /// Opens `file` as a stream of UTF-8 bytes (or, for `Utf8`, of bytes that should be UTF-8),
-/// without its byte-order mark.
+/// without its byte-order mark, always ending with a line feed (see `reader::record_line`).
 ///
 /// A UTF-16 byte-order mark is honoured whatever the encoding asked for: Excel's "Unicode Text"
 /// export is UTF-16, and no UTF-8 or Big5 file starts with those bytes.
 pub(crate) fn open_stream(file: File, encoding: Encoding) -> io::Result<Box<dyn Read>> {
+    let stream = decoded(file, encoding)?;
+    Ok(Box::new(stream.chain(&b"\n"[..])))
+}
+
+fn decoded(file: File, encoding: Encoding) -> io::Result<Box<dyn Read>> {
     let mut file = file;
     let mut head = [0u8; 3];
     let mut n = 0;

@@ -117,6 +117,9 @@ impl Input {
                 .has_headers(false)
                 .flexible(true)
                 .buffer_capacity(64 * 1024)
+                // Only LF ends a record, so that every record ends by consuming one (see
+                // `record_line`); a CR before it is trailing white space, trimmed like any.
+                .terminator(csv::Terminator::Any(b'\n'))
                 .from_reader(stream);
             let mut header = ByteRecord::new();
             if !csv
@@ -125,7 +128,7 @@ impl Input {
             {
                 return Err(InputError::NoHeader { file: name });
             }
-            let line = line_of(&header);
+            let line = record_line(&csv, &header);
             let cells = header
                 .iter()
                 .map(std::str::from_utf8)
@@ -188,7 +191,7 @@ impl Input {
     fn item(&mut self) -> Result<Option<Item>, InputError> {
         let src = &self.sources[self.current];
         let record = &self.record;
-        let line = line_of(record);
+        let line = record_line(&src.csv, record);
         let file = || src.name.clone();
         let mut any = false;
         for (i, raw) in record.iter().enumerate() {
@@ -337,9 +340,16 @@ impl Iterator for Input {
     }
 }
 
-/// 1-based line where the record starts (the header is line 1).
-fn line_of(record: &ByteRecord) -> u64 {
-    record.position().map_or(0, |p| p.line())
+/// 1-based line where the record just read starts (the header is line 1).
+///
+/// The csv crate's `ByteRecord::position` is where reading *began*, before any blank lines it
+/// skipped, so it drifts after a blank line. The reader's position after the record is exact,
+/// and every record ends by consuming a line feed (LF is the only terminator and the stream
+/// always ends with one): the start is that line minus the line feeds inside the record's
+/// quoted cells, minus its own terminator.
+fn record_line<R: Read>(csv: &csv::Reader<R>, record: &ByteRecord) -> u64 {
+    let inner = record.as_slice().iter().filter(|b| **b == b'\n').count() as u64;
+    csv.position().line().saturating_sub(inner + 1).max(1)
 }
 
 fn csv_error(file: &str, e: csv::Error) -> InputError {
@@ -361,4 +371,267 @@ fn csv_error(file: &str, e: csv::Error) -> InputError {
 /// UTF-8 by construction); the fallback keeps it total.
 fn cell(raw: &[u8]) -> &str {
     std::str::from_utf8(raw).unwrap_or("\u{FFFD}").trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
+    }
+
+    fn read(names: &[&str], encoding: Encoding) -> Vec<Result<Item, InputError>> {
+        let files: Vec<PathBuf> = names.iter().map(|n| fixture(n)).collect();
+        Input::open(&files, encoding).unwrap().collect()
+    }
+
+    /// Items as `(line, "row KEY" | "reject COLUMN" | "dup FIRST_LINE")`, for exact asserts.
+    fn summary(names: &[&str], encoding: Encoding) -> Vec<(u64, String)> {
+        read(names, encoding)
+            .into_iter()
+            .map(|item| match item.unwrap() {
+                Item::Row(r) => (r.line, format!("row {}", r.row.key())),
+                Item::Reject(r) => (r.line, format!("reject {}", r.column)),
+                Item::Duplicate {
+                    line, first_line, ..
+                } => (line, format!("dup {first_line}")),
+            })
+            .collect()
+    }
+
+    fn rows(names: &[&str], encoding: Encoding) -> Vec<SourceRow> {
+        read(names, encoding)
+            .into_iter()
+            .filter_map(|i| match i.unwrap() {
+                Item::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rejects(name: &str) -> Vec<Reject> {
+        read(&[name], Encoding::Utf8)
+            .into_iter()
+            .filter_map(|i| match i.unwrap() {
+                Item::Reject(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn excel_export_with_bom_crlf_quotes_and_empty_rows_just_works() {
+        let rows = rows(&["excel_bom_crlf.csv"], Encoding::Utf8);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].line, 2);
+        assert_eq!(
+            rows[0].file,
+            fixture("excel_bom_crlf.csv").display().to_string()
+        );
+        assert_eq!(rows[0].row.merchant_name, "大快活集團, 有限公司");
+        assert_eq!(rows[0].row.store_name, "大快活 旺角店");
+        assert_eq!(rows[1].line, 3);
+        assert_eq!(rows[1].row.key(), "IPAY_TRADE_NO|20880012345678");
+        assert_eq!(rows[1].row.mall_label, "201");
+    }
+
+    #[test]
+    fn big5_export_is_decoded_with_encoding_big5() {
+        let rows = rows(&["big5_export.csv"], Encoding::Big5);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].row.store_name, "大快活 銅鑼灣店");
+        // The same file read as UTF-8 is refused at the line that fails.
+        let err = read(&["big5_export.csv"], Encoding::Utf8)
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap();
+        assert!(matches!(err, InputError::NotUtf8 { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn utf16_with_bom_is_read_whatever_the_encoding_given() {
+        for enc in [Encoding::Utf16, Encoding::Utf8] {
+            let rows = rows(&["utf16le_bom.csv"], enc);
+            assert_eq!(rows.len(), 1, "{enc}");
+            assert_eq!(rows[0].row.store_name, "美心 尖沙咀店");
+            assert_eq!(rows[0].line, 2);
+        }
+    }
+
+    #[test]
+    fn not_utf8_is_refused_with_line_and_hint_after_good_rows() {
+        let items = read(&["not_utf8.csv"], Encoding::Utf8);
+        assert_eq!(items.len(), 2, "the iterator ends after the error");
+        assert!(matches!(&items[0], Ok(Item::Row(r)) if r.line == 2));
+        let err = items[1].as_ref().unwrap_err();
+        assert!(matches!(err, InputError::NotUtf8 { line: 3, .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("not_utf8.csv:3:"), "{msg}");
+        assert!(
+            msg.contains("CSV UTF-8") && msg.contains("--encoding big5"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn mangled_numbers_are_rejected_with_the_text_hint() {
+        assert_eq!(
+            summary(&["mangled_numbers.csv"], Encoding::Utf8),
+            vec![
+                (2, "reject ipay_trade_no".into()),
+                (3, "reject partner_id".into()),
+                (4, "reject mall_label".into()),
+                (5, "row MERCHANT_PMS|2088001|M1|S3".into()),
+            ]
+        );
+        let r = &rejects("mangled_numbers.csv")[0];
+        assert_eq!(r.value, "2.08802E+15");
+        assert!(
+            r.reason.contains("format the column as Text"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn multiline_quoted_cell_is_a_control_character_at_the_starting_line() {
+        assert_eq!(
+            summary(&["multiline_quoted.csv"], Encoding::Utf8),
+            vec![
+                (2, "reject store_name".into()),
+                (4, "row MERCHANT_PMS|2088001|M1|S2".into()),
+            ]
+        );
+        assert_eq!(rejects("multiline_quoted.csv")[0].value, "翠華\n中環店");
+    }
+
+    #[test]
+    fn ragged_rows_short_are_padded_long_are_rejected() {
+        assert_eq!(
+            summary(&["ragged_rows.csv"], Encoding::Utf8),
+            vec![
+                (2, "reject mall_label".into()),
+                (3, "reject (extra cells)".into()),
+                (4, "row MERCHANT_PMS|2088001|M1|S3".into()),
+                (6, "row MERCHANT_PMS|2088001|M1|S4".into()),
+            ]
+        );
+        let r = &rejects("ragged_rows.csv")[1];
+        assert_eq!(r.value, "200");
+        assert!(
+            r.reason.starts_with(
+                "the row has 10 cells but the header has 9: a comma inside an unquoted value"
+            ),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn duplicates_skipped_and_conflicts_rejected_across_files() {
+        assert_eq!(
+            summary(
+                &["duplicates_and_conflicts.csv", "duplicates_second_file.csv"],
+                Encoding::Utf8
+            ),
+            vec![
+                (2, "row MERCHANT_PMS|2088001|M1|S1".into()),
+                (3, "row IPAY_TRADE_NO|998877".into()),
+                (4, "dup 2".into()),
+                (5, "reject mall_label".into()),
+                (6, "dup 3".into()),
+                (2, "dup 3".into()),
+                (3, "reject mall_label".into()),
+            ]
+        );
+        let first = fixture("duplicates_and_conflicts.csv")
+            .display()
+            .to_string();
+        let items: Vec<Item> = read(
+            &["duplicates_and_conflicts.csv", "duplicates_second_file.csv"],
+            Encoding::Utf8,
+        )
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(
+            items[5],
+            Item::Duplicate {
+                file: fixture("duplicates_second_file.csv").display().to_string(),
+                line: 2,
+                key: "IPAY_TRADE_NO|998877".into(),
+                first_file: first.clone(),
+                first_line: 3,
+            }
+        );
+        let Item::Reject(r) = &items[3] else { panic!() };
+        assert_eq!(r.value, "999");
+        assert_eq!(
+            r.reason,
+            format!(
+                "conflicts with line 2 of {first} (same store, different mall_label): keep only \
+                 the row that is right"
+            )
+        );
+    }
+
+    #[test]
+    fn missing_mall_columns_refuse_the_input_naming_missing_and_found() {
+        let files = [
+            fixture("excel_bom_crlf.csv"),
+            fixture("missing_mall_columns.csv"),
+        ];
+        let err = Input::open(&files, Encoding::Utf8).err().unwrap();
+        match &err {
+            InputError::MissingColumns { missing, found, .. } => {
+                assert_eq!(missing, &["mall_group_label".to_string()]);
+                assert_eq!(found, &["Store ID", "Mall Label", "Notes"]);
+            }
+            e => panic!("{e}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("missing_mall_columns.csv: missing column(s) mall_group_label; the header has: Store ID, Mall Label, Notes"), "{msg}");
+    }
+
+    #[test]
+    fn empty_file_has_no_header() {
+        let err = Input::open(&[fixture("empty.csv")], Encoding::Utf8)
+            .err()
+            .unwrap();
+        assert!(matches!(err, InputError::NoHeader { .. }), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_names_it() {
+        let err = Input::open(&[fixture("no_such_file.csv")], Encoding::Utf8)
+            .err()
+            .unwrap();
+        assert!(matches!(err, InputError::Io { .. }));
+        assert!(err.to_string().contains("no_such_file.csv"), "{err}");
+    }
+
+    #[test]
+    fn headers_in_any_spelling_and_order_values_trimmed_unknown_listed() {
+        let files = [fixture("headers_any_spelling.csv")];
+        let input = Input::open(&files, Encoding::Utf8).unwrap();
+        assert_eq!(
+            input.unknown_columns(),
+            &[(files[0].display().to_string(), vec!["Region".to_string()])]
+        );
+        let rows: Vec<SourceRow> = input
+            .map(|i| match i.unwrap() {
+                Item::Row(r) => r,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0].row;
+        assert_eq!(row.key(), "MERCHANT_PMS|2088001|M1|S1");
+        assert_eq!(row.store_name, "九龍城店");
+        assert_eq!(
+            (row.mall_group_label.as_str(), row.mall_label.as_str()),
+            ("100", "200")
+        );
+    }
 }
