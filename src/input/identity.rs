@@ -3,6 +3,9 @@
 //! A million-row sheet must validate in well under 100 MB, so no row is kept: per identity only
 //! a 128-bit fingerprint of the key, a 64-bit hash of the payload, one byte per payload field
 //! (to name a differing column) and where it was first seen — 32 bytes a slot.
+//! The map is split in 256 shards that grow one at a time: a single table would briefly hold
+//! its old and its doubled array together (about 100 MB at a million rows); a shard's doubling
+//! costs 1/256 of that.
 //! The hashes are SipHash with random keys; a false match needs a 128-bit (key) and a 64-bit
 //! (payload) collision, negligible at any spreadsheet size.
 
@@ -73,8 +76,10 @@ pub(crate) struct Identities {
     key_a: RandomState,
     key_b: RandomState,
     field: RandomState,
-    seen: HashMap<KeyPrint, Seen, BuildHasherDefault<PassThrough>>,
+    shards: Vec<HashMap<KeyPrint, Seen, BuildHasherDefault<PassThrough>>>,
 }
+
+const SHARDS: usize = 256;
 
 impl Identities {
     pub(crate) fn new() -> Identities {
@@ -82,7 +87,7 @@ impl Identities {
             key_a: RandomState::new(),
             key_b: RandomState::new(),
             field: RandomState::new(),
-            seen: HashMap::default(),
+            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
         }
     }
 
@@ -98,9 +103,11 @@ impl Identities {
         .map(|f| self.field.hash_one(f.as_str()));
         let payload = self.field.hash_one(field_hashes);
         let fields = field_hashes.map(|h| h as u8);
-        match self.seen.get(&key) {
+        // The shard comes from the half of the key the shard's own table does not hash.
+        let shard = &mut self.shards[(key.1 >> 56) as usize];
+        match shard.get(&key) {
             None => {
-                self.seen.insert(
+                shard.insert(
                     key,
                     Seen {
                         payload,
