@@ -1,7 +1,21 @@
 //! Spreadsheet input: CSV reading (encodings, headers), the row rules, a row's identity.
+//!
+//! [`Input`] streams the rows of one or more files as [`Item`]s: valid rows, rejects (a row
+//! that breaks a rule, never sent) and duplicates (skipped). A problem with a whole file
+//! (unreadable, not UTF-8, missing columns) is an [`InputError`] that refuses the input.
 
+mod columns;
+mod encoding;
+mod identity;
+mod reader;
+mod rejects;
 mod row;
+mod rules;
 
+pub use columns::normalize_header;
+pub use encoding::{Encoding, UnknownEncoding};
+pub use reader::{Input, InputError, Item};
+pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};
 
 // Placeholder until the streaming reader lands: the interface the pipeline uses.

@@ -1,0 +1,637 @@
+//! The streaming reader: files → records → [`Item`]s, with identity dedupe across all files.
+//!
+//! Records are read as bytes into one reused `ByteRecord`; values are validated as `&str`
+//! slices and only a valid row is copied into `String`s. Memory stays flat whatever the number
+//! of rows, apart from 32 bytes per distinct identity (see `identity`).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use csv::ByteRecord;
+
+use super::columns::{Column, ColumnMap, HeaderProblem};
+use super::encoding::{Encoding, open_stream};
+use super::identity::{Identities, Verdict};
+use super::row::{Reject, SaveWay, SourceRow};
+use super::rules::{self, Values};
+
+/// One record of the input, as the caller handles it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Row(SourceRow),
+    Reject(Reject),
+    /// Same identity, identical payload as an earlier row of this input: skipped.
+    Duplicate {
+        file: String,
+        line: u64,
+        key: String,
+        first_file: String,
+        first_line: u64,
+    },
+}
+
+/// A problem with a whole file: the input is refused and nothing is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{file}:{line}: the file is not UTF-8 text: in Excel use Save As \"CSV UTF-8 (Comma \
+         delimited)\", or pass --encoding big5|gbk|utf-16 for a legacy export"
+    )]
+    NotUtf8 { file: String, line: u64 },
+    #[error(
+        "{file}: missing column(s) {}; the header has: {}. Add the missing column(s) (names \
+         are matched ignoring case, spaces, '_' and '-')",
+        missing.join(", "),
+        if found.is_empty() { "(nothing)".to_string() } else { found.join(", ") }
+    )]
+    MissingColumns {
+        file: String,
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error(
+        "{file}: the header names column {column} twice ({}): remove or rename one",
+        cells.join(", ")
+    )]
+    DuplicateColumn {
+        file: String,
+        column: String,
+        cells: Vec<String>,
+    },
+    #[error(
+        "{file}: the file is empty: its first line must be a header naming the columns \
+         (at least mall_group_label and mall_label)"
+    )]
+    NoHeader { file: String },
+    #[error("{file}:{line}: {message}")]
+    Csv {
+        file: String,
+        line: u64,
+        message: String,
+    },
+}
+
+/// One open file of the input.
+struct Source {
+    name: String,
+    csv: csv::Reader<Box<dyn Read>>,
+    columns: ColumnMap,
+    /// Checks UTF-8 ourselves (raw bytes); decoded legacy encodings are UTF-8 by construction.
+    check_utf8: bool,
+}
+
+/// Reads every file of one input, in order, as one stream. Identity dedupe spans all files.
+pub struct Input {
+    sources: Vec<Source>,
+    current: usize,
+    /// `bases[i]`: added to a line of file `i` to make an ordinal unique across the input.
+    bases: Vec<u64>,
+    record: ByteRecord,
+    identities: Identities,
+    unknown: Vec<(String, Vec<String>)>,
+    done: bool,
+}
+
+impl Input {
+    /// Opens all files and checks their headers (missing mandatory columns refuse the whole
+    /// input before any row is read). Unknown columns produce one warning per file naming them.
+    pub fn open(files: &[PathBuf], encoding: Encoding) -> Result<Input, InputError> {
+        let mut sources = Vec::with_capacity(files.len());
+        let mut unknown = Vec::new();
+        for path in files {
+            let name = path.display().to_string();
+            let io_err = |source| InputError::Io {
+                file: name.clone(),
+                source,
+            };
+            let file = File::open(path).map_err(io_err)?;
+            let stream = open_stream(file, encoding).map_err(io_err)?;
+            let mut csv = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .buffer_capacity(64 * 1024)
+                // Only LF ends a record, so that every record ends by consuming one (see
+                // `record_line`); a CR before it is trailing white space, trimmed like any.
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_reader(stream);
+            let mut header = ByteRecord::new();
+            if !csv
+                .read_byte_record(&mut header)
+                .map_err(|e| csv_error(&name, e))?
+            {
+                return Err(InputError::NoHeader { file: name });
+            }
+            let line = record_line(&csv, &header);
+            let cells = header
+                .iter()
+                .map(std::str::from_utf8)
+                .collect::<Result<Vec<&str>, _>>()
+                .map_err(|_| InputError::NotUtf8 {
+                    file: name.clone(),
+                    line,
+                })?;
+            let (columns, unknown_here) = ColumnMap::new(&cells).map_err(|p| match p {
+                HeaderProblem::Missing { missing, found } => InputError::MissingColumns {
+                    file: name.clone(),
+                    missing,
+                    found,
+                },
+                HeaderProblem::Duplicate { column, cells } => InputError::DuplicateColumn {
+                    file: name.clone(),
+                    column,
+                    cells,
+                },
+            })?;
+            if !unknown_here.is_empty() {
+                tracing::warn!(
+                    file = %name,
+                    "unknown columns ignored: {}",
+                    unknown_here.join(", ")
+                );
+                unknown.push((name.clone(), unknown_here));
+            }
+            sources.push(Source {
+                name,
+                csv,
+                columns,
+                check_utf8: encoding == Encoding::Utf8,
+            });
+        }
+        Ok(Input {
+            sources,
+            current: 0,
+            bases: vec![0],
+            record: ByteRecord::new(),
+            identities: Identities::new(),
+            unknown,
+            done: false,
+        })
+    }
+
+    /// Unknown column names per file, for the caller to show.
+    pub fn unknown_columns(&self) -> &[(String, Vec<String>)] {
+        &self.unknown
+    }
+
+    /// The file and line of an ordinal handed to `identities`.
+    fn locate(&self, ordinal: u32) -> (&str, u64) {
+        let ordinal = u64::from(ordinal);
+        let i = self.bases.partition_point(|b| *b < ordinal) - 1;
+        (&self.sources[i].name, ordinal - self.bases[i])
+    }
+
+    /// Turns the record just read from the current file into an item (`None`: a blank row).
+    fn item(&mut self) -> Result<Option<Item>, InputError> {
+        let src = &self.sources[self.current];
+        let record = &self.record;
+        let line = record_line(&src.csv, record);
+        let file = || src.name.clone();
+        let mut any = false;
+        for (i, raw) in record.iter().enumerate() {
+            if src.check_utf8 && std::str::from_utf8(raw).is_err() {
+                return Err(InputError::NotUtf8 { file: file(), line });
+            }
+            let text = cell(raw);
+            any |= !text.is_empty();
+            if i >= src.columns.width && !text.is_empty() {
+                return Ok(Some(Item::Reject(Reject {
+                    file: file(),
+                    line,
+                    column: "(extra cells)".to_string(),
+                    value: text.to_string(),
+                    reason: format!(
+                        "the row has {} cells but the header has {}: a comma inside an \
+                         unquoted value usually shifts the columns; put the value in double \
+                         quotes (or export again from the spreadsheet)",
+                        record.len(),
+                        src.columns.width
+                    ),
+                })));
+            }
+        }
+        // Excel exports rows it once formatted as `,,,,`: as blank as a blank line.
+        if !any {
+            return Ok(None);
+        }
+        // A row shorter than the header reads its missing cells as empty.
+        let mut values: Values<'_> = [""; 9];
+        for c in Column::ALL {
+            if let Some(raw) = src.columns.get(c).and_then(|i| record.get(i)) {
+                values[c as usize] = cell(raw);
+            }
+        }
+        let row = match rules::check(&values) {
+            Ok(row) => row,
+            Err(p) => {
+                return Ok(Some(Item::Reject(Reject {
+                    file: file(),
+                    line,
+                    column: p.column.to_string(),
+                    value: p.value,
+                    reason: p.reason,
+                })));
+            }
+        };
+        let ordinal =
+            u32::try_from(self.bases[self.current] + line).map_err(|_| InputError::Csv {
+                file: file(),
+                line,
+                message: "the input has more than 4,294,967,295 lines in all: split it into \
+                          several runs"
+                    .to_string(),
+            })?;
+        let item = match self.identities.check(&row, ordinal) {
+            Verdict::New => Item::Row(SourceRow {
+                file: file(),
+                line,
+                row,
+            }),
+            Verdict::Duplicate { first_ordinal } => {
+                let (first_file, first_line) = self.locate(first_ordinal);
+                Item::Duplicate {
+                    file: file(),
+                    line,
+                    key: row.key(),
+                    first_file: first_file.to_string(),
+                    first_line,
+                }
+            }
+            Verdict::Conflict {
+                first_ordinal,
+                column,
+            } => {
+                let (first_file, first_line) = self.locate(first_ordinal);
+                let what = match row.save_way {
+                    SaveWay::MerchantPms => "same store",
+                    SaveWay::IpayTradeNo => "same ipay_trade_no",
+                };
+                let (column, value) = match column {
+                    Some(c) => (c, payload_value(&row, c)),
+                    None => ("key", row.key()),
+                };
+                let differs = match column {
+                    "key" => "names or mall",
+                    c => c,
+                };
+                Item::Reject(Reject {
+                    file: file(),
+                    line,
+                    column: column.to_string(),
+                    value,
+                    reason: format!(
+                        "conflicts with line {first_line} of {first_file} ({what}, different \
+                         {differs}): keep only the row that is right"
+                    ),
+                })
+            }
+        };
+        Ok(Some(item))
+    }
+}
+
+fn payload_value(row: &super::row::Row, column: &str) -> String {
+    match column {
+        "merchant_name" => &row.merchant_name,
+        "store_name" => &row.store_name,
+        "mall_group_label" => &row.mall_group_label,
+        _ => &row.mall_label,
+    }
+    .clone()
+}
+
+impl Iterator for Input {
+    type Item = Result<Item, InputError>;
+
+    /// After an `Err`, the iterator ends.
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let Some(src) = self.sources.get_mut(self.current) else {
+                self.done = true;
+                break;
+            };
+            match src.csv.read_byte_record(&mut self.record) {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(csv_error(&src.name, e)));
+                }
+                Ok(false) => {
+                    let last = src.csv.position().line() + 1;
+                    self.bases.push(self.bases[self.current] + last);
+                    self.current += 1;
+                }
+                Ok(true) => match self.item() {
+                    Ok(None) => {}
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                },
+            }
+        }
+        None
+    }
+}
+
+/// 1-based line where the record just read starts (the header is line 1).
+///
+/// The csv crate's `ByteRecord::position` is where reading *began*, before any blank lines it
+/// skipped, so it drifts after a blank line. The reader's position after the record is exact,
+/// and every record ends by consuming a line feed (LF is the only terminator and the stream
+/// always ends with one): the start is that line minus the line feeds inside the record's
+/// quoted cells, minus its own terminator.
+fn record_line<R: Read>(csv: &csv::Reader<R>, record: &ByteRecord) -> u64 {
+    let inner = record.as_slice().iter().filter(|b| **b == b'\n').count() as u64;
+    csv.position().line().saturating_sub(inner + 1).max(1)
+}
+
+fn csv_error(file: &str, e: csv::Error) -> InputError {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => InputError::Io {
+            file: file.to_string(),
+            source,
+        },
+        kind => InputError::Csv {
+            file: file.to_string(),
+            line,
+            message: format!("{:?}", kind),
+        },
+    }
+}
+
+/// A cell as text, trimmed. Only called after the UTF-8 check (or on decoded streams, which are
+/// UTF-8 by construction); the fallback keeps it total.
+fn cell(raw: &[u8]) -> &str {
+    std::str::from_utf8(raw).unwrap_or("\u{FFFD}").trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
+    }
+
+    fn read(names: &[&str], encoding: Encoding) -> Vec<Result<Item, InputError>> {
+        let files: Vec<PathBuf> = names.iter().map(|n| fixture(n)).collect();
+        Input::open(&files, encoding).unwrap().collect()
+    }
+
+    /// Items as `(line, "row KEY" | "reject COLUMN" | "dup FIRST_LINE")`, for exact asserts.
+    fn summary(names: &[&str], encoding: Encoding) -> Vec<(u64, String)> {
+        read(names, encoding)
+            .into_iter()
+            .map(|item| match item.unwrap() {
+                Item::Row(r) => (r.line, format!("row {}", r.row.key())),
+                Item::Reject(r) => (r.line, format!("reject {}", r.column)),
+                Item::Duplicate {
+                    line, first_line, ..
+                } => (line, format!("dup {first_line}")),
+            })
+            .collect()
+    }
+
+    fn rows(names: &[&str], encoding: Encoding) -> Vec<SourceRow> {
+        read(names, encoding)
+            .into_iter()
+            .filter_map(|i| match i.unwrap() {
+                Item::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rejects(name: &str) -> Vec<Reject> {
+        read(&[name], Encoding::Utf8)
+            .into_iter()
+            .filter_map(|i| match i.unwrap() {
+                Item::Reject(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn excel_export_with_bom_crlf_quotes_and_empty_rows_just_works() {
+        let rows = rows(&["excel_bom_crlf.csv"], Encoding::Utf8);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].line, 2);
+        assert_eq!(
+            rows[0].file,
+            fixture("excel_bom_crlf.csv").display().to_string()
+        );
+        assert_eq!(rows[0].row.merchant_name, "大快活集團, 有限公司");
+        assert_eq!(rows[0].row.store_name, "大快活 旺角店");
+        assert_eq!(rows[1].line, 3);
+        assert_eq!(rows[1].row.key(), "IPAY_TRADE_NO|20880012345678");
+        assert_eq!(rows[1].row.mall_label, "201");
+    }
+
+    #[test]
+    fn big5_export_is_decoded_with_encoding_big5() {
+        let rows = rows(&["big5_export.csv"], Encoding::Big5);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].row.store_name, "大快活 銅鑼灣店");
+        // The same file read as UTF-8 is refused at the line that fails.
+        let err = read(&["big5_export.csv"], Encoding::Utf8)
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap();
+        assert!(matches!(err, InputError::NotUtf8 { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn utf16_with_bom_is_read_whatever_the_encoding_given() {
+        for enc in [Encoding::Utf16, Encoding::Utf8] {
+            let rows = rows(&["utf16le_bom.csv"], enc);
+            assert_eq!(rows.len(), 1, "{enc}");
+            assert_eq!(rows[0].row.store_name, "美心 尖沙咀店");
+            assert_eq!(rows[0].line, 2);
+        }
+    }
+
+    #[test]
+    fn not_utf8_is_refused_with_line_and_hint_after_good_rows() {
+        let items = read(&["not_utf8.csv"], Encoding::Utf8);
+        assert_eq!(items.len(), 2, "the iterator ends after the error");
+        assert!(matches!(&items[0], Ok(Item::Row(r)) if r.line == 2));
+        let err = items[1].as_ref().unwrap_err();
+        assert!(matches!(err, InputError::NotUtf8 { line: 3, .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("not_utf8.csv:3:"), "{msg}");
+        assert!(
+            msg.contains("CSV UTF-8") && msg.contains("--encoding big5"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn mangled_numbers_are_rejected_with_the_text_hint() {
+        assert_eq!(
+            summary(&["mangled_numbers.csv"], Encoding::Utf8),
+            vec![
+                (2, "reject ipay_trade_no".into()),
+                (3, "reject partner_id".into()),
+                (4, "reject mall_label".into()),
+                (5, "row MERCHANT_PMS|2088001|M1|S3".into()),
+            ]
+        );
+        let r = &rejects("mangled_numbers.csv")[0];
+        assert_eq!(r.value, "2.08802E+15");
+        assert!(
+            r.reason.contains("format the column as Text"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn multiline_quoted_cell_is_a_control_character_at_the_starting_line() {
+        assert_eq!(
+            summary(&["multiline_quoted.csv"], Encoding::Utf8),
+            vec![
+                (2, "reject store_name".into()),
+                (4, "row MERCHANT_PMS|2088001|M1|S2".into()),
+            ]
+        );
+        assert_eq!(rejects("multiline_quoted.csv")[0].value, "翠華\n中環店");
+    }
+
+    #[test]
+    fn ragged_rows_short_are_padded_long_are_rejected() {
+        assert_eq!(
+            summary(&["ragged_rows.csv"], Encoding::Utf8),
+            vec![
+                (2, "reject mall_label".into()),
+                (3, "reject (extra cells)".into()),
+                (4, "row MERCHANT_PMS|2088001|M1|S3".into()),
+                (6, "row MERCHANT_PMS|2088001|M1|S4".into()),
+            ]
+        );
+        let r = &rejects("ragged_rows.csv")[1];
+        assert_eq!(r.value, "200");
+        assert!(
+            r.reason.starts_with(
+                "the row has 10 cells but the header has 9: a comma inside an unquoted value"
+            ),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn duplicates_skipped_and_conflicts_rejected_across_files() {
+        assert_eq!(
+            summary(
+                &["duplicates_and_conflicts.csv", "duplicates_second_file.csv"],
+                Encoding::Utf8
+            ),
+            vec![
+                (2, "row MERCHANT_PMS|2088001|M1|S1".into()),
+                (3, "row IPAY_TRADE_NO|998877".into()),
+                (4, "dup 2".into()),
+                (5, "reject mall_label".into()),
+                (6, "dup 3".into()),
+                (2, "dup 3".into()),
+                (3, "reject mall_label".into()),
+            ]
+        );
+        let first = fixture("duplicates_and_conflicts.csv")
+            .display()
+            .to_string();
+        let items: Vec<Item> = read(
+            &["duplicates_and_conflicts.csv", "duplicates_second_file.csv"],
+            Encoding::Utf8,
+        )
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(
+            items[5],
+            Item::Duplicate {
+                file: fixture("duplicates_second_file.csv").display().to_string(),
+                line: 2,
+                key: "IPAY_TRADE_NO|998877".into(),
+                first_file: first.clone(),
+                first_line: 3,
+            }
+        );
+        let Item::Reject(r) = &items[3] else { panic!() };
+        assert_eq!(r.value, "999");
+        assert_eq!(
+            r.reason,
+            format!(
+                "conflicts with line 2 of {first} (same store, different mall_label): keep only \
+                 the row that is right"
+            )
+        );
+    }
+
+    #[test]
+    fn missing_mall_columns_refuse_the_input_naming_missing_and_found() {
+        let files = [
+            fixture("excel_bom_crlf.csv"),
+            fixture("missing_mall_columns.csv"),
+        ];
+        let err = Input::open(&files, Encoding::Utf8).err().unwrap();
+        match &err {
+            InputError::MissingColumns { missing, found, .. } => {
+                assert_eq!(missing, &["mall_group_label".to_string()]);
+                assert_eq!(found, &["Store ID", "Mall Label", "Notes"]);
+            }
+            e => panic!("{e}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("missing_mall_columns.csv: missing column(s) mall_group_label; the header has: Store ID, Mall Label, Notes"), "{msg}");
+    }
+
+    #[test]
+    fn empty_file_has_no_header() {
+        let err = Input::open(&[fixture("empty.csv")], Encoding::Utf8)
+            .err()
+            .unwrap();
+        assert!(matches!(err, InputError::NoHeader { .. }), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_names_it() {
+        let err = Input::open(&[fixture("no_such_file.csv")], Encoding::Utf8)
+            .err()
+            .unwrap();
+        assert!(matches!(err, InputError::Io { .. }));
+        assert!(err.to_string().contains("no_such_file.csv"), "{err}");
+    }
+
+    #[test]
+    fn headers_in_any_spelling_and_order_values_trimmed_unknown_listed() {
+        let files = [fixture("headers_any_spelling.csv")];
+        let input = Input::open(&files, Encoding::Utf8).unwrap();
+        assert_eq!(
+            input.unknown_columns(),
+            &[(files[0].display().to_string(), vec!["Region".to_string()])]
+        );
+        let rows: Vec<SourceRow> = input
+            .map(|i| match i.unwrap() {
+                Item::Row(r) => r,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0].row;
+        assert_eq!(row.key(), "MERCHANT_PMS|2088001|M1|S1");
+        assert_eq!(row.store_name, "九龍城店");
+        assert_eq!(
+            (row.mall_group_label.as_str(), row.mall_label.as_str()),
+            ("100", "200")
+        );
+    }
+}
