@@ -1,0 +1,6 @@
+//! The integration tests: one crate driving the real binary and the real sandbox over loopback.
+
+mod cli;
+mod run;
+mod sandbox;
+mod util;
