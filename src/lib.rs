@@ -5,4 +5,6 @@
 //! `commands` wires the parts into the subcommands.
 
 pub mod api;
+pub mod commands;
 pub mod input;
+pub mod sandbox;
