@@ -162,13 +162,13 @@ pub fn check(
             ));
         }
     }
-    if let (SaveWay::IpayTradeNo, Some(trades)) = (save_way, trades) {
-        if !trades.contains(&request.ipay_trade_no) {
-            return Err(Answer::fail(
-                Code::IpayTradeNoNotExist,
-                "The iPay trade number does not exist.",
-            ));
-        }
+    if let (SaveWay::IpayTradeNo, Some(trades)) = (save_way, trades)
+        && !trades.contains(&request.ipay_trade_no)
+    {
+        return Err(Answer::fail(
+            Code::IpayTradeNoNotExist,
+            "The iPay trade number does not exist.",
+        ));
     }
     let row = Row {
         save_way,
