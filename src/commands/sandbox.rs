@@ -104,7 +104,7 @@ impl SandboxArgs {
 }
 
 /// Starts the sandbox, prints `sandbox listening on http://ADDR (client-id ID)`, serves until
-/// Ctrl-C.
+/// Ctrl-C. Ctrl-C is how a sandbox is meant to stop, so it exits 0, not 130.
 pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -24,7 +24,8 @@ pub struct SandboxConfig {
     /// iPay trade numbers that exist; `None`: every numeric trade number exists.
     pub trades: Option<HashSet<String>>,
     pub faults: Faults,
-    /// Requests per trailing second beyond which the answer is HTTP 429.
+    /// Requests per trailing second beyond which the answer is HTTP 429 (`Retry-After: 1`).
+    /// Every arrival counts, refused ones too, as a gateway counts them.
     pub rate_limit: Option<u32>,
 }
 

@@ -6,6 +6,17 @@
 //! documented business rules to an in-memory register of circled stores, injects seeded faults,
 //! enforces an optional rate limit, and counts what happened (`GET /sandbox/stats`).
 //!
+//! One request goes through, in this order: it is counted (and its arrival instant kept for
+//! `max_requests_in_one_second`); the rate limit; the faults, all drawn at once from one seeded
+//! generator (latency, hang, reset, HTTP 500, HTTP 429, `UNKNOWN_EXCEPTION`); authentication
+//! (`INVALID_CLIENT`, `INVALID_SIGNATURE`, `KEY_NOT_FOUND`, HTTP 200 with status `F`); the
+//! business rules and, when they pass, the effect (the store is circled); then the
+//! unknown-after-commit and bad-signature faults change the answer. Every JSON answer is signed
+//! with the simulated gateway's key over the exact bytes sent; its `client-id` header is the
+//! configured client id, whatever the request carried.
+//!
+//! State (circled stores, labels, counters) lives in memory and ends with the process.
+//!
 //! - `config`: keys, malls, trade numbers, reading their files.
 //! - `faults`: the fault probabilities and the one seeded generator that draws them.
 //! - `rules`: result codes, the business rules, the register of circled stores and labels.
