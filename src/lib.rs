@@ -5,9 +5,10 @@
 //! `commands` wires the parts into the subcommands.
 
 pub mod api;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod input;
 pub mod ledger;
 pub mod pipeline;
-pub mod cli;
-pub mod commands;
+pub mod sandbox;

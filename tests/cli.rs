@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{SandboxProcess, Scratch, bin, data, output};
+use crate::util::{SandboxProcess, Scratch, bin, data, heavy, output};
 
 fn vectors() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
@@ -12,8 +12,13 @@ fn vectors() -> std::path::PathBuf {
 
 #[test]
 fn sign_reproduces_the_openssl_vector_from_every_key_format() {
-    let expected = std::fs::read_to_string(vectors().join("request_signature_urlencoded.txt")).unwrap();
-    for key in ["client_private_pkcs8.pem", "client_private_pkcs1.pem", "client_private_bare_base64.txt"] {
+    let expected =
+        std::fs::read_to_string(vectors().join("request_signature_urlencoded.txt")).unwrap();
+    for key in [
+        "client_private_pkcs8.pem",
+        "client_private_pkcs1.pem",
+        "client_private_bare_base64.txt",
+    ] {
         let (code, out, err) = output(
             Command::new(bin())
                 .arg("sign")
@@ -28,7 +33,10 @@ fn sign_reproduces_the_openssl_vector_from_every_key_format() {
             out.contains("POST /api/open/alipayhk/businessdistrict/circleStore/save\\n211020000000000000044.2026-11-26T18:30:00.123+08:00.{"),
             "{out}"
         );
-        let line = format!("signature: algorithm=RSA256,keyVersion=1,signature={}", expected.trim());
+        let line = format!(
+            "signature: algorithm=RSA256,keyVersion=1,signature={}",
+            expected.trim()
+        );
         assert!(out.lines().any(|l| l == line), "{key}: {out}");
     }
 }
@@ -66,7 +74,10 @@ fn sign_checks_a_response_and_says_why_it_fails() {
         .arg(v.join("response_headers.txt"));
     let (code, out, _) = output(cmd.arg("--response").arg(&tampered));
     assert_eq!(code, 1);
-    assert!(out.contains("NOT valid") && out.contains("does not match"), "{out}");
+    assert!(
+        out.contains("NOT valid") && out.contains("does not match"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -76,7 +87,7 @@ fn an_unreadable_key_names_the_formats_and_sends_nothing() {
     let bad = s.path("bad.pem");
     std::fs::write(&bad, "not a key at all: c2VjcmV0").unwrap();
     let sheet = s.sheet("stores.csv", 1, 3);
-    let (code, _, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).arg("--private-key").arg(&bad));
+    let (code, _, err) = output(&mut s.run_cmd_with_key(&sandbox.endpoint, &[&sheet], &bad));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("PKCS#8") && err.contains("PKCS#1"), "{err}");
     assert!(!err.contains("c2VjcmV0"), "{err}");
@@ -88,10 +99,16 @@ fn a_bad_setting_names_its_source_and_sends_nothing() {
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let sheet = s.sheet("stores.csv", 1, 3);
-    let (code, _, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).env("PMS_ONBOARD_RATE", "fast"));
+    let (code, _, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .env("PMS_ONBOARD_RATE", "fast"),
+    );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("PMS_ONBOARD_RATE") && err.contains("rate"), "{err}");
-    let (code, _, err) = output(s.run_cmd("http://example.com", &[&sheet]));
+    assert!(
+        err.contains("PMS_ONBOARD_RATE") && err.contains("rate"),
+        "{err}"
+    );
+    let (code, _, err) = output(&mut s.run_cmd("http://example.com", &[&sheet]));
     assert_eq!(code, 1);
     assert!(err.contains("http://"), "{err}");
     assert_eq!(sandbox.stats()["requests"], 0);
@@ -103,7 +120,12 @@ fn keygen_writes_the_four_files() {
     let dir = s.path("k");
     let (code, _, err) = output(Command::new(bin()).arg("keygen").arg(&dir));
     assert_eq!(code, 0, "{err}");
-    for f in ["client_private.pem", "client_public.pem", "alipay_private.pem", "alipay_public.pem"] {
+    for f in [
+        "client_private.pem",
+        "client_public.pem",
+        "alipay_private.pem",
+        "alipay_public.pem",
+    ] {
         assert!(dir.join(f).exists(), "{f}");
     }
 }
@@ -153,12 +175,16 @@ fn a_file_without_the_mall_columns_is_refused_naming_what_it_found() {
     std::fs::write(&sheet, "partner_id,merchant_id,store_id\n1,2,3\n").unwrap();
     let (code, _, err) = output(Command::new(bin()).arg("validate").arg(&sheet));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("mall_group_label") && err.contains("mall_label"), "{err}");
+    assert!(
+        err.contains("mall_group_label") && err.contains("mall_label"),
+        "{err}"
+    );
     assert!(err.contains("partner_id"), "{err}");
 }
 
 #[test]
 fn the_readme_command_runs_the_samples_on_the_sandbox() {
+    let _turn = heavy();
     let s = Scratch::new();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let ledger = s.path("demo.db");
@@ -179,21 +205,31 @@ fn the_readme_command_runs_the_samples_on_the_sandbox() {
     assert!(out.contains("succeeded"), "{out}");
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     let ok: i64 = conn
-        .query_row("SELECT count(*) FROM rows WHERE state = 'succeeded' AND length(pms_label) = 31", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM rows WHERE state = 'succeeded' AND length(pms_label) = 31",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(ok >= 300, "{ok}");
     let failed: i64 = conn
-        .query_row("SELECT count(*) FROM rows WHERE state = 'failed'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM rows WHERE state = 'failed'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(failed, 2, "the unknown mall and the unknown trade number");
 
     // status, export and reconcile read the same ledger.
     let ledger_arg = ledger.to_str().unwrap();
-    let (code, out, _) = output(Command::new(bin()).args(["status", "--json", "--ledger", ledger_arg]));
+    let (code, out, _) =
+        output(Command::new(bin()).args(["status", "--json", "--ledger", ledger_arg]));
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["failed"], 2, "{status}");
-    let (code, out, _) = output(Command::new(bin()).args(["export", "--state", "failed", "--ledger", ledger_arg]));
+    let (code, out, _) =
+        output(Command::new(bin()).args(["export", "--state", "failed", "--ledger", ledger_arg]));
     assert_eq!(code, 0);
     let mut lines = out.lines();
     assert_eq!(
@@ -201,7 +237,8 @@ fn the_readme_command_runs_the_samples_on_the_sandbox() {
         "key,save_way_type,ipay_trade_no,partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label,state,ambiguous,pms_label,result_code,result_message,attempts,source_file,source_line,updated_at"
     );
     assert_eq!(lines.count(), 2);
-    let (code, out, _) = output(Command::new(bin()).args(["export", "--state", "rejected", "--ledger", ledger_arg]));
+    let (code, out, _) =
+        output(Command::new(bin()).args(["export", "--state", "rejected", "--ledger", ledger_arg]));
     assert_eq!(code, 0);
     assert!(out.starts_with("file,line,column,value,reason"), "{out}");
     assert!(out.lines().count() >= 5, "{out}");
@@ -214,7 +251,12 @@ fn encodings_and_excel_exports_read_through_the_cli() {
         if !path.exists() {
             continue;
         }
-        let (code, out, err) = output(Command::new(bin()).arg("validate").arg(&path).args(["--encoding", enc]));
+        let (code, out, err) = output(
+            Command::new(bin())
+                .arg("validate")
+                .arg(&path)
+                .args(["--encoding", enc]),
+        );
         assert!(code == 0 || code == 3, "{file}: {out}\n{err}");
         assert!(!out.contains(" 0 valid"), "{file}: {out}");
     }

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{SandboxProcess, Scratch, output, signal, wait_until};
+use crate::util::{SandboxProcess, Scratch, heavy, output, signal, wait_until};
 
 fn succeeded(s: &Scratch) -> i64 {
     if !s.ledger().exists() {
@@ -15,32 +15,61 @@ fn succeeded(s: &Scratch) -> i64 {
 
 #[test]
 fn faults_and_two_kills_then_every_row_done_once() {
+    let _turn = heavy();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 400);
     let sandbox = SandboxProcess::start(
         &s.keys(),
         &[
-            "--seed", "42",
-            "--fault-unknown", "0.04",
-            "--fault-unknown-after-commit", "0.04",
-            "--fault-http500", "0.04",
-            "--fault-http429", "0.02",
-            "--fault-reset", "0.03",
-            "--fault-hang", "0.02",
-            "--hang-ms", "1500",
-            "--fault-bad-signature", "0.04",
-            "--latency-ms", "5",
+            "--seed",
+            "42",
+            "--fault-unknown",
+            "0.04",
+            "--fault-unknown-after-commit",
+            "0.04",
+            "--fault-http500",
+            "0.04",
+            "--fault-http429",
+            "0.02",
+            "--fault-reset",
+            "0.03",
+            "--fault-hang",
+            "0.02",
+            "--hang-ms",
+            "1500",
+            "--fault-bad-signature",
+            "0.04",
+            "--latency-ms",
+            "5",
         ],
     );
     let run = |s: &Scratch| {
         let mut cmd = s.run_cmd(&sandbox.endpoint, &[&sheet]);
-        cmd.args(["--rate", "0", "--concurrency", "8", "--timeout", "500ms", "--backoff", "20ms", "--max-attempts", "10"]);
+        cmd.args([
+            "--rate",
+            "0",
+            "--concurrency",
+            "8",
+            "--timeout",
+            "500ms",
+            "--backoff",
+            "20ms",
+            "--max-attempts",
+            "10",
+        ]);
         cmd
     };
     // Killed twice with SIGKILL while rows are in flight.
     for target in [60, 180] {
-        let mut child = run(&s).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        assert!(wait_until(Duration::from_secs(60), || succeeded(&s) >= target), "no progress");
+        let mut child = run(&s)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(60), || succeeded(&s) >= target),
+            "no progress"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }
@@ -58,7 +87,10 @@ fn faults_and_two_kills_then_every_row_done_once() {
     assert_eq!(stats["double_success"], 0, "{stats}");
     assert_eq!(stats["stores_circled"], 400, "{stats}");
     let codes = &stats["by_result_code"];
-    assert!(codes["UNKNOWN_EXCEPTION"].as_u64().unwrap_or(0) > 0, "faults were injected: {stats}");
+    assert!(
+        codes["UNKNOWN_EXCEPTION"].as_u64().unwrap_or(0) > 0,
+        "faults were injected: {stats}"
+    );
     // Every stored label is the sandbox's own.
     let labels = sandbox.labels();
     let conn = rusqlite::Connection::open(s.ledger()).unwrap();
@@ -72,7 +104,7 @@ fn faults_and_two_kills_then_every_row_done_once() {
         .collect();
     assert!(!rows.is_empty());
     for (p, m, st, label) in &rows {
-        let key = format!("{p}|{m}|{st}");
+        let key = format!("MERCHANT_PMS|{p}|{m}|{st}");
         assert_eq!(labels[&key].as_str(), Some(label.as_str()), "{key}");
     }
     // Every already_circled row is explained by an unknown outcome and marked ambiguous.
@@ -85,18 +117,24 @@ fn faults_and_two_kills_then_every_row_done_once() {
     let lost: i64 = s.ledger_query("SELECT count(*) FROM attempts WHERE outcome = 'lost'");
     let crashed: i64 = s.ledger_query("SELECT count(*) FROM runs WHERE outcome = 'crashed'");
     assert_eq!(crashed, 2, "both killed runs are recorded as crashed");
-    assert!(lost <= 16, "at most the requests in flight are lost per kill: {lost}");
+    assert!(
+        lost <= 16,
+        "at most the requests in flight are lost per kill: {lost}"
+    );
 }
 
 #[test]
 fn the_rate_is_kept_in_every_second_and_used() {
+    let _turn = heavy();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 360);
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
-    let (code, out, err) = output(
-        s.run_cmd(&sandbox.endpoint, &[&sheet])
-            .args(["--rate", "40", "--concurrency", "16"]),
-    );
+    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args([
+        "--rate",
+        "40",
+        "--concurrency",
+        "16",
+    ]));
     assert_eq!(code, 0, "{out}\n{err}");
     let stats = sandbox.stats();
     let busiest = stats["max_requests_in_one_second"].as_u64().unwrap();
@@ -111,6 +149,7 @@ fn the_rate_is_kept_in_every_second_and_used() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_the_next_run_completes() {
+    let _turn = heavy();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 300);
     let sandbox = SandboxProcess::start(&s.keys(), &["--latency-ms", "100"]);
@@ -125,14 +164,21 @@ fn ctrl_c_stops_cleanly_and_the_next_run_completes() {
     signal(&child, libc::SIGINT);
     let asked = Instant::now();
     let status = child.wait().unwrap();
-    assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(status.code(), Some(130));
     let in_flight: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE state = 'in_flight'");
     assert_eq!(in_flight, 0);
     let outcome: String = s.ledger_query("SELECT outcome FROM runs ORDER BY id DESC LIMIT 1");
     assert_eq!(outcome, "interrupted");
     assert!(succeeded(&s) < 300, "it stopped before the end");
-    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args(["--rate", "0"]));
+    let (code, out, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(succeeded(&s), 300);
     assert_eq!(sandbox.stats()["double_success"], 0);
@@ -140,6 +186,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_completes() {
 
 #[test]
 fn a_second_run_on_the_same_ledger_is_refused_and_resuming_sends_nothing() {
+    let _turn = heavy();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 120);
     let sandbox = SandboxProcess::start(&s.keys(), &["--latency-ms", "50"]);
@@ -171,9 +218,14 @@ fn a_second_run_on_the_same_ledger_is_refused_and_resuming_sends_nothing() {
 
 #[test]
 fn rejects_permanent_failures_and_drift_are_reported_with_exit_3() {
+    let _turn = heavy();
     let s = Scratch::new();
     let malls = s.path("malls.csv");
-    std::fs::write(&malls, "mall_group_label,mall_label\n20230316,20230316001\n").unwrap();
+    std::fs::write(
+        &malls,
+        "mall_group_label,mall_label\n20230316,20230316001\n",
+    )
+    .unwrap();
     let sheet = s.path("sheet.csv");
     std::fs::write(
         &sheet,
@@ -194,7 +246,10 @@ fn rejects_permanent_failures_and_drift_are_reported_with_exit_3() {
     let (code, _, _) = output(&mut s.run_cmd(&sandbox.endpoint, &[&sheet]));
     assert_eq!(code, 3);
     assert_eq!(sandbox.stats()["requests"].as_u64().unwrap(), before);
-    let (_, _, _) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).arg("--retry-failed"));
+    let (_, _, _) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .arg("--retry-failed"),
+    );
     assert_eq!(sandbox.stats()["requests"].as_u64().unwrap(), before + 1);
     // The done row moved to another mall: drift, never resent.
     std::fs::write(
@@ -212,15 +267,18 @@ fn rejects_permanent_failures_and_drift_are_reported_with_exit_3() {
 
 #[test]
 fn a_wrong_key_stops_the_run_after_a_few_answers() {
+    let _turn = heavy();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 50);
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let other = Scratch::new();
     let (code, _, err) = output(
-        s.run_cmd(&sandbox.endpoint, &[&sheet])
-            .arg("--private-key")
-            .arg(other.keys().join("client_private.pem"))
-            .args(["--concurrency", "1", "--rate", "0"]),
+        s.run_cmd_with_key(
+            &sandbox.endpoint,
+            &[&sheet],
+            &other.keys().join("client_private.pem"),
+        )
+        .args(["--concurrency", "1", "--rate", "0"]),
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("INVALID_SIGNATURE"), "{err}");
@@ -232,6 +290,7 @@ fn a_wrong_key_stops_the_run_after_a_few_answers() {
 
 #[test]
 fn the_private_key_never_appears_in_output_or_ledger() {
+    let _turn = heavy();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 10);
     let sandbox = SandboxProcess::start(&s.keys(), &["--fault-http500", "0.3", "--seed", "1"]);
@@ -245,7 +304,10 @@ fn the_private_key_never_appears_in_output_or_ledger() {
     let ledger = std::fs::read(s.ledger()).unwrap();
     let ledger = String::from_utf8_lossy(&ledger);
     for line in pem.lines().filter(|l| !l.starts_with("-----")) {
-        assert!(!out.contains(line) && !err.contains(line), "key line in output");
+        assert!(
+            !out.contains(line) && !err.contains(line),
+            "key line in output"
+        );
         assert!(!ledger.contains(line), "key line in ledger");
     }
 }

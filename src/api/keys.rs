@@ -199,14 +199,14 @@ fn public_from_der(der: &[u8]) -> Option<rsa::PublicKey> {
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "private key {} is readable by group or others; run: chmod 600 {}",
-                path.display(),
-                path.display()
-            );
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "private key {} is readable by group or others; run: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
     }
 }
 

@@ -73,7 +73,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if rejected {
-        bail!("--state rejected has columns of its own (file,line,column,value,reason): export it on its own");
+        bail!(
+            "--state rejected has columns of its own (file,line,column,value,reason): export it on its own"
+        );
     }
     match args.format {
         ExportFormat::Csv => {

@@ -53,7 +53,9 @@ impl Category {
             Category::Done => "nothing",
             Category::Drifted => "a person must act: the API cannot move a store that has a mall",
             Category::Pending => "run the sheet: pms-onboard run FILE",
-            Category::Failed => "see the message; fix the row, or run again (transient) / --retry-failed",
+            Category::Failed => {
+                "see the message; fix the row, or run again (transient) / --retry-failed"
+            }
             Category::Invalid => "fix the row in the sheet (see detail)",
             Category::Orphan => "done in the ledger but no longer in the sheet: check the sheet",
         }
@@ -83,7 +85,14 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
             if diff.is_empty() {
                 (Category::Done, String::new())
             } else {
-                (Category::Drifted, format!("{} earlier; the sheet now says {}", st.as_str(), diff.join(", ")))
+                (
+                    Category::Drifted,
+                    format!(
+                        "{} earlier; the sheet now says {}",
+                        st.as_str(),
+                        diff.join(", ")
+                    ),
+                )
             }
         }
         State::Failed => (
@@ -187,7 +196,11 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     } else {
         for c in Category::ALL {
             let n = counts[&c];
-            let hint = if n > 0 && c != Category::Done { c.what_to_do() } else { "" };
+            let hint = if n > 0 && c != Category::Done {
+                c.what_to_do()
+            } else {
+                ""
+            };
             println!("  {:<8} {n:>8}  {hint}", c.as_str());
         }
     }
@@ -231,7 +244,10 @@ pub fn annotate(
     output: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     if encoding != Encoding::Utf8 {
-        anyhow::bail!("--annotate writes UTF-8 sheets only; save {} as CSV UTF-8 first", sheet.display());
+        anyhow::bail!(
+            "--annotate writes UTF-8 sheets only; save {} as CSV UTF-8 first",
+            sheet.display()
+        );
     }
     let data = std::fs::read(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
     // Where each record starts, from the same CSV grammar the reader uses.

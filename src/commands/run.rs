@@ -36,8 +36,14 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         for (name, value) in [
             ("endpoint", endpoint),
             ("client_id", SANDBOX_CLIENT_ID.to_owned()),
-            ("private_key", keys.join("client_private.pem").display().to_string()),
-            ("alipay_public_key", keys.join("alipay_public.pem").display().to_string()),
+            (
+                "private_key",
+                keys.join("client_private.pem").display().to_string(),
+            ),
+            (
+                "alipay_public_key",
+                keys.join("alipay_public.pem").display().to_string(),
+            ),
         ] {
             set_flag(&mut flags, name, value);
         }
@@ -77,7 +83,12 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     let report = pipeline::execute(&rt, client, plan)?;
     print!(
         "{}",
-        progress::summary_table(&report.counts, report.elapsed, report.requests, report.end.as_str())
+        progress::summary_table(
+            &report.counts,
+            report.elapsed,
+            report.requests,
+            report.end.as_str()
+        )
     );
     if let Some(guard) = sandbox_guard {
         rt.block_on(guard.sandbox.shutdown());

@@ -27,9 +27,15 @@ pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         signature_algorithm: args.signature_algorithm.clone(),
         timeout: std::time::Duration::from_secs(15),
     };
-    let time = args.request_time.clone().unwrap_or_else(signing::now_iso8601);
+    let time = args
+        .request_time
+        .clone()
+        .unwrap_or_else(signing::now_iso8601);
     let signed = sign_body_at(&settings, &key, body, time);
-    println!("content signed ({} bytes, \\n is the one line break):", signed.content.len());
+    println!(
+        "content signed ({} bytes, \\n is the one line break):",
+        signed.content.len()
+    );
     println!("{}", visible(&signed.content));
     println!();
     println!("headers:");

@@ -20,7 +20,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "already_circled",
             c.already_circled,
             if c.ambiguous > 0 {
-                format!("({} ambiguous: most likely our own earlier call)", c.ambiguous)
+                format!(
+                    "({} ambiguous: most likely our own earlier call)",
+                    c.ambiguous
+                )
             } else {
                 String::new()
             },
@@ -59,7 +62,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 r.failed,
                 r.rejected,
                 r.drifted,
-                r.message.as_deref().map(|m| format!("  ({m})")).unwrap_or_default()
+                r.message
+                    .as_deref()
+                    .map(|m| format!("  ({m})"))
+                    .unwrap_or_default()
             );
         }
     }

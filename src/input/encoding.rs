@@ -71,12 +71,12 @@ impl FromStr for Encoding {
 ///
 /// A UTF-16 byte-order mark is honoured whatever the encoding asked for: Excel's "Unicode Text"
 /// export is UTF-16, and no UTF-8 or Big5 file starts with those bytes.
-pub(crate) fn open_stream(file: File, encoding: Encoding) -> io::Result<Box<dyn Read>> {
+pub(crate) fn open_stream(file: File, encoding: Encoding) -> io::Result<Box<dyn Read + Send>> {
     let stream = decoded(file, encoding)?;
     Ok(Box::new(stream.chain(&b"\n"[..])))
 }
 
-fn decoded(file: File, encoding: Encoding) -> io::Result<Box<dyn Read>> {
+fn decoded(file: File, encoding: Encoding) -> io::Result<Box<dyn Read + Send>> {
     let mut file = file;
     let mut head = [0u8; 3];
     let mut n = 0;

@@ -81,7 +81,7 @@ pub enum InputError {
 /// One open file of the input.
 struct Source {
     name: String,
-    csv: csv::Reader<Box<dyn Read>>,
+    csv: csv::Reader<Box<dyn Read + Send>>,
     columns: ColumnMap,
     /// Checks UTF-8 ourselves (raw bytes); decoded legacy encodings are UTF-8 by construction.
     check_utf8: bool,

@@ -164,9 +164,13 @@ mod tests {
     fn the_ledger_is_wal_and_plain_sql() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir.path().join("l.db")).unwrap();
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let n: i64 = conn.query_row("SELECT count(*) FROM rows", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
     }
 }

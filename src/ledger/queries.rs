@@ -54,7 +54,8 @@ impl LedgerRow {
     }
 }
 
-const ROW_COLUMNS: &str = "key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name,
+const ROW_COLUMNS: &str =
+    "key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name,
     store_id, store_name, mall_group_label, mall_label, state, ambiguous, pms_label, result_code,
     result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent, seq";
 

@@ -358,7 +358,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
 fn apply_failed(cmd: Cmd, e: &str) -> Answer {
     let err = || rusqlite::Error::InvalidParameterName(e.to_owned());
     match cmd {
-        Cmd::BeginRun { reply, .. } | Cmd::MarkInFlight { reply, .. } => Answer::Id(reply, Err(err())),
+        Cmd::BeginRun { reply, .. } | Cmd::MarkInFlight { reply, .. } => {
+            Answer::Id(reply, Err(err()))
+        }
         Cmd::Recover { reply } => Answer::Count(reply, Err(err())),
         Cmd::Ingest { reply, .. } => Answer::Ingest(reply, Err(err())),
         Cmd::Unsend { reply, .. } | Cmd::Record { reply, .. } | Cmd::FinishRun { reply, .. } => {
@@ -429,7 +431,10 @@ fn apply(tx: &Transaction<'_>, cmd: Cmd) -> Answer {
             counts,
             message,
             reply,
-        } => Answer::Unit(reply, finish_run(tx, run_id, end, &counts, message.as_deref())),
+        } => Answer::Unit(
+            reply,
+            finish_run(tx, run_id, end, &counts, message.as_deref()),
+        ),
     }
 }
 
@@ -551,7 +556,13 @@ fn ingest_one(
                     "INSERT INTO drift (run_id, key, source_file, source_line, detail)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![run_id, key, src.file, src.line as i64, detail])?;
+                .execute(params![
+                    run_id,
+                    key,
+                    src.file,
+                    src.line as i64,
+                    detail
+                ])?;
                 Ingested::Drifted(detail)
             }
         }

@@ -26,14 +26,21 @@ pub fn ingest(
             return Ok(());
         }
         let rows: Vec<(u64, crate::input::SourceRow)> = std::mem::take(batch);
-        let places: Vec<(String, u64)> = rows.iter().map(|(_, r)| (r.file.clone(), r.line)).collect();
-        for (decision, (file, line)) in writer.ingest(run_id, rows, retry_failed)?.into_iter().zip(places) {
+        let places: Vec<(String, u64)> =
+            rows.iter().map(|(_, r)| (r.file.clone(), r.line)).collect();
+        for (decision, (file, line)) in writer
+            .ingest(run_id, rows, retry_failed)?
+            .into_iter()
+            .zip(places)
+        {
             match decision {
                 Ingested::Send => counts.to_send += 1,
                 Ingested::Done => counts.already_done += 1,
                 Ingested::Drifted(detail) => {
                     counts.drifted += 1;
-                    eprintln!("{file}:{line}: drift: {detail}; not sent (the API cannot move a store)");
+                    eprintln!(
+                        "{file}:{line}: drift: {detail}; not sent (the API cannot move a store)"
+                    );
                 }
                 Ingested::FailedBefore => counts.failed += 1,
             }
@@ -68,7 +75,9 @@ pub fn ingest(
             } => {
                 counts.rows_read += 1;
                 counts.duplicates += 1;
-                tracing::info!("{file}:{line}: same store as line {first_line} of {first_file}; skipped");
+                tracing::info!(
+                    "{file}:{line}: same store as line {first_line} of {first_file}; skipped"
+                );
             }
         }
     }

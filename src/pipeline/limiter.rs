@@ -1,7 +1,9 @@
-//! The request rate: a GCRA limiter (governor) with no burst, so that requests leave at most
-//! `rate` per second in *any* one-second window, plus a shared pause that an HTTP 429 sets for
-//! every worker at once.
+//! The request rate: a GCRA limiter (governor) with no burst paces requests evenly at `rate` per
+//! second; a log of the last `rate` send instants makes it a hard rule that no one-second window
+//! ever holds more than `rate` (a worker woken late by a busy machine cannot make up for lost time
+//! in a burst); and a shared pause that an HTTP 429 sets for every worker at once.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,17 +13,23 @@ use tokio::time::Instant;
 
 pub struct Limiter {
     gcra: Option<DefaultDirectRateLimiter>,
+    /// The send instants of the last `rate` requests (empty when there is no limit).
+    window: Mutex<VecDeque<Instant>>,
+    rate: usize,
     paused_until: Mutex<Option<Instant>>,
 }
+
+/// The window, with a little room for the timer's resolution.
+const WINDOW: Duration = Duration::from_millis(1002);
 
 impl Limiter {
     /// `rate` requests per second; 0 is no limit.
     pub fn new(rate: u32) -> Self {
         let gcra = (rate > 0).then(|| {
-            // A hair over 1/rate between requests: timer and network jitter can only bring two
-            // requests closer together, never further apart, so exact spacing could let rate+1
-            // land in one window at the gateway.
-            let period = Duration::from_secs_f64(1.002 / f64::from(rate));
+            // Paced at 98% of the rate: timer and network jitter can only bring two requests
+            // closer together at the gateway, never further apart, so pacing at exactly the rate
+            // would let rate+1 land in one of its windows. The window log below is the hard cap.
+            let period = Duration::from_secs_f64(1.0 / (0.98 * f64::from(rate)));
             let quota = Quota::with_period(period)
                 .expect("a positive period")
                 .allow_burst(NonZeroU32::MIN);
@@ -29,8 +37,28 @@ impl Limiter {
         });
         Limiter {
             gcra,
+            window: Mutex::new(VecDeque::with_capacity(rate as usize)),
+            rate: rate as usize,
             paused_until: Mutex::new(None),
         }
+    }
+
+    /// Takes a place in the sliding window, or says how long until one is free.
+    fn take_window_slot(&self) -> Option<Instant> {
+        if self.rate == 0 {
+            return None;
+        }
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if w.len() >= self.rate {
+            let oldest = w[0];
+            if now < oldest + WINDOW {
+                return Some(oldest + WINDOW);
+            }
+            w.pop_front();
+        }
+        w.push_back(now);
+        None
     }
 
     /// Waits until a request may leave.
@@ -41,8 +69,12 @@ impl Limiter {
                 g.until_ready().await;
             }
             // A 429 may have paused everyone while this worker waited for its slot.
-            if self.pause_left().is_none() {
-                return;
+            if self.pause_left().is_some() {
+                continue;
+            }
+            match self.take_window_slot() {
+                None => return,
+                Some(free_at) => tokio::time::sleep_until(free_at).await,
             }
         }
     }
@@ -80,7 +112,39 @@ mod tests {
             l.ready().await;
         }
         // 6 requests at 20/s need at least 5 gaps of 50 ms.
-        assert!(start.elapsed() >= Duration::from_millis(245), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(245),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn never_more_than_rate_in_any_window() {
+        let l = std::sync::Arc::new(Limiter::new(10));
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (l, sent) = (l.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..4 {
+                    l.ready().await;
+                    sent.lock().unwrap().push(std::time::Instant::now());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut times = sent.lock().unwrap().clone();
+        times.sort();
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(1))
+                .count();
+            assert!(in_window <= 10, "{in_window} in one second");
+        }
     }
 
     #[tokio::test]

@@ -84,12 +84,19 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
         let writer = writer.clone();
         let shutdown = shutdown.clone();
         let retry_failed = plan.retry_failed;
-        tokio::task::spawn_blocking(move || ingest::ingest(input, &writer, run_id, retry_failed, &shutdown))
+        tokio::task::spawn_blocking(move || {
+            ingest::ingest(input, &writer, run_id, retry_failed, &shutdown)
+        })
     }) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             let message = format!("{e:#}");
-            let _ = rt.block_on(writer.finish_run(run_id, RunEnd::Aborted, RunCounts::default(), Some(message)));
+            let _ = rt.block_on(writer.finish_run(
+                run_id,
+                RunEnd::Aborted,
+                RunCounts::default(),
+                Some(message),
+            ));
             drop(writer);
             writer_thread.join();
             return Err(e.context("nothing was sent"));
@@ -154,7 +161,8 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
 pub fn file_info(path: &Path) -> anyhow::Result<FileInfo> {
     use sha2::Digest as _;
     use std::io::Read as _;
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut bytes = 0u64;

@@ -25,7 +25,9 @@ pub struct Counters {
 
 impl Counters {
     pub fn finished(&self) -> u64 {
-        self.succeeded.load(Relaxed) + self.already_circled.load(Relaxed) + self.failed.load(Relaxed)
+        self.succeeded.load(Relaxed)
+            + self.already_circled.load(Relaxed)
+            + self.failed.load(Relaxed)
     }
 }
 
@@ -61,10 +63,8 @@ impl Reporter {
         let bar = (style == Style::Bar).then(|| {
             let bar = ProgressBar::new(counters.to_send.load(Relaxed));
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} rows  {msg}  eta {eta}",
-                )
-                .expect("a valid template"),
+                ProgressStyle::with_template("{bar:30} {pos}/{len} rows  {msg}  eta {eta}")
+                    .expect("a valid template"),
             );
             bar
         });
@@ -144,17 +144,40 @@ impl Line {
 pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str) -> String {
     let rows: [(&str, u64, &str); 9] = [
         ("rows read", c.rows_read, ""),
-        ("already done", c.already_done, "succeeded or circled in an earlier run"),
+        (
+            "already done",
+            c.already_done,
+            "succeeded or circled in an earlier run",
+        ),
         ("sent this run", c.to_send, ""),
         ("succeeded", c.succeeded, "pmsLabel recorded"),
-        ("already circled", c.already_circled, "the store had a mall already"),
+        (
+            "already circled",
+            c.already_circled,
+            "the store had a mall already",
+        ),
         ("failed", c.failed, "see: pms-onboard export --state failed"),
-        ("rejected", c.rejected, "see: pms-onboard export --state rejected"),
-        ("duplicates", c.duplicates, "same store twice in the input, skipped"),
-        ("drifted", c.drifted, "done earlier, sheet now differs: see reconcile"),
+        (
+            "rejected",
+            c.rejected,
+            "see: pms-onboard export --state rejected",
+        ),
+        (
+            "duplicates",
+            c.duplicates,
+            "same store twice in the input, skipped",
+        ),
+        (
+            "drifted",
+            c.drifted,
+            "done earlier, sheet now differs: see reconcile",
+        ),
     ];
     let mut out = String::new();
-    out.push_str(&format!("run {how} in {:.1}s, {requests} requests\n", elapsed.as_secs_f64()));
+    out.push_str(&format!(
+        "run {how} in {:.1}s, {requests} requests\n",
+        elapsed.as_secs_f64()
+    ));
     for (name, n, hint) in rows {
         let hint = if n > 0 && !hint.is_empty() {
             format!("  {hint}")

@@ -97,8 +97,14 @@ mod tests {
     #[test]
     fn transient_is_retried_until_the_last_attempt() {
         let p = RetryPolicy::new(3, Duration::from_millis(100));
-        assert!(matches!(p.decide(&transient(None), 1), Decision::RetryIn(_)));
-        assert!(matches!(p.decide(&transient(None), 2), Decision::RetryIn(_)));
+        assert!(matches!(
+            p.decide(&transient(None), 1),
+            Decision::RetryIn(_)
+        ));
+        assert!(matches!(
+            p.decide(&transient(None), 2),
+            Decision::RetryIn(_)
+        ));
         assert_eq!(
             p.decide(&transient(None), 3),
             Decision::Finish {

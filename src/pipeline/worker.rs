@@ -68,7 +68,11 @@ impl Shared {
 
 /// Sends every pending row of the run with `concurrency` workers; returns when all are done or
 /// the run was stopped.
-pub async fn send_all(shared: Arc<Shared>, conn: Connection, concurrency: usize) -> anyhow::Result<()> {
+pub async fn send_all(
+    shared: Arc<Shared>,
+    conn: Connection,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<Job>(concurrency * 2);
     let feeder = tokio::task::spawn_blocking({
         let shutdown = shared.shutdown.clone();
@@ -121,7 +125,12 @@ pub async fn send_all(shared: Arc<Shared>, conn: Connection, concurrency: usize)
 }
 
 /// Reads the run's pending rows page by page and hands them to the workers.
-fn feed(conn: Connection, run_id: i64, tx: mpsc::Sender<Job>, shutdown: &Shutdown) -> anyhow::Result<()> {
+fn feed(
+    conn: Connection,
+    run_id: i64,
+    tx: mpsc::Sender<Job>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     let mut after = 0u64;
     loop {
         let page = pending_page(&conn, run_id, after, 512)?;
@@ -170,14 +179,17 @@ async fn send_one(s: &Shared, job: Job) -> anyhow::Result<()> {
         {
             maybe_sent |= *maybe_processed;
             if *rate_limited {
-                s.limiter.pause(retry_after.unwrap_or(Duration::from_secs(1)));
+                s.limiter
+                    .pause(retry_after.unwrap_or(Duration::from_secs(1)));
             }
         }
         let decision = s.policy.decide(&attempt.outcome, attempt_no);
         let update = row_update(&attempt, &decision, maybe_sent);
         let fatal = matches!(decision, Decision::Fatal);
         note_fatal(s, &attempt, fatal);
-        s.writer.record(attempt_id, &job.key, attempt, update).await?;
+        s.writer
+            .record(attempt_id, &job.key, attempt, update)
+            .await?;
         match decision {
             Decision::Finish { state, .. } => {
                 let counter = match state {
@@ -233,7 +245,9 @@ pub fn fatal_hint(code: &str) -> &'static str {
         }
         "INVALID_CLIENT" => "check client_id against the AlipayHK portal",
         "KEY_NOT_FOUND" => "check key_version against the key registered in the AlipayHK portal",
-        "ACCESS_DENIED" => "the client is not allowed to call this API: ask AlipayHK to enable Collect PMS Information",
+        "ACCESS_DENIED" => {
+            "the client is not allowed to call this API: ask AlipayHK to enable Collect PMS Information"
+        }
         _ => "the gateway refused the credentials: check client_id, private_key and endpoint",
     }
 }

@@ -1,0 +1,173 @@
+//! Fault injection: the probabilities, and one seeded random stream that decides, request by
+//! request, which faults strike.
+//!
+//! Every request draws every fault, always in the same order, from one generator under a lock.
+//! So the n-th request to arrive gets the same faults for the same seed whatever the
+//! probabilities of the other faults are, and a sequential client sees a reproducible run.
+
+use std::sync::Mutex;
+
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+
+/// Fault probabilities (each in `[0, 1]`) and their parameters. The default injects nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// `UNKNOWN_EXCEPTION`/`U` before any effect.
+    pub unknown: f64,
+    /// The effect is applied (a store is circled), but the answer is `UNKNOWN_EXCEPTION`/`U`.
+    pub unknown_after_commit: f64,
+    /// HTTP 500 with a plain-text body.
+    pub http500: f64,
+    /// HTTP 429 with `Retry-After: retry_after_secs`.
+    pub http429: f64,
+    /// Sleeps `hang_ms`, then carries on as usual (the client has long timed out).
+    pub hang: f64,
+    /// The connection is dropped without an HTTP answer.
+    pub reset: f64,
+    /// The real answer with a signature that does not verify.
+    pub bad_signature: f64,
+    /// Added to every request.
+    pub latency_ms: u64,
+    pub seed: u64,
+    pub retry_after_secs: u64,
+    pub hang_ms: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            unknown: 0.0,
+            unknown_after_commit: 0.0,
+            http500: 0.0,
+            http429: 0.0,
+            hang: 0.0,
+            reset: 0.0,
+            bad_signature: 0.0,
+            latency_ms: 0,
+            seed: 0,
+            retry_after_secs: 1,
+            hang_ms: 30_000,
+        }
+    }
+}
+
+impl Faults {
+    /// The probabilities by the name of the flag that sets them, for validation messages.
+    pub fn probabilities(&self) -> [(&'static str, f64); 7] {
+        [
+            ("--fault-unknown", self.unknown),
+            ("--fault-unknown-after-commit", self.unknown_after_commit),
+            ("--fault-http500", self.http500),
+            ("--fault-http429", self.http429),
+            ("--fault-hang", self.hang),
+            ("--fault-reset", self.reset),
+            ("--fault-bad-signature", self.bad_signature),
+        ]
+    }
+
+    /// Refuses a probability outside `[0, 1]` (or NaN), naming its flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (flag, p) in self.probabilities() {
+            if !(0.0..=1.0).contains(&p) {
+                anyhow::bail!("{flag} must be a probability between 0 and 1, got {p}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which faults strike one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Draw {
+    pub hang: bool,
+    pub reset: bool,
+    pub http500: bool,
+    pub http429: bool,
+    pub unknown: bool,
+    pub unknown_after_commit: bool,
+    pub bad_signature: bool,
+}
+
+/// The seeded generator shared by every request.
+pub struct Dice {
+    faults: Faults,
+    rng: Mutex<SmallRng>,
+}
+
+impl Dice {
+    pub fn new(faults: Faults) -> Self {
+        let rng = SmallRng::seed_from_u64(faults.seed);
+        Dice {
+            faults,
+            rng: Mutex::new(rng),
+        }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Draws all seven faults, in the documented order, under one lock.
+    pub fn draw(&self) -> Draw {
+        let f = &self.faults;
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hit = |p: f64| rng.random::<f64>() < p;
+        Draw {
+            hang: hit(f.hang),
+            reset: hit(f.reset),
+            http500: hit(f.http500),
+            http429: hit(f.http429),
+            unknown: hit(f.unknown),
+            unknown_after_commit: hit(f.unknown_after_commit),
+            bad_signature: hit(f.bad_signature),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_draws() {
+        let faults = Faults {
+            unknown: 0.5,
+            reset: 0.5,
+            seed: 7,
+            ..Faults::default()
+        };
+        let a = Dice::new(faults.clone());
+        let b = Dice::new(faults);
+        for _ in 0..100 {
+            assert_eq!(a.draw(), b.draw());
+        }
+    }
+
+    #[test]
+    fn zero_never_strikes_and_one_always_does() {
+        let dice = Dice::new(Faults {
+            http500: 1.0,
+            ..Faults::default()
+        });
+        for _ in 0..100 {
+            let d = dice.draw();
+            assert!(d.http500 && !d.unknown && !d.hang);
+        }
+    }
+
+    #[test]
+    fn out_of_range_names_the_flag() {
+        let faults = Faults {
+            hang: 1.5,
+            ..Faults::default()
+        };
+        let err = faults.validate().unwrap_err().to_string();
+        assert!(err.contains("--fault-hang"), "{err}");
+        let nan = Faults {
+            reset: f64::NAN,
+            ..Faults::default()
+        };
+        assert!(nan.validate().is_err());
+    }
+}

@@ -1,0 +1,392 @@
+//! The HTTP side of the sandbox: routes, the order in which one request is handled (count, rate
+//! limit, faults, authentication, business rules), signed answers, and start/stop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State as AxumState};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::{get, post};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::config::SandboxConfig;
+use super::faults::{Dice, Draw};
+use super::rules::{self, Answer, Code, Register};
+use super::stats::{Arrivals, Stats};
+use crate::api::signing::{self, API_PATH};
+
+/// Larger bodies are not read: `PARAM_ILLEGAL`. A real body is well under 2 KiB.
+const MAX_BODY: usize = 64 * 1024;
+const JSON: &str = "application/json; charset=UTF-8";
+/// How long `shutdown` waits for requests in flight (a hang, say) before it stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A running sandbox. Dropping it stops the server too (gracefully, in the background).
+pub struct Sandbox {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// Binds `listen` (port 0 picks a free one), spawns the server on the current tokio runtime
+    /// and returns at once.
+    pub async fn start(config: SandboxConfig, listen: SocketAddr) -> anyhow::Result<Sandbox> {
+        config.faults.validate()?;
+        let shared = Arc::new(Shared::new(config)?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("the sandbox cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let app = Router::new()
+            .route(API_PATH, post(save))
+            .route("/sandbox/stats", get(stats))
+            .route("/sandbox/labels", get(labels))
+            .with_state(Arc::clone(&shared));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            // A dropped sender stops the server as well as a sent signal.
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("the sandbox server stopped: {e}");
+            }
+        });
+        Ok(Sandbox {
+            addr,
+            shared,
+            stop,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, the base URL a client is given.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The same as `GET /sandbox/stats`.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Store identity (`MERCHANT_PMS|partner|merchant|store` or `IPAY_TRADE_NO|trade`) → the
+    /// `pmsLabel` it was given. The same as `GET /sandbox/labels`.
+    pub fn labels(&self) -> HashMap<String, String> {
+        self.shared.lock().register.labels()
+    }
+
+    /// Stops taking connections, lets requests in flight finish for a short grace period, then
+    /// stops.
+    pub async fn shutdown(self) {
+        let Sandbox { stop, mut task, .. } = self;
+        let _ = stop.send(());
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// What every request handler shares.
+struct Shared {
+    config: SandboxConfig,
+    client_id_header: HeaderValue,
+    dice: Dice,
+    state: Mutex<MutableState>,
+}
+
+#[derive(Default)]
+struct MutableState {
+    stats: Stats,
+    arrivals: Arrivals,
+    register: Register,
+}
+
+impl Shared {
+    fn new(config: SandboxConfig) -> anyhow::Result<Self> {
+        let client_id_header = HeaderValue::from_str(&config.client_id).map_err(|_| {
+            anyhow::anyhow!(
+                "the client id {:?} cannot be sent in an HTTP header",
+                config.client_id
+            )
+        })?;
+        if HeaderValue::from_str(&config.key_version).is_err() {
+            anyhow::bail!(
+                "the key version {:?} cannot be sent in an HTTP header",
+                config.key_version
+            );
+        }
+        Ok(Shared {
+            dice: Dice::new(config.faults.clone()),
+            client_id_header,
+            config,
+            state: Mutex::new(MutableState::default()),
+        })
+    }
+
+    /// The state lock; a panic elsewhere must not make the sandbox panic on every request.
+    fn lock(&self) -> MutexGuard<'_, MutableState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, code: &str) {
+        self.lock().stats.count(code);
+    }
+
+    fn stats(&self) -> Stats {
+        let state = self.lock();
+        let mut stats = state.stats.clone();
+        stats.stores_circled = state.register.len() as u64;
+        stats
+    }
+
+    /// Counts an arrival; `Some(429)` when it is beyond the rate limit.
+    fn arrive(&self) -> Option<Response> {
+        let mut state = self.lock();
+        // The instant is taken under the lock so the window sees arrivals in order.
+        let in_last_second = state.arrivals.arrive(Instant::now());
+        let stats = &mut state.stats;
+        stats.requests += 1;
+        stats.max_requests_in_one_second = stats.max_requests_in_one_second.max(in_last_second);
+        let limit = u64::from(self.config.rate_limit?);
+        if in_last_second <= limit {
+            return None;
+        }
+        stats.rate_limited += 1;
+        stats.count("RATE_LIMITED");
+        Some(too_many_requests(1, "rate limit exceeded"))
+    }
+
+    /// Faults, then authentication, then the business rules. Runs in its own task, so it
+    /// completes (a store may be circled) even when the client has given up.
+    async fn handle(&self, headers: HeaderMap, body: Result<Bytes, axum::Error>) -> Response {
+        let faults = self.dice.faults();
+        let draw = self.dice.draw();
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+        }
+        if draw.hang {
+            self.count("HANG");
+            tokio::time::sleep(Duration::from_millis(faults.hang_ms)).await;
+        }
+        if draw.reset {
+            self.count("RESET");
+            return Response::new(Body::new(DroppedConnection));
+        }
+        if draw.http500 {
+            self.count("HTTP_500");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sandbox fault: HTTP 500\n",
+            )
+                .into_response();
+        }
+        if draw.http429 {
+            self.count("HTTP_429");
+            return too_many_requests(faults.retry_after_secs, "sandbox fault: HTTP 429");
+        }
+        let answer = if draw.unknown {
+            Answer::unknown()
+        } else {
+            match body {
+                Err(_) => Answer::fail(
+                    Code::ParamIllegal,
+                    format!("The request body is unreadable or larger than {MAX_BODY} bytes."),
+                ),
+                Ok(body) => match authenticate(&self.config, &headers, &body) {
+                    Err(refused) => refused,
+                    Ok(()) => self.decide(&body, draw),
+                },
+            }
+        };
+        self.answer(&answer, draw.bad_signature)
+    }
+
+    /// The business rules, and the effect (circling the store) when they pass.
+    fn decide(&self, body: &[u8], draw: Draw) -> Answer {
+        let identity = match rules::check(
+            body,
+            self.config.malls.as_ref(),
+            self.config.trades.as_ref(),
+        ) {
+            Ok(identity) => identity,
+            Err(refused) => return refused,
+        };
+        let mut state = self.lock();
+        let answer = state.register.circle(identity.clone());
+        if draw.unknown_after_commit {
+            return Answer::unknown();
+        }
+        if answer.code == Code::Success && state.register.success_sent(&identity) {
+            state.stats.double_success += 1;
+        }
+        answer
+    }
+
+    /// Serialises the answer once and signs those exact bytes (or, for the bad-signature fault,
+    /// other bytes, so that the signature is well-formed but does not verify).
+    fn answer(&self, answer: &Answer, bad_signature: bool) -> Response {
+        self.count(answer.code.as_str());
+        tracing::debug!(code = answer.code.as_str(), bad_signature, "sandbox answer");
+        let body = serde_json::to_vec(&answer.to_response())
+            .expect("a struct of strings always serialises");
+        let time = signing::now_iso8601();
+        let mut signed = signing::content(API_PATH, &self.config.client_id, &time, &body);
+        if bad_signature {
+            signed.push(b' ');
+        }
+        let signature = signing::sign_header(
+            &self.config.alipay_private_key,
+            "RSA256",
+            &self.config.key_version,
+            &signed,
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("client-id", self.client_id_header.clone());
+        headers.insert("response-time", ascii_header(time));
+        headers.insert("signature", ascii_header(signature));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+        (StatusCode::OK, headers, body).into_response()
+    }
+}
+
+/// Checks `client-id`, the `signature` header (algorithm, key version, the signature itself over
+/// the exact body bytes) and `request-time`, in the gateway's order.
+fn authenticate(config: &SandboxConfig, headers: &HeaderMap, body: &[u8]) -> Result<(), Answer> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let refuse = |code, message: &str| Err(Answer::fail(code, message));
+    if text("client-id") != Some(config.client_id.as_str()) {
+        return refuse(
+            Code::InvalidClient,
+            "The client-id header is missing or not a known client.",
+        );
+    }
+    let Some((raw, parsed)) =
+        text("signature").and_then(|raw| Some((raw, signing::parse_signature_header(raw)?)))
+    else {
+        return refuse(
+            Code::InvalidSignature,
+            "The signature header is missing or not algorithm=...,keyVersion=...,signature=....",
+        );
+    };
+    let algorithm_ok = parsed.algorithm.as_deref().is_some_and(|a| {
+        a.eq_ignore_ascii_case("RSA256") || a.eq_ignore_ascii_case("sha256withrsa")
+    });
+    if !algorithm_ok {
+        return refuse(
+            Code::InvalidSignature,
+            "The signature algorithm must be RSA256 (or sha256withrsa).",
+        );
+    }
+    if parsed.key_version.as_deref() != Some(config.key_version.as_str()) {
+        return refuse(
+            Code::KeyNotFound,
+            "No public key is registered for this keyVersion.",
+        );
+    }
+    let Some(time) = text("request-time") else {
+        return refuse(
+            Code::InvalidSignature,
+            "The request-time header is missing, so the signature cannot be checked.",
+        );
+    };
+    if signing::verify(
+        &config.client_public_key,
+        API_PATH,
+        &config.client_id,
+        Some(time),
+        body,
+        Some(raw),
+    )
+    .is_err()
+    {
+        return refuse(
+            Code::InvalidSignature,
+            "The signature does not match the request (wrong key, or the body, time or client-id differ).",
+        );
+    }
+    Ok(())
+}
+
+/// Header values the sandbox builds itself are ASCII; should one not be, an empty header is
+/// sent (and fails verification) rather than a panic.
+fn ascii_header(value: String) -> HeaderValue {
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn too_many_requests(retry_after_secs: u64, text: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    (StatusCode::TOO_MANY_REQUESTS, headers, format!("{text}\n")).into_response()
+}
+
+async fn save(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+    if let Some(limited) = shared.arrive() {
+        return limited;
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY).await;
+    let task = tokio::spawn(async move { shared.handle(parts.headers, body).await });
+    task.await.unwrap_or_else(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "sandbox internal error\n",
+        )
+            .into_response()
+    })
+}
+
+async fn stats(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    json(&shared.stats())
+}
+
+async fn labels(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+    let labels: BTreeMap<String, String> = shared.lock().register.labels().into_iter().collect();
+    json(&labels)
+}
+
+fn json(value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(value).expect("maps of strings and numbers always serialise");
+    ([(CONTENT_TYPE, JSON)], body).into_response()
+}
+
+/// The body of the "dropped connection" fault: it fails before yielding a byte. hyper then closes
+/// the connection without writing anything (the status line is still in its buffer), so the
+/// client sees the connection closed before a response: a request error, not an HTTP status.
+struct DroppedConnection;
+
+impl http_body::Body for DroppedConnection {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: connection dropped",
+        ))))
+    }
+}

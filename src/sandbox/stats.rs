@@ -1,0 +1,73 @@
+//! What the sandbox counts (`GET /sandbox/stats`), and the sliding one-second window of arrivals
+//! that both the rate limit and `max_requests_in_one_second` are measured with.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /sandbox/stats`.
+///
+/// `by_result_code` counts every answer by its `resultCode`, plus these pseudo codes:
+/// `HTTP_500` and `HTTP_429` (injected faults), `RATE_LIMITED` (HTTP 429 from the rate limit),
+/// `RESET` (connection dropped), `HANG` (a hang began; the request is counted a second time under
+/// the answer it eventually got, so the sum can exceed `requests`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub requests: u64,
+    pub by_result_code: BTreeMap<String, u64>,
+    pub stores_circled: u64,
+    /// Stores that were sent more than one `SUCCESS` answer; must stay 0.
+    pub double_success: u64,
+    pub rate_limited: u64,
+    /// The most arrivals in any half-open window `[t, t + 1s)`.
+    pub max_requests_in_one_second: u64,
+}
+
+impl Stats {
+    pub fn count(&mut self, code: &str) {
+        *self.by_result_code.entry(code.to_owned()).or_default() += 1;
+    }
+}
+
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Arrival instants of the trailing second.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    window: VecDeque<Instant>,
+}
+
+impl Arrivals {
+    /// Records an arrival (instants must not go backwards) and returns how many arrived in
+    /// `(at - 1s, at]`, this one included. The largest such count over all arrivals is the
+    /// largest count in any `[t, t + 1s)`: such a window's last arrival sees all of it.
+    pub fn arrive(&mut self, at: Instant) -> u64 {
+        while let Some(&front) = self.window.front() {
+            if at.saturating_duration_since(front) >= WINDOW {
+                self.window.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.window.push_back(at);
+        self.window.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_half_open() {
+        let t0 = Instant::now();
+        let mut a = Arrivals::default();
+        assert_eq!(a.arrive(t0), 1);
+        assert_eq!(a.arrive(t0 + Duration::from_millis(500)), 2);
+        assert_eq!(a.arrive(t0 + Duration::from_millis(999)), 3);
+        // Exactly one second after the first: the first has left the window.
+        assert_eq!(a.arrive(t0 + Duration::from_millis(1000)), 3);
+        assert_eq!(a.arrive(t0 + Duration::from_millis(2500)), 1);
+    }
+}
