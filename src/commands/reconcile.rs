@@ -119,10 +119,8 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     };
     let mut emit = |category: Category, line: Line| -> anyhow::Result<()> {
         *counts.entry(category).or_default() += 1;
-        if category != Category::Done {
-            if let Some(w) = out.as_mut() {
-                w.serialize(line)?;
-            }
+        if let (true, Some(w)) = (category != Category::Done, out.as_mut()) {
+            w.serialize(line)?;
         }
         Ok(())
     };
