@@ -636,3 +636,182 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
     assert_eq!(labels.as_object().unwrap().len(), 3);
     sandbox.shutdown().await;
 }
+
+/// The project's own client against the sandbox: each documented answer lands in its outcome
+/// class, and what cannot be believed is not.
+mod real_client {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pms_onboard::api::client::{Client, ClientSettings};
+    use pms_onboard::api::keys::PrivateKey;
+    use pms_onboard::api::outcome::Outcome;
+    use pms_onboard::input::{Row, SaveWay};
+    use pms_onboard::sandbox::{Faults, Sandbox};
+
+    use super::util::{CLIENT_ID, Keys, keys, start};
+
+    fn client(keys: &Keys, sandbox: &Sandbox, private: Option<PrivateKey>) -> Client {
+        let private = private.unwrap_or_else(|| {
+            PrivateKey::from_file(&keys.dir.path().join("client_private.pem")).unwrap()
+        });
+        Client::new(
+            ClientSettings {
+                endpoint: sandbox.endpoint(),
+                client_id: CLIENT_ID.into(),
+                key_version: "1".into(),
+                signature_algorithm: "RSA256".into(),
+                timeout: Duration::from_millis(500),
+            },
+            Arc::new(private),
+            Arc::new(keys.alipay_public.clone()),
+        )
+        .unwrap()
+    }
+
+    fn store(n: u32, mall: &str) -> Row {
+        Row {
+            save_way: SaveWay::MerchantPms,
+            ipay_trade_no: String::new(),
+            partner_id: "2088000000000001".into(),
+            merchant_id: "M1".into(),
+            merchant_name: "美心".into(),
+            store_id: format!("S{n}"),
+            store_name: "中環店".into(),
+            mall_group_label: "20230316".into(),
+            mall_label: mall.into(),
+        }
+    }
+
+    fn trade(no: &str) -> Row {
+        Row {
+            save_way: SaveWay::IpayTradeNo,
+            ipay_trade_no: no.into(),
+            partner_id: String::new(),
+            merchant_id: String::new(),
+            merchant_name: String::new(),
+            store_id: String::new(),
+            store_name: String::new(),
+            mall_group_label: "20230316".into(),
+            mall_label: "20230316001".into(),
+        }
+    }
+
+    fn code(outcome: &Outcome) -> String {
+        match outcome {
+            Outcome::Permanent { code, .. } | Outcome::Fatal { code, .. } => code.clone(),
+            other => other.kind().to_owned(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_answer_lands_in_its_class() {
+        let keys = keys();
+        let sandbox = start(&keys, |c| {
+            c.malls = Some([("20230316".to_owned(), "20230316001".to_owned())].into());
+            c.trades = Some(["123456".to_owned()].into());
+        })
+        .await;
+        let c = client(&keys, &sandbox, None);
+        let first = c.send(&store(1, "20230316001")).await;
+        let Outcome::Success { pms_label } = &first.outcome else {
+            panic!("{first:?}")
+        };
+        assert_eq!(pms_label.len(), 31);
+        assert_eq!(
+            sandbox.labels()["MERCHANT_PMS|2088000000000001|M1|S1"],
+            *pms_label
+        );
+        assert_eq!(
+            c.send(&store(1, "20230316001")).await.outcome,
+            Outcome::AlreadyCircled
+        );
+        assert_eq!(
+            code(&c.send(&store(2, "20230316999")).await.outcome),
+            "BUSINESS_DISTRICT_NOT_EXIST"
+        );
+        assert_eq!(
+            code(&c.send(&store(3, "2023A")).await.outcome),
+            "PARAM_ILLEGAL"
+        );
+        assert_eq!(
+            code(&c.send(&trade("999")).await.outcome),
+            "IPAY_TRADE_NO_NOT_EXIST"
+        );
+        assert!(matches!(
+            c.send(&trade("123456")).await.outcome,
+            Outcome::Success { .. }
+        ));
+        let stranger =
+            PrivateKey::from_file(&super::util::keys().dir.path().join("client_private.pem"))
+                .unwrap();
+        let wrong = client(&keys, &sandbox, Some(stranger));
+        assert_eq!(
+            code(&wrong.send(&store(4, "20230316001")).await.outcome),
+            "INVALID_SIGNATURE"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn answers_that_cannot_be_believed_are_transient() {
+        let keys = keys();
+        for faults in [
+            Faults {
+                bad_signature: 1.0,
+                ..Faults::default()
+            },
+            Faults {
+                unknown: 1.0,
+                ..Faults::default()
+            },
+            Faults {
+                unknown_after_commit: 1.0,
+                ..Faults::default()
+            },
+            Faults {
+                http500: 1.0,
+                ..Faults::default()
+            },
+            Faults {
+                reset: 1.0,
+                ..Faults::default()
+            },
+            Faults {
+                hang: 1.0,
+                hang_ms: 1500,
+                ..Faults::default()
+            },
+        ] {
+            let sandbox = start(&keys, |c| c.faults = faults.clone()).await;
+            let a = client(&keys, &sandbox, None)
+                .send(&store(1, "20230316001"))
+                .await;
+            assert!(
+                matches!(
+                    a.outcome,
+                    Outcome::Transient {
+                        maybe_processed: true,
+                        ..
+                    }
+                ),
+                "{faults:?}: {a:?}"
+            );
+            assert_eq!(sandbox.stats().double_success, 0);
+        }
+        let sandbox = start(&keys, |c| {
+            c.faults = Faults {
+                http429: 1.0,
+                retry_after_secs: 2,
+                ..Faults::default()
+            }
+        })
+        .await;
+        let a = client(&keys, &sandbox, None)
+            .send(&store(1, "20230316001"))
+            .await;
+        assert!(
+            matches!(a.outcome, Outcome::Transient { rate_limited: true, retry_after: Some(d), .. } if d == Duration::from_secs(2)),
+            "{a:?}"
+        );
+    }
+}

@@ -18,7 +18,7 @@ use rsa::pkcs8::{
 /// Why a key could not be used. The text names the file and what was tried, never key bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -77,16 +77,28 @@ impl PrivateKey {
             source,
         })?;
         warn_if_readable_by_others(path);
-        Self::from_bytes(&bytes).ok_or_else(|| KeyError::Unreadable {
+        let unreadable = || KeyError::Unreadable {
             path: path.to_owned(),
             kind: "private",
             tried: PRIVATE_FORMATS,
-        })
+        };
+        let key = parse_private(&bytes).ok_or_else(unreadable)?;
+        let bits = rsa::traits::PublicKeyParts::size(&key) * 8;
+        if bits < 2048 {
+            return Err(KeyError::TooSmall {
+                path: path.to_owned(),
+                bits,
+            });
+        }
+        Self::from_rsa(&key).ok_or_else(unreadable)
     }
 
     /// Parses a key from any supported format; `None` when no format fits.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let key = parse_private(bytes)?;
+        Self::from_rsa(&parse_private(bytes)?)
+    }
+
+    fn from_rsa(key: &rsa::PrivateKey) -> Option<Self> {
         let der = key.to_pkcs8_der().ok()?;
         let pair = lc::RsaKeyPair::from_pkcs8(der.as_bytes()).ok()?;
         Some(Self { pair })
@@ -304,6 +316,13 @@ mod tests {
         let err = PrivateKey::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("PKCS#8") && err.contains("PKCS#1"), "{err}");
         assert!(!err.contains("U0VDUkVU"), "{err}");
+    }
+
+    #[test]
+    fn a_short_key_is_refused_with_its_size() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rsa1024_private.pem");
+        let err = PrivateKey::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("1024 bits"), "{err}");
     }
 
     #[test]
