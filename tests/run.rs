@@ -311,3 +311,36 @@ fn the_private_key_never_appears_in_output_or_ledger() {
         assert!(!ledger.contains(line), "key line in ledger");
     }
 }
+
+#[test]
+fn ctrl_c_while_requests_hang_ends_after_the_drain_limit() {
+    let _turn = heavy();
+    let s = Scratch::new();
+    let sheet = s.sheet("stores.csv", 1, 20);
+    let sandbox = SandboxProcess::start(&s.keys(), &["--fault-hang", "1.0", "--hang-ms", "60000"]);
+    let mut child = s
+        .run_cmd(&sandbox.endpoint, &[&sheet])
+        .args(["--rate", "0", "--concurrency", "3", "--timeout", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || sandbox.stats()["requests"].as_u64() >= Some(3)
+    ));
+    signal(&child, libc::SIGINT);
+    let asked = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        asked.elapsed() < Duration::from_secs(9),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let in_flight: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE state = 'in_flight'");
+    assert_eq!(in_flight, 0);
+    // The abandoned requests may have gone through: their rows are marked possibly sent.
+    let maybe: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE maybe_sent = 1");
+    assert_eq!(maybe, 3);
+}

@@ -34,7 +34,7 @@ pub enum Item {
 /// A problem with a whole file: the input is refused and nothing is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read {file}: {source}")]
+    #[error("cannot read {file}")]
     Io {
         file: String,
         #[source]
@@ -151,8 +151,7 @@ impl Input {
             })?;
             if !unknown_here.is_empty() {
                 tracing::warn!(
-                    file = %name,
-                    "unknown columns ignored: {}",
+                    "{name}: unknown columns ignored: {}",
                     unknown_here.join(", ")
                 );
                 unknown.push((name.clone(), unknown_here));

@@ -117,20 +117,18 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
     ));
     let reader = ledger::open(&plan.ledger)?;
     let reporter = Reporter::start(counters.clone(), plan.style, Duration::from_secs(10));
-    let sent = rt.block_on(async {
-        let send = worker::send_all(shared, reader, plan.concurrency);
-        tokio::pin!(send);
-        tokio::select! {
-            r = &mut send => r,
-            _ = async {
-                shutdown.stopped().await;
-                tokio::time::sleep(DRAIN_LIMIT).await;
-            } => {
-                eprintln!("requests still in flight after {}s; they will be sent again next run", DRAIN_LIMIT.as_secs());
-                Ok(())
-            }
-        }
-    });
+    let sent = rt.block_on(worker::send_all(
+        shared,
+        reader,
+        plan.concurrency,
+        DRAIN_LIMIT,
+    ));
+    if let Ok(true) = sent {
+        eprintln!(
+            "requests still in flight after {}s were abandoned; those rows will be sent again next run",
+            DRAIN_LIMIT.as_secs()
+        );
+    }
     reporter.finish();
     // Anything still marked in flight (a drain cut short) is recovered now, not next run.
     rt.block_on(writer.recover_async())?;
@@ -142,7 +140,7 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
         (_, Err(e)) => (RunEnd::Aborted, Some(format!("{e:#}"))),
         (Some(StopReason::Aborted(m)), _) => (RunEnd::Aborted, Some(m)),
         (Some(StopReason::Interrupted), _) => (RunEnd::Interrupted, Some("interrupted".to_owned())),
-        (None, Ok(())) => (RunEnd::Completed, None),
+        (None, Ok(_)) => (RunEnd::Completed, None),
     };
     rt.block_on(writer.finish_run(run_id, end, counts.clone(), message.clone()))?;
     drop(writer);

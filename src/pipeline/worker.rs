@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
 
 use super::limiter::Limiter;
 use super::progress::Counters;
@@ -67,12 +68,15 @@ impl Shared {
 }
 
 /// Sends every pending row of the run with `concurrency` workers; returns when all are done or
-/// the run was stopped.
+/// the run was stopped. After a stop, requests in flight get `drain` to finish; then their workers
+/// are aborted (their rows stay in flight and are recovered as possibly sent) and `Ok(true)` says
+/// so.
 pub async fn send_all(
     shared: Arc<Shared>,
     conn: Connection,
     concurrency: usize,
-) -> anyhow::Result<()> {
+    drain: Duration,
+) -> anyhow::Result<bool> {
     let (tx, rx) = mpsc::channel::<Job>(concurrency * 2);
     let feeder = tokio::task::spawn_blocking({
         let shutdown = shared.shutdown.clone();
@@ -80,11 +84,11 @@ pub async fn send_all(
         move || feed(conn, run_id, tx, &shutdown)
     });
     let rx = Arc::new(Mutex::new(rx));
-    let mut workers = Vec::with_capacity(concurrency);
+    let mut workers = JoinSet::new();
     for _ in 0..concurrency {
         let shared = shared.clone();
         let rx = rx.clone();
-        workers.push(tokio::spawn(async move {
+        workers.spawn(async move {
             loop {
                 if shared.shutdown.is_stopping() {
                     return Ok(());
@@ -96,16 +100,32 @@ pub async fn send_all(
                     return Err(e);
                 }
             }
-        }));
+        });
     }
+    let hard_stop = async {
+        shared.shutdown.stopped().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::pin!(hard_stop);
+    let mut cut_short = false;
     let mut first_error = None;
-    for w in workers {
-        match w.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+    loop {
+        let joined = tokio::select! {
+            joined = workers.join_next() => joined,
+            _ = &mut hard_stop, if !cut_short => {
+                cut_short = true;
+                workers.abort_all();
+                continue;
+            }
+        };
+        match joined {
+            None => break,
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => {
                 first_error.get_or_insert(e);
             }
-            Err(e) => {
+            Some(Err(e)) if e.is_cancelled() => {}
+            Some(Err(e)) => {
                 first_error.get_or_insert(anyhow::anyhow!("a worker failed: {e}"));
             }
         }
@@ -121,7 +141,7 @@ pub async fn send_all(
         }
         Ok(Ok(())) => {}
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(cut_short), Err)
 }
 
 /// Reads the run's pending rows page by page and hands them to the workers.
