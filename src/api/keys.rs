@@ -33,6 +33,11 @@ pub enum KeyError {
         kind: &'static str,
         tried: &'static str,
     },
+    #[error(
+        "{path} is an encrypted (password-protected) private key; write an unencrypted copy that \
+         only you can read: openssl pkcs8 -in KEY -out plain.pem && chmod 600 plain.pem"
+    )]
+    Encrypted { path: PathBuf },
     #[error("{path}: the RSA key is {bits} bits; the gateway needs 2048 bits or more")]
     TooSmall { path: PathBuf, bits: usize },
 }
@@ -82,6 +87,11 @@ impl PrivateKey {
             kind: "private",
             tried: PRIVATE_FORMATS,
         };
+        if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
+            return Err(KeyError::Encrypted {
+                path: path.to_owned(),
+            });
+        }
         let key = parse_private(&bytes).ok_or_else(unreadable)?;
         let bits = rsa::traits::PublicKeyParts::size(&key) * 8;
         if bits < 2048 {
