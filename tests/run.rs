@@ -344,3 +344,21 @@ fn ctrl_c_while_requests_hang_ends_after_the_drain_limit() {
     let maybe: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE maybe_sent = 1");
     assert_eq!(maybe, 3);
 }
+
+#[test]
+fn json_logs_end_with_a_json_summary_for_cron() {
+    let _turn = heavy();
+    let s = Scratch::new();
+    let sheet = s.sheet("stores.csv", 1, 5);
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args([
+        "--log-format",
+        "json",
+        "--rate",
+        "0",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["outcome"], "completed");
+    assert_eq!(summary["counts"]["succeeded"], 5);
+}

@@ -81,15 +81,30 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     let report = pipeline::execute(&rt, client, plan)?;
-    print!(
-        "{}",
-        progress::summary_table(
-            &report.counts,
-            report.elapsed,
-            report.requests,
-            report.end.as_str()
-        )
-    );
+    if log_json {
+        // For cron: one JSON object a machine can read, instead of the table.
+        println!(
+            "{}",
+            serde_json::json!({
+                "run_id": report.run_id,
+                "outcome": report.end.as_str(),
+                "message": report.message,
+                "requests": report.requests,
+                "elapsed_seconds": report.elapsed.as_secs_f64(),
+                "counts": report.counts,
+            })
+        );
+    } else {
+        print!(
+            "{}",
+            progress::summary_table(
+                &report.counts,
+                report.elapsed,
+                report.requests,
+                report.end.as_str()
+            )
+        );
+    }
     if let Some(guard) = sandbox_guard {
         rt.block_on(guard.sandbox.shutdown());
     }
