@@ -41,8 +41,8 @@ fn sign_reproduces_the_openssl_vector_from_every_key_format() {
     }
 }
 
-#[test]
-fn sign_checks_a_response_and_says_why_it_fails() {
+/// `sign` set up to check a response against the vectors; the response body is added by the test.
+fn check_response_cmd() -> Command {
     let v = vectors();
     let mut cmd = Command::new(bin());
     cmd.arg("sign")
@@ -54,6 +54,13 @@ fn sign_checks_a_response_and_says_why_it_fails() {
         .arg(v.join("alipay_public.pem"))
         .arg("--response-headers")
         .arg(v.join("response_headers.txt"));
+    cmd
+}
+
+#[test]
+fn sign_checks_a_response_and_says_why_it_fails() {
+    let v = vectors();
+    let mut cmd = check_response_cmd();
     let (code, out, _) = output(cmd.arg("--response").arg(v.join("response_body.json")));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("response signature: valid"), "{out}");
@@ -62,16 +69,7 @@ fn sign_checks_a_response_and_says_why_it_fails() {
     let tampered = s.path("body.json");
     let body = std::fs::read_to_string(v.join("response_body.json")).unwrap();
     std::fs::write(&tampered, body.replace("12056", "12057")).unwrap();
-    let mut cmd = Command::new(bin());
-    cmd.arg("sign")
-        .arg(v.join("request_body.json"))
-        .arg("--private-key")
-        .arg(v.join("client_private_pkcs8.pem"))
-        .args(["--client-id", "211020000000000000044"])
-        .arg("--alipay-public-key")
-        .arg(v.join("alipay_public.pem"))
-        .arg("--response-headers")
-        .arg(v.join("response_headers.txt"));
+    let mut cmd = check_response_cmd();
     let (code, out, _) = output(cmd.arg("--response").arg(&tampered));
     assert_eq!(code, 1);
     assert!(
@@ -246,18 +244,31 @@ fn the_readme_command_runs_the_samples_on_the_sandbox() {
 
 #[test]
 fn encodings_and_excel_exports_read_through_the_cli() {
-    for (file, enc) in [("big5_export.csv", "big5"), ("excel_bom_crlf.csv", "utf-8")] {
-        let path = data(file);
-        if !path.exists() {
-            continue;
-        }
+    for (file, enc, valid) in [
+        ("big5_export.csv", "big5", 1),
+        ("utf16le_bom.csv", "utf-16", 1),
+        ("excel_bom_crlf.csv", "utf-8", 2),
+    ] {
         let (code, out, err) = output(
             Command::new(bin())
                 .arg("validate")
-                .arg(&path)
+                .arg(data(file))
                 .args(["--encoding", enc]),
         );
-        assert!(code == 0 || code == 3, "{file}: {out}\n{err}");
-        assert!(!out.contains(" 0 valid"), "{file}: {out}");
+        assert_eq!(code, 0, "{file}: {out}\n{err}");
+        assert!(
+            out.starts_with(&format!("{valid} valid rows")),
+            "{file}: {out}"
+        );
     }
+    let (code, _, err) = output(
+        Command::new(bin())
+            .arg("validate")
+            .arg(data("big5_export.csv")),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("big5_export.csv:2:") && err.contains("--encoding"),
+        "{err}"
+    );
 }
