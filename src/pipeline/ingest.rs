@@ -75,8 +75,8 @@ pub fn ingest(
             } => {
                 counts.rows_read += 1;
                 counts.duplicates += 1;
-                tracing::info!(
-                    "{file}:{line}: same store as line {first_line} of {first_file}; skipped"
+                eprintln!(
+                    "{file}:{line}: same store and payload as line {first_line} of {first_file}: skipped"
                 );
             }
         }
