@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{SandboxProcess, Scratch, bin, data, heavy, output};
+use crate::util::{SandboxProcess, Scratch, bin, data, output, together};
 
 fn vectors() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
@@ -12,6 +12,7 @@ fn vectors() -> std::path::PathBuf {
 
 #[test]
 fn sign_reproduces_the_openssl_vector_from_every_key_format() {
+    let _turn = together();
     let expected =
         std::fs::read_to_string(vectors().join("request_signature_urlencoded.txt")).unwrap();
     for key in [
@@ -59,6 +60,7 @@ fn check_response_cmd() -> Command {
 
 #[test]
 fn sign_checks_a_response_and_says_why_it_fails() {
+    let _turn = together();
     let v = vectors();
     let mut cmd = check_response_cmd();
     let (code, out, _) = output(cmd.arg("--response").arg(v.join("response_body.json")));
@@ -80,6 +82,7 @@ fn sign_checks_a_response_and_says_why_it_fails() {
 
 #[test]
 fn an_unreadable_key_names_the_formats_and_sends_nothing() {
+    let _turn = together();
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let bad = s.path("bad.pem");
@@ -94,6 +97,7 @@ fn an_unreadable_key_names_the_formats_and_sends_nothing() {
 
 #[test]
 fn a_bad_setting_names_its_source_and_sends_nothing() {
+    let _turn = together();
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let sheet = s.sheet("stores.csv", 1, 3);
@@ -114,6 +118,7 @@ fn a_bad_setting_names_its_source_and_sends_nothing() {
 
 #[test]
 fn keygen_writes_the_four_files() {
+    let _turn = together();
     let s = Scratch::new();
     let dir = s.path("k");
     let (code, _, err) = output(Command::new(bin()).arg("keygen").arg(&dir));
@@ -130,6 +135,7 @@ fn keygen_writes_the_four_files() {
 
 #[test]
 fn usage_errors_exit_2() {
+    let _turn = together();
     let (code, _, _) = output(Command::new(bin()).arg("run"));
     assert_eq!(code, 2);
     let (code, _, _) = output(Command::new(bin()).arg("frobnicate"));
@@ -138,6 +144,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn validate_reports_each_reject_and_writes_the_rejects_csv() {
+    let _turn = together();
     let s = Scratch::new();
     let rejects = s.path("rejects.csv");
     let sheet = s.path("sheet.csv");
@@ -168,6 +175,7 @@ fn validate_reports_each_reject_and_writes_the_rejects_csv() {
 
 #[test]
 fn a_file_without_the_mall_columns_is_refused_naming_what_it_found() {
+    let _turn = together();
     let s = Scratch::new();
     let sheet = s.path("sheet.csv");
     std::fs::write(&sheet, "partner_id,merchant_id,store_id\n1,2,3\n").unwrap();
@@ -182,7 +190,7 @@ fn a_file_without_the_mall_columns_is_refused_naming_what_it_found() {
 
 #[test]
 fn the_readme_command_runs_the_samples_on_the_sandbox() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let ledger = s.path("demo.db");
@@ -244,6 +252,7 @@ fn the_readme_command_runs_the_samples_on_the_sandbox() {
 
 #[test]
 fn encodings_and_excel_exports_read_through_the_cli() {
+    let _turn = together();
     for (file, enc, valid) in [
         ("big5_export.csv", "big5", 1),
         ("utf16le_bom.csv", "utf-16", 1),

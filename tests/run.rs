@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::util::{SandboxProcess, Scratch, heavy, output, signal, wait_until};
+use crate::util::{SandboxProcess, Scratch, alone, output, signal, together, wait_until};
 
 fn succeeded(s: &Scratch) -> i64 {
     if !s.ledger().exists() {
@@ -15,7 +15,7 @@ fn succeeded(s: &Scratch) -> i64 {
 
 #[test]
 fn faults_and_two_kills_then_every_row_done_once() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 400);
     let sandbox = SandboxProcess::start(
@@ -125,7 +125,7 @@ fn faults_and_two_kills_then_every_row_done_once() {
 
 #[test]
 fn the_rate_is_kept_in_every_second_and_used() {
-    let _turn = heavy();
+    let _turn = alone();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 360);
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
@@ -149,7 +149,7 @@ fn the_rate_is_kept_in_every_second_and_used() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_the_next_run_completes() {
-    let _turn = heavy();
+    let _turn = alone();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 300);
     let sandbox = SandboxProcess::start(&s.keys(), &["--latency-ms", "100"]);
@@ -186,7 +186,7 @@ fn ctrl_c_stops_cleanly_and_the_next_run_completes() {
 
 #[test]
 fn a_second_run_on_the_same_ledger_is_refused_and_resuming_sends_nothing() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 120);
     let sandbox = SandboxProcess::start(&s.keys(), &["--latency-ms", "50"]);
@@ -218,7 +218,7 @@ fn a_second_run_on_the_same_ledger_is_refused_and_resuming_sends_nothing() {
 
 #[test]
 fn rejects_permanent_failures_and_drift_are_reported_with_exit_3() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let malls = s.path("malls.csv");
     std::fs::write(
@@ -267,7 +267,7 @@ fn rejects_permanent_failures_and_drift_are_reported_with_exit_3() {
 
 #[test]
 fn a_wrong_key_stops_the_run_after_a_few_answers() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 50);
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
@@ -290,7 +290,7 @@ fn a_wrong_key_stops_the_run_after_a_few_answers() {
 
 #[test]
 fn the_private_key_never_appears_in_output_or_ledger() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 10);
     let sandbox = SandboxProcess::start(&s.keys(), &["--fault-http500", "0.3", "--seed", "1"]);
@@ -314,7 +314,7 @@ fn the_private_key_never_appears_in_output_or_ledger() {
 
 #[test]
 fn ctrl_c_while_requests_hang_ends_after_the_drain_limit() {
-    let _turn = heavy();
+    let _turn = alone();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 20);
     let sandbox = SandboxProcess::start(&s.keys(), &["--fault-hang", "1.0", "--hang-ms", "60000"]);
@@ -347,7 +347,7 @@ fn ctrl_c_while_requests_hang_ends_after_the_drain_limit() {
 
 #[test]
 fn json_logs_end_with_a_json_summary_for_cron() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 5);
     let sandbox = SandboxProcess::start(&s.keys(), &[]);

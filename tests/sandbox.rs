@@ -2,6 +2,10 @@
 //! from the input that should produce it, every fault at its probability, the rate limit, and the
 //! stats and labels endpoints.
 
+// The scheduling guard (`together`) is held across awaits on purpose: it orders tests, it
+// guards no data.
+#![allow(clippy::await_holding_lock)]
+
 mod util;
 
 use std::collections::{BTreeSet, HashSet};
@@ -24,6 +28,7 @@ fn assert_status_f(reply: &Reply, code: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn success_is_labelled_and_signed_and_a_second_save_is_store_is_circled() {
+    let _turn = crate::util::together();
     let keys = keys();
     let sandbox = start(&keys, |_| {}).await;
     let client = client();
@@ -80,6 +85,7 @@ async fn success_is_labelled_and_signed_and_a_second_save_is_store_is_circled() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malls_and_trades_from_files_decide_what_exists() {
+    let _turn = crate::util::together();
     let keys = keys();
     let malls_csv = keys.dir.path().join("malls.csv");
     std::fs::write(
@@ -141,6 +147,7 @@ async fn malls_and_trades_from_files_decide_what_exists() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_bodies_are_param_illegal_or_unknown_way_type() {
+    let _turn = crate::util::together();
     let keys = keys();
     let sandbox = start(&keys, |_| {}).await;
     let client = client();
@@ -212,6 +219,7 @@ async fn bad_bodies_are_param_illegal_or_unknown_way_type() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn authentication_failures_have_their_codes_and_no_effect() {
+    let _turn = crate::util::together();
     let keys = keys();
     let sandbox = start(&keys, |_| {}).await;
     let client = client();
@@ -394,6 +402,7 @@ const LONG: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_before_commit_has_no_effect() {
+    let _turn = crate::util::together();
     let faults = Faults {
         unknown: 0.3,
         seed: 11,
@@ -420,6 +429,7 @@ fn rate_count(seen: &[Seen], one: &Seen) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_after_commit_circles_the_store() {
+    let _turn = crate::util::together();
     let faults = Faults {
         unknown_after_commit: 0.3,
         seed: 12,
@@ -438,6 +448,7 @@ async fn unknown_after_commit_circles_the_store() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http500_and_http429_faults() {
+    let _turn = crate::util::together();
     let faults = Faults {
         http500: 0.3,
         seed: 13,
@@ -466,6 +477,7 @@ async fn http500_and_http429_faults() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_is_a_client_error_and_has_no_effect() {
+    let _turn = crate::util::together();
     let faults = Faults {
         reset: 0.3,
         seed: 15,
@@ -480,6 +492,7 @@ async fn reset_is_a_client_error_and_has_no_effect() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_signature_answers_fail_verification() {
+    let _turn = crate::util::together();
     let faults = Faults {
         bad_signature: 0.3,
         seed: 16,
@@ -502,6 +515,7 @@ async fn bad_signature_answers_fail_verification() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hang_outlasts_the_client_timeout_and_then_commits() {
+    let _turn = crate::util::together();
     // A normal answer takes a few milliseconds; the time-out leaves a wide margin so that a
     // slow machine does not turn a normal answer into a time-out.
     let n = 50;
@@ -537,6 +551,7 @@ async fn a_hang_outlasts_the_client_timeout_and_then_commits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_delays_every_answer() {
+    let _turn = crate::util::together();
     let faults = Faults {
         latency_ms: 80,
         ..Faults::default()
@@ -555,6 +570,7 @@ async fn latency_delays_every_answer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_seed_gives_the_same_run() {
+    let _turn = crate::util::together();
     let faults = Faults {
         unknown: 0.2,
         http500: 0.2,
@@ -571,6 +587,7 @@ async fn the_same_seed_gives_the_same_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rate_limit_answers_429_and_counts_it() {
+    let _turn = crate::util::together();
     let keys = keys();
     let sandbox = start(&keys, |c| c.rate_limit = Some(5)).await;
     let client = client();
@@ -603,6 +620,7 @@ async fn the_rate_limit_answers_429_and_counts_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_endpoint_has_exactly_the_documented_keys() {
+    let _turn = crate::util::together();
     let keys = keys();
     let sandbox = start(&keys, |_| {}).await;
     let client = client();
@@ -706,6 +724,7 @@ mod real_client {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn every_answer_lands_in_its_class() {
+        let _turn = crate::util::together();
         let keys = keys();
         let sandbox = start(&keys, |c| {
             c.malls = Some([("20230316".to_owned(), "20230316001".to_owned())].into());
@@ -754,6 +773,7 @@ mod real_client {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn answers_that_cannot_be_believed_are_transient() {
+        let _turn = crate::util::together();
         let keys = keys();
         for faults in [
             Faults {

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The tests that run whole jobs take turns: on two cores, timing claims (rate, Ctrl-C within
-/// seconds) only mean something when they are not fighting each other for the CPU.
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Test scheduling. On two cores a timing claim (the rate at the gateway, Ctrl-C within
+/// seconds) only means something when no other test is loading the CPU: such tests run alone;
+/// every other test may run beside any test but those.
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+pub fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TURNS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn together() -> std::sync::RwLockReadGuard<'static, ()> {
+    TURNS.read().unwrap_or_else(|e| e.into_inner())
 }
 
 pub const CLIENT_ID: &str = "2102000000000000044";
