@@ -606,7 +606,8 @@ mod tests {
     #[test]
     fn buckets_read_well() {
         assert_eq!(bucket_width(0), 1);
-        assert_eq!(bucket_width(45), 2);
+        assert_eq!(bucket_width(45), 1);
+        assert_eq!(bucket_width(60), 2);
         assert_eq!(bucket_width(120), 5);
         assert_eq!(bucket_width(3000), 100);
     }
