@@ -40,6 +40,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Compare the master sheet with the ledger: done, drifted, pending, failed, invalid, orphan.
     Reconcile(ReconcileArgs),
+    /// One self-contained HTML page: outcomes, malls, attempts, latency, rows that need a person.
+    Report(ReportArgs),
     /// A local AlipayHK simulator.
     Sandbox(crate::commands::sandbox::SandboxArgs),
     /// Show the exact content signed and the headers, for troubleshooting.
@@ -139,6 +141,9 @@ pub struct RunArgs {
     /// Send again the rows that failed for good in an earlier run.
     #[arg(long)]
     pub retry_failed: bool,
+    /// At the end, write this run's HTML report here (as `pms-onboard report --run ID`).
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<PathBuf>,
     /// Encoding of the input files.
     #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
     pub encoding: crate::input::Encoding,
@@ -204,6 +209,18 @@ pub struct ReconcileArgs {
     pub json: bool,
     #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
     pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only this run (its rows and attempts) [default: the whole ledger].
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// The HTML file to write.
+    #[arg(short = 'o', long = "output", value_name = "PATH", required = true)]
+    pub output: PathBuf,
     #[command(flatten)]
     pub ledger: LedgerArgs,
 }

@@ -11,4 +11,5 @@ pub mod config;
 pub mod input;
 pub mod ledger;
 pub mod pipeline;
+pub mod report;
 pub mod sandbox;

@@ -43,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => commands::status::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Reconcile(args) => commands::reconcile::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Sandbox(args) => commands::sandbox::run(args),
         Command::Sign(args) => commands::sign::run(args),
         Command::Keygen(args) => commands::keygen::run(args),

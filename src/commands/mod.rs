@@ -4,6 +4,7 @@
 pub mod export;
 pub mod keygen;
 pub mod reconcile;
+pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod sign;

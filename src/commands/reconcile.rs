@@ -248,7 +248,9 @@ pub fn annotate(
         );
     }
     let data = std::fs::read(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
-    // Where each record starts, from the same CSV grammar the reader uses.
+    // Where each record starts, from the same CSV grammar the reader uses. Only the byte offsets
+    // are taken from the csv crate: a record's position is where reading began, before the blank
+    // lines it skipped, so lines are counted here, as a spreadsheet user counts them.
     let mut starts = Vec::new();
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -257,30 +259,39 @@ pub fn annotate(
     let mut record = csv::ByteRecord::new();
     while rdr.read_byte_record(&mut record)? {
         let pos = record.position().expect("the csv reader records positions");
-        starts.push((pos.byte() as usize, pos.line()));
+        starts.push(pos.byte() as usize);
     }
     let mut items = Input::open(&[sheet.to_path_buf()], encoding)?.peekable();
     let mut out = super::output(output)?;
-    for (i, &(start, line)) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).map_or(data.len(), |(s, _)| *s);
+    // The 1-based line at the start of the current slice.
+    let mut line = 1u64;
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(data.len());
         let raw = &data[start..end];
-        let content_len = raw
+        let newlines = |bytes: &[u8]| bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        // Blank lines the csv crate skipped before the record are written back as they were.
+        let lead = raw
+            .iter()
+            .take_while(|b| **b == b'\n' || **b == b'\r')
+            .count();
+        let (blank, rest) = raw.split_at(lead);
+        let record_line = line + newlines(blank);
+        line += newlines(raw);
+        let content_len = rest
             .iter()
             .rposition(|b| *b != b'\n' && *b != b'\r')
             .map_or(0, |p| p + 1);
-        let (content, line_end) = raw.split_at(content_len);
+        let (content, line_end) = rest.split_at(content_len);
         let cells: [String; 4] = if i == 0 {
             ["status", "pms_label", "result_code", "message"].map(str::to_owned)
         } else {
-            let item = match items.peek() {
-                Some(Ok(item)) if item_line(item) == line => items.next().and_then(Result::ok),
-                _ => None,
-            };
-            match item {
+            match item_at(&mut items, record_line)? {
                 Some(item) => annotation(&item, conn)?,
+                // A line the reader skips (all cells empty) gets empty cells.
                 None => Default::default(),
             }
         };
+        out.write_all(blank)?;
         out.write_all(content)?;
         for cell in &cells {
             out.write_all(b",")?;
@@ -291,6 +302,19 @@ pub fn annotate(
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The reader's item for the record starting at `line`, if the reader made one of it.
+fn item_at(items: &mut std::iter::Peekable<Input>, line: u64) -> anyhow::Result<Option<Item>> {
+    match items.peek() {
+        Some(Ok(item)) if item_line(item) < line => anyhow::bail!(
+            "internal error: --annotate lost its place at line {} of the sheet",
+            item_line(item)
+        ),
+        Some(Ok(item)) if item_line(item) > line => Ok(None),
+        None => Ok(None),
+        Some(_) => Ok(Some(items.next().expect("peeked")?)),
+    }
 }
 
 fn item_line(item: &Item) -> u64 {

@@ -131,6 +131,20 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         }
         RunEnd::Completed => exit::OK,
     };
+    if let Some(path) = &args.report {
+        // A report that cannot be written does not undo the run; it fails a run that was clean.
+        let written = crate::ledger::open_existing(&settings.ledger)
+            .and_then(|conn| crate::report::write(&conn, Some(report.run_id), path));
+        match written {
+            Ok(()) => eprintln!("report written to {}", path.display()),
+            Err(e) => {
+                eprintln!("error: the report was not written: {e:#}");
+                if code == exit::OK {
+                    return Ok(ExitCode::from(exit::FATAL));
+                }
+            }
+        }
+    }
     Ok(ExitCode::from(code))
 }
 

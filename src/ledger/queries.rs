@@ -135,10 +135,16 @@ pub fn last_run_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 
 /// The rejects a run recorded.
 pub fn rejects(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Reject>> {
+    rejects_up_to(conn, run_id, -1)
+}
+
+/// The first `limit` rejects of a run (a negative limit: all).
+fn rejects_up_to(conn: &Connection, run_id: i64, limit: i64) -> rusqlite::Result<Vec<Reject>> {
     let mut st = conn.prepare(
-        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = ?1 ORDER BY id",
+        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = ?1
+         ORDER BY id LIMIT ?2",
     )?;
-    let rows = st.query_map([run_id], |r| {
+    let rows = st.query_map([run_id, limit], |r| {
         Ok(Reject {
             file: r.get(0)?,
             line: r.get::<_, i64>(1)? as u64,
@@ -220,26 +226,251 @@ pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCou
         c.by_result_code
             .insert(r.get(0)?, r.get::<_, i64>(1)? as u64);
     }
-    let mut st = conn.prepare(
-        "SELECT id, started_at, ended_at, outcome, rows_read, succeeded, already_circled, failed,
-                rejected, drifted, message
-         FROM runs ORDER BY id DESC LIMIT ?1",
-    )?;
-    let runs = st.query_map([last_runs as i64], |r| {
-        Ok(RunInfo {
-            id: r.get(0)?,
-            started_at: r.get(1)?,
-            ended_at: r.get(2)?,
-            outcome: r.get(3)?,
-            rows_read: r.get::<_, i64>(4)? as u64,
-            succeeded: r.get::<_, i64>(5)? as u64,
-            already_circled: r.get::<_, i64>(6)? as u64,
-            failed: r.get::<_, i64>(7)? as u64,
-            rejected: r.get::<_, i64>(8)? as u64,
-            drifted: r.get::<_, i64>(9)? as u64,
-            message: r.get(10)?,
-        })
-    })?;
+    let mut st = conn.prepare(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+    ))?;
+    let runs = st.query_map([last_runs as i64], run_info_row)?;
     c.last_runs = runs.collect::<rusqlite::Result<_>>()?;
     Ok(c)
+}
+
+const RUN_COLUMNS: &str = "id, started_at, ended_at, outcome, rows_read, succeeded, \
+    already_circled, failed, rejected, drifted, message";
+
+fn run_info_row(r: &SqlRow<'_>) -> rusqlite::Result<RunInfo> {
+    Ok(RunInfo {
+        id: r.get(0)?,
+        started_at: r.get(1)?,
+        ended_at: r.get(2)?,
+        outcome: r.get(3)?,
+        rows_read: r.get::<_, i64>(4)? as u64,
+        succeeded: r.get::<_, i64>(5)? as u64,
+        already_circled: r.get::<_, i64>(6)? as u64,
+        failed: r.get::<_, i64>(7)? as u64,
+        rejected: r.get::<_, i64>(8)? as u64,
+        drifted: r.get::<_, i64>(9)? as u64,
+        message: r.get(10)?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report (`report`, `run --report`). `run` None is the whole ledger; Some(id) is the rows
+// whose latest sighting was that run and the attempts made in it. Drift and rejects are per run:
+// for the whole ledger they are the latest run's (the sheet as it stands), not every night's.
+
+/// Outcome counts for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    pub total: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub succeeded: u64,
+    pub already_circled: u64,
+    /// already_circled after an unknown outcome: most likely our own earlier call.
+    pub ambiguous: u64,
+    pub failed_transient: u64,
+    pub failed_permanent: u64,
+    pub drifted: u64,
+    pub rejected: u64,
+}
+
+/// The run whose drift and rejects stand for `run` (None: the latest).
+fn run_or_last(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Option<i64>> {
+    match run {
+        Some(id) => Ok(Some(id)),
+        None => last_run_id(conn),
+    }
+}
+
+pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<OutcomeCounts> {
+    let mut c = OutcomeCounts::default();
+    let mut st = conn.prepare(
+        "SELECT state, COALESCE(failure, ''), ambiguous, count(*) FROM rows
+         WHERE ?1 IS NULL OR run_id = ?1 GROUP BY 1, 2, 3",
+    )?;
+    let mut q = st.query([run])?;
+    while let Some(r) = q.next()? {
+        let state: String = r.get(0)?;
+        let failure: String = r.get(1)?;
+        let ambiguous: bool = r.get(2)?;
+        let n = r.get::<_, i64>(3)? as u64;
+        c.total += n;
+        match State::parse(&state) {
+            Some(State::Pending) => c.pending += n,
+            Some(State::InFlight) => c.in_flight += n,
+            Some(State::Succeeded) => c.succeeded += n,
+            Some(State::AlreadyCircled) => {
+                c.already_circled += n;
+                if ambiguous {
+                    c.ambiguous += n;
+                }
+            }
+            Some(State::Failed) if failure == "permanent" => c.failed_permanent += n,
+            Some(State::Failed) => c.failed_transient += n,
+            None => {}
+        }
+    }
+    if let Some(id) = run_or_last(conn, run)? {
+        c.drifted = conn.query_row(
+            "SELECT count(DISTINCT key) FROM drift WHERE run_id = ?1",
+            [id],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+        c.rejected = conn.query_row(
+            "SELECT count(*) FROM rejects WHERE run_id = ?1",
+            [id],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+    }
+    Ok(c)
+}
+
+/// Rows of one mall by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MallCounts {
+    pub mall_group_label: String,
+    pub mall_label: String,
+    /// succeeded or already circled
+    pub done: u64,
+    pub failed: u64,
+    /// pending or in flight
+    pub pending: u64,
+}
+
+impl MallCounts {
+    pub fn total(&self) -> u64 {
+        self.done + self.failed + self.pending
+    }
+}
+
+pub fn by_mall(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<MallCounts>> {
+    let mut st = conn.prepare(
+        "SELECT mall_group_label, mall_label,
+                sum(state IN ('succeeded', 'already_circled')), sum(state = 'failed'),
+                sum(state IN ('pending', 'in_flight'))
+         FROM rows WHERE ?1 IS NULL OR run_id = ?1
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )?;
+    let rows = st.query_map([run], |r| {
+        Ok(MallCounts {
+            mall_group_label: r.get(0)?,
+            mall_label: r.get(1)?,
+            done: r.get::<_, i64>(2)? as u64,
+            failed: r.get::<_, i64>(3)? as u64,
+            pending: r.get::<_, i64>(4)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// `(attempts, rows that took that many)`, for rows with at least one attempt.
+pub fn attempts_per_row(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<(u64, u64)>> {
+    let mut st = conn.prepare(
+        "SELECT n, count(*) FROM
+           (SELECT count(*) AS n FROM attempts WHERE ?1 IS NULL OR run_id = ?1 GROUP BY key)
+         GROUP BY n ORDER BY n",
+    )?;
+    let rows = st.query_map([run], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+    })?;
+    rows.collect()
+}
+
+/// The latency of every answered attempt, in milliseconds, smallest first.
+pub fn latencies_ms(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<u64>> {
+    let mut st = conn.prepare(
+        "SELECT latency_ms FROM attempts
+         WHERE latency_ms IS NOT NULL AND (?1 IS NULL OR run_id = ?1) ORDER BY 1",
+    )?;
+    let rows = st.query_map([run], |r| Ok(r.get::<_, i64>(0)?.max(0) as u64))?;
+    rows.collect()
+}
+
+/// Requests started in each second of one run: `(second as stored, YYYY-MM-DDTHH:MM:SS; count)`.
+pub fn requests_per_second(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut st = conn.prepare(
+        "SELECT substr(started_at, 1, 19), count(*) FROM attempts WHERE run_id = ?1
+         GROUP BY 1 ORDER BY 1",
+    )?;
+    let rows = st.query_map([run_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}
+
+/// The kinds of rows in the ledger that need a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    FailedPermanent,
+    FailedTransient,
+    Ambiguous,
+}
+
+/// Up to `limit` rows of one kind that need a person, in sheet order.
+pub fn attention_rows(
+    conn: &Connection,
+    run: Option<i64>,
+    kind: Attention,
+    limit: usize,
+) -> rusqlite::Result<Vec<LedgerRow>> {
+    let filter = match kind {
+        Attention::FailedPermanent => "state = 'failed' AND failure = 'permanent'",
+        Attention::FailedTransient => "state = 'failed' AND COALESCE(failure, '') <> 'permanent'",
+        Attention::Ambiguous => "state = 'already_circled' AND ambiguous = 1",
+    };
+    let mut st = conn.prepare(&format!(
+        "SELECT {ROW_COLUMNS} FROM rows WHERE {filter} AND (?1 IS NULL OR run_id = ?1)
+         ORDER BY source_file, source_line LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![run, limit as i64], ledger_row)?;
+    rows.collect()
+}
+
+/// A row done earlier whose sheet said something else in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftRow {
+    pub key: String,
+    pub source_file: String,
+    pub source_line: u64,
+    pub detail: String,
+}
+
+/// Up to `limit` drifted rows of `run` (None: the latest run), in sheet order.
+pub fn drift(conn: &Connection, run: Option<i64>, limit: usize) -> rusqlite::Result<Vec<DriftRow>> {
+    let Some(id) = run_or_last(conn, run)? else {
+        return Ok(Vec::new());
+    };
+    let mut st = conn.prepare(
+        "SELECT key, source_file, source_line, detail FROM drift WHERE run_id = ?1
+         ORDER BY source_file, source_line LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![id, limit as i64], |r| {
+        Ok(DriftRow {
+            key: r.get(0)?,
+            source_file: r.get(1)?,
+            source_line: r.get::<_, i64>(2)? as u64,
+            detail: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The rejects of `run` (None: the latest run), up to `limit`.
+pub fn rejects_limited(
+    conn: &Connection,
+    run: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Reject>> {
+    match run_or_last(conn, run)? {
+        Some(id) => rejects_up_to(conn, id, limit as i64),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// One run's record, by id.
+pub fn run_info(conn: &Connection, run_id: i64) -> rusqlite::Result<Option<RunInfo>> {
+    conn.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [run_id],
+        run_info_row,
+    )
+    .optional()
 }

@@ -1,0 +1,14 @@
+//! `report [--run ID] -o PATH`: the ledger as one self-contained HTML page (see `crate::report`).
+
+use std::process::ExitCode;
+
+use crate::cli::ReportArgs;
+use crate::ledger;
+
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let path = super::ledger_path(&args.ledger)?;
+    let conn = ledger::open_existing(&path)?;
+    crate::report::write(&conn, args.run, &args.output)?;
+    eprintln!("report written to {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
