@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{SandboxProcess, Scratch, bin, data, heavy, output};
+use crate::util::{SandboxProcess, Scratch, bin, data, output, together};
 
 const HEADER: &str =
     "partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label";
@@ -60,7 +60,7 @@ fn requests(sandbox: &SandboxProcess) -> u64 {
 
 #[test]
 fn a_changed_master_sheet_is_reconciled_exactly_and_drift_is_never_resent() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &["--malls", malls(&s).to_str().unwrap()]);
     let mall = |i: usize| format!("20230316{:03}", i % 5 + 1);
@@ -172,7 +172,7 @@ fn a_changed_master_sheet_is_reconciled_exactly_and_drift_is_never_resent() {
 
 #[test]
 fn an_annotated_excel_export_keeps_every_original_byte_in_order() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let sheet = data("excel_annotate.csv");
@@ -261,7 +261,7 @@ fn an_annotated_excel_export_keeps_every_original_byte_in_order() {
 
 #[test]
 fn the_report_is_one_offline_file_whose_numbers_are_the_ledgers() {
-    let _turn = heavy();
+    let _turn = together();
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &["--malls", malls(&s).to_str().unwrap()]);
     let mut rows: Vec<String> = (1..=30)
