@@ -119,7 +119,7 @@ const STYLE: &str = "
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f4f4f4}.note{color:#555}.todo{background:#fff8e0;padding:.5em;border-left:4px solid #e0a000}
 footer{margin-top:3em;color:#777;font-size:.85em}svg{max-width:100%;height:auto}
