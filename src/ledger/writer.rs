@@ -439,6 +439,11 @@ fn apply(tx: &Transaction<'_>, cmd: Cmd) -> Answer {
 }
 
 fn begin_run(tx: &Transaction<'_>, config: &str, files: &[FileInfo]) -> rusqlite::Result<i64> {
+    // The run lock is held, so a run still marked running ended without saying so.
+    tx.execute(
+        "UPDATE runs SET outcome = 'crashed', ended_at = COALESCE(ended_at, ?1) WHERE outcome = 'running'",
+        params![now()],
+    )?;
     tx.execute(
         "INSERT INTO runs (started_at, config) VALUES (?1, ?2)",
         params![now(), config],
@@ -462,10 +467,6 @@ fn recover(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
     )?;
     let n = tx.execute(
         "UPDATE rows SET state = 'pending', maybe_sent = 1, updated_at = ?1 WHERE state = 'in_flight'",
-        params![now()],
-    )?;
-    tx.execute(
-        "UPDATE runs SET outcome = 'crashed', ended_at = COALESCE(ended_at, ?1) WHERE outcome = 'running'",
         params![now()],
     )?;
     Ok(n as u64)
