@@ -51,8 +51,10 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     }
     let mut layers = Layers::resolve(&flags, args.settings.config.as_deref())?;
     if args.sandbox {
-        // The sandbox gets its own ledger and a brisk default rate unless told otherwise.
-        if layers.source("ledger") == Some(&Source::Default) {
+        // The sandbox gets its own ledger unless `--ledger` names one: a ledger from the
+        // environment or the settings file is the real one, and simulated successes in it would
+        // make a real run skip rows. It gets a brisk default rate unless one is set.
+        if !matches!(layers.source("ledger"), Some(Source::Flag(_))) {
             set_flag(&mut flags, "ledger", SANDBOX_LEDGER.to_owned());
         }
         if layers.source("rate") == Some(&Source::Default) {
