@@ -281,3 +281,21 @@ fn encodings_and_excel_exports_read_through_the_cli() {
         "{err}"
     );
 }
+
+#[test]
+fn a_sandbox_run_never_touches_the_real_ledger() {
+    let _turn = together();
+    let s = Scratch::new();
+    std::fs::write(s.path("pms-onboard.toml"), "ledger = \"real.db\"\n").unwrap();
+    let sheet = s.sheet("stores.csv", 1, 3);
+    let (code, out, err) = output(
+        Command::new(bin())
+            .current_dir(s.dir.path())
+            .arg("run")
+            .arg(&sheet)
+            .arg("--sandbox"),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!s.path("real.db").exists());
+    assert!(s.path("pms-sandbox-ledger.db").exists());
+}
