@@ -19,10 +19,8 @@ pub struct Limiter {
     paused_until: Mutex<Option<Instant>>,
 }
 
-/// The window, with room for the timer's resolution and for a request that reaches the gateway
-/// a little later than the one `rate` places after it (scheduling on a busy machine: with 2 ms
-/// the sandbox still counted 101 in a second at `--rate 100`). Costs at most 1% of the rate.
-const WINDOW: Duration = Duration::from_millis(1010);
+/// The window, with a little room for the timer's resolution.
+const WINDOW: Duration = Duration::from_millis(1002);
 
 impl Limiter {
     /// `rate` requests per second; 0 is no limit.
