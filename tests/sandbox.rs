@@ -637,6 +637,8 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
         "double_success",
         "rate_limited",
         "max_requests_in_one_second",
+        "first_request_ms",
+        "last_request_ms",
     ]
     .into_iter()
     .map(String::from)

@@ -88,6 +88,11 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("pms-onboard/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        // The first signature of a process seeds aws-lc's random generator (jitter entropy,
+        // tens of milliseconds). Made here, that stall cannot fall between a request's rate-limit
+        // slot and its departure, where it let the rate be exceeded at the gateway (rate sweep
+        // in docs/performance.md).
+        private_key.sign(b"warm-up");
         Ok(Client {
             http,
             url,

@@ -192,12 +192,23 @@ impl Input {
         let record = &self.record;
         let line = record_line(&src.csv, record);
         let file = || src.name.clone();
+        // One UTF-8 check for the whole record instead of one per cell (it was a fifth of the
+        // time of `validate`). A cell is then a slice of it; `str::get` refuses a slice that
+        // splits a character, so a cell is `Some` exactly when it is valid UTF-8 on its own,
+        // and the per-cell check below only runs for a record that is not valid as a whole.
+        let whole = std::str::from_utf8(record.as_slice()).ok();
+        let valid_cell = |i: usize| whole.and_then(|w| w.get(record.range(i)?));
         let mut any = false;
         for (i, raw) in record.iter().enumerate() {
-            if src.check_utf8 && std::str::from_utf8(raw).is_err() {
-                return Err(InputError::NotUtf8 { file: file(), line });
-            }
-            let text = cell(raw);
+            let text = match valid_cell(i) {
+                Some(text) => text.trim(),
+                None => {
+                    if src.check_utf8 && std::str::from_utf8(raw).is_err() {
+                        return Err(InputError::NotUtf8 { file: file(), line });
+                    }
+                    cell(raw)
+                }
+            };
             any |= !text.is_empty();
             if i >= src.columns.width && !text.is_empty() {
                 return Ok(Some(Item::Reject(Reject {
@@ -222,8 +233,10 @@ impl Input {
         // A row shorter than the header reads its missing cells as empty.
         let mut values: Values<'_> = [""; 9];
         for c in Column::ALL {
-            if let Some(raw) = src.columns.get(c).and_then(|i| record.get(i)) {
-                values[c as usize] = cell(raw);
+            if let Some(i) = src.columns.get(c)
+                && let Some(raw) = record.get(i)
+            {
+                values[c as usize] = valid_cell(i).map_or_else(|| cell(raw), str::trim);
             }
         }
         let row = match rules::check(&values) {

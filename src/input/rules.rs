@@ -170,6 +170,11 @@ fn save_way(v: &Values<'_>) -> Result<SaveWay, Problem> {
 }
 
 fn no_control(c: Column, value: &str) -> Result<(), Problem> {
+    // Most cells are ASCII: a byte scan decides them without decoding characters (U+FFFD and
+    // the C1 controls are not ASCII, so only the C0 controls and DEL can be there).
+    if value.is_ascii() && !value.bytes().any(|b| b.is_ascii_control()) {
+        return Ok(());
+    }
     if let Some(ch) = value.chars().find(|ch| ch.is_control()) {
         let what = if matches!(ch, '\n' | '\r') {
             "a line break"

@@ -114,6 +114,8 @@ struct Shared {
     client_id_header: HeaderValue,
     dice: Dice,
     state: Mutex<MutableState>,
+    /// Arrival times in the stats are counted from here.
+    started: Instant,
 }
 
 #[derive(Default)]
@@ -142,6 +144,7 @@ impl Shared {
             client_id_header,
             config,
             state: Mutex::new(MutableState::default()),
+            started: Instant::now(),
         })
     }
 
@@ -165,9 +168,13 @@ impl Shared {
     fn arrive(&self) -> Option<Response> {
         let mut state = self.lock();
         // The instant is taken under the lock so the window sees arrivals in order.
-        let in_last_second = state.arrivals.arrive(Instant::now());
+        let now = Instant::now();
+        let in_last_second = state.arrivals.arrive(now);
         let stats = &mut state.stats;
         stats.requests += 1;
+        let ms = now.duration_since(self.started).as_millis() as u64;
+        stats.first_request_ms.get_or_insert(ms);
+        stats.last_request_ms = Some(ms);
         stats.max_requests_in_one_second = stats.max_requests_in_one_second.max(in_last_second);
         let limit = u64::from(self.config.rate_limit?);
         if in_last_second <= limit {

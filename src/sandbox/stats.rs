@@ -22,6 +22,12 @@ pub struct Stats {
     pub rate_limited: u64,
     /// The most arrivals in any half-open window `[t, t + 1s)`.
     pub max_requests_in_one_second: u64,
+    /// Milliseconds from the sandbox's start to the first and the last arrival (`None` before
+    /// any): the span a benchmark divides the requests by to get the rate achieved.
+    #[serde(default)]
+    pub first_request_ms: Option<u64>,
+    #[serde(default)]
+    pub last_request_ms: Option<u64>,
 }
 
 impl Stats {

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""End-to-end benchmarks of the release binary against the sandbox in its own process.
+
+    python3 benches/e2e.py cpu      [--rows N] [--repeat K]   client CPU per row vs openssl rsa2048 sign
+    python3 benches/e2e.py validate [--rows N] [--repeat K]   `validate` vs Python's csv.reader
+    python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
+    python3 benches/e2e.py rate     [--rates 1,10,...] [--seconds S]  --rate R against the sandbox's clock
+    python3 benches/e2e.py all
+
+Every figure is the median of --repeat runs (default 3); each run's figures are printed too.
+Build first: `cargo build --release` (the binary is target/release/pms-onboard, or $PMS_ONBOARD).
+Resource figures come from the child's own rusage (os.wait4), so the sandbox and Python are
+never counted in the client's CPU.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = os.environ.get("PMS_ONBOARD", str(ROOT / "target/release/pms-onboard"))
+CLIENT_ID = "2102000000000000044"
+
+
+def gen(path, n, first=0):
+    """A sheet of n valid MERCHANT_PMS rows (about 110 bytes a row), store ids from `first`."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(
+            "save_way_type,partner_id,merchant_id,merchant_name,store_id,store_name,"
+            "mall_group_label,mall_label\n"
+        )
+        for i in range(first, first + n):
+            f.write(
+                f"MERCHANT_PMS,2088{i % 97:012},M{i % 13:04},測試商戶 {i},S{i:08},"
+                f"分店 旺角 {i},20230316,20230316{i % 5 + 1:03}\n"
+            )
+    return path
+
+
+def measure(argv, **kw):
+    """Runs argv; returns (wall s, user+sys CPU s, maxrss MiB, exit code, sys CPU s)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, **kw)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, p.returncode, ru.ru_stime
+
+
+class Sandbox:
+    """`pms-onboard sandbox` as its own process."""
+
+    def __init__(self, keys):
+        self.p = subprocess.Popen(
+            [BIN, "sandbox", "--listen", "127.0.0.1:0", "--keys", keys, "--client-id", CLIENT_ID],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        line = self.p.stdout.readline()
+        m = re.search(r"http://\S+", line)
+        if not m:
+            raise SystemExit(f"sandbox said {line!r}")
+        self.endpoint = m.group(0)
+
+    def stats(self):
+        with urllib.request.urlopen(self.endpoint + "/sandbox/stats") as r:
+            return json.load(r)
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def keygen(d):
+    subprocess.run([BIN, "keygen", d], check=True, stdout=subprocess.DEVNULL)
+    return d
+
+
+def run_argv(sandbox, keys, ledger, files, rate, concurrency=8):
+    return [
+        BIN, "run", *files,
+        "--endpoint", sandbox.endpoint,
+        "--client-id", CLIENT_ID,
+        "--private-key", f"{keys}/client_private.pem",
+        "--alipay-public-key", f"{keys}/alipay_public.pem",
+        "--ledger", ledger,
+        "--rate", str(rate),
+        "--concurrency", str(concurrency),
+    ]  # fmt: skip
+
+
+def run_client(argv):
+    env = dict(os.environ)
+    env.pop("RUST_LOG", None)
+    r = measure(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    if r[3] != 0:
+        raise SystemExit(f"client exited {r[3]}: {' '.join(argv)}")
+    return r
+
+
+def openssl_sign_seconds():
+    """Seconds per RSA-2048 signature, as `openssl speed -seconds 3 rsa2048` measures it."""
+    out = subprocess.run(
+        ["openssl", "speed", "-seconds", "3", "rsa2048"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    # OpenSSL 3: "rsa 2048 bits 0.000712s 0.000021s ... 1404.2 47619.0 ..." (sign/s first).
+    for line in out.splitlines():
+        if line.startswith("rsa 2048 bits") or line.startswith("rsa  2048 bits"):
+            sign_per_s = float([t for t in line.split()[3:] if not t.endswith("s")][0])
+            return 1.0 / sign_per_s
+    raise SystemExit(f"cannot parse openssl speed output:\n{out}")
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def report(title, rows):
+    print(f"\n== {title} (median of {len(rows)})")
+    for k in rows[0]:
+        vals = [r[k] for r in rows]
+        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in vals)
+        m = med(vals)
+        print(f"  {k:34} {m:>12.4g}   [{shown}]" if isinstance(m, float) else f"  {k:34} {m!s:>12}   [{shown}]")
+
+
+def mode_cpu(args):
+    out = []
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        keys = keygen(f"{tmp}/keys")
+        sheet = gen(f"{tmp}/sheet.csv", args.rows)
+        for i in range(args.repeat):
+            sandbox = Sandbox(keys)
+            try:
+                ledger = f"{tmp}/ledger-cpu-{i}.db"
+                wall, cpu, rss, _, sys_cpu = run_client(run_argv(sandbox, keys, ledger, [sheet], 0))
+                requests = sandbox.stats()["requests"]
+            finally:
+                sandbox.stop()
+            assert requests == args.rows, (requests, args.rows)
+            sign = openssl_sign_seconds()
+            per_row = cpu / args.rows
+            out.append(
+                {
+                    "rows/s": args.rows / wall,
+                    "client CPU ms/row": per_row * 1e3,
+                    "  of which kernel (sys) ms/row": sys_cpu / args.rows * 1e3,
+                    "openssl rsa2048 sign ms": sign * 1e3,
+                    "ratio CPU/row : sign": per_row / sign,
+                    "client maxrss MiB": rss,
+                }
+            )
+            print(out[-1], file=sys.stderr)
+    report(f"cpu: {args.rows} rows, --rate 0, --concurrency 8", out)
+
+
+def mode_validate(args):
+    out = []
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        sheet = gen(f"{tmp}/sheet.csv", args.rows)
+        size = os.path.getsize(sheet) / 1e6
+        py = [
+            sys.executable, "-c",
+            "import csv,sys\nfor _ in csv.reader(open(sys.argv[1], newline='', encoding='utf-8')): pass",
+            sheet,
+        ]  # fmt: skip
+        for _ in range(args.repeat):
+            v = measure([BIN, "validate", sheet], stdout=subprocess.DEVNULL)
+            p = measure(py)
+            assert v[3] == 0 and p[3] == 0, (v, p)
+            out.append(
+                {
+                    "validate s": v[0],
+                    "validate maxrss MiB": v[2],
+                    "python csv.reader s": p[0],
+                    "python maxrss MiB": p[2],
+                    "ratio validate : python": v[0] / p[0],
+                }
+            )
+            print(out[-1], file=sys.stderr)
+    report(f"validate: {args.rows} rows, {size:.0f} MB", out)
+
+
+def mode_resume(args):
+    out = []
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        keys = keygen(f"{tmp}/keys")
+        sheet = gen(f"{tmp}/sheet.csv", args.rows)
+        for i in range(args.repeat):
+            sandbox = Sandbox(keys)
+            try:
+                argv = run_argv(sandbox, keys, f"{tmp}/ledger-resume-{i}.db", [sheet], 0)
+                first = run_client(argv)
+                after_first = sandbox.stats()["requests"]
+                second = run_client(argv)
+                after_second = sandbox.stats()["requests"]
+            finally:
+                sandbox.stop()
+            out.append(
+                {
+                    "first run s": first[0],
+                    "second run s": second[0],
+                    "ratio second : first": second[0] / first[0],
+                    "requests first": after_first,
+                    "requests second": after_second - after_first,
+                }
+            )
+            print(out[-1], file=sys.stderr)
+    report(f"resume: {args.rows} rows", out)
+
+
+def mode_rate(args):
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        keys = keygen(f"{tmp}/keys")
+        for rate in [int(r) for r in args.rates.split(",")]:
+            # R=1: a few requests are enough (each second is one request).
+            rows = 6 if rate == 1 else rate * args.seconds
+            sheet = gen(f"{tmp}/sheet-{rate}.csv", rows)
+            out = []
+            for i in range(args.repeat):
+                sandbox = Sandbox(keys)
+                try:
+                    ledger = f"{tmp}/ledger-rate-{rate}-{i}.db"
+                    run_client(run_argv(sandbox, keys, ledger, [sheet], rate))
+                    s = sandbox.stats()
+                finally:
+                    sandbox.stop()
+                span = (s["last_request_ms"] - s["first_request_ms"]) / 1e3
+                achieved = (s["requests"] - 1) / span
+                out.append(
+                    {
+                        "requests": s["requests"],
+                        "max in one second": s["max_requests_in_one_second"],
+                        "achieved /s": achieved,
+                        "achieved : R": achieved / rate,
+                        "rate-limited (429)": s["rate_limited"],
+                    }
+                )
+                print(rate, out[-1], file=sys.stderr)
+            report(f"rate: --rate {rate}, {rows} rows", out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["cpu", "validate", "resume", "rate", "all"])
+    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, resume 20000)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rates", default="1,10,40,100,500")
+    ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
+    args = ap.parse_args()
+    if not Path(BIN).exists():
+        raise SystemExit(f"{BIN} not found: cargo build --release")
+    print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}")
+    modes = ["cpu", "validate", "resume", "rate"] if args.mode == "all" else [args.mode]
+    defaults = {"cpu": 20000, "validate": 1_000_000, "resume": 20000, "rate": 0}
+    rows = args.rows
+    for m in modes:
+        args.rows = rows or defaults[m]
+        globals()[f"mode_{m}"](args)
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+if __name__ == "__main__":
+    main()

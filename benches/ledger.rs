@@ -1,0 +1,115 @@
+//! Ledger writer throughput with `synchronous=FULL`: outcomes recorded per second. One outcome
+//! is what a sent row costs the ledger: "mark in flight" (awaited before the request leaves)
+//! and "record" (the answer and the row's new state). With several workers the single writer
+//! commits whatever has queued up in one transaction (group commit); one worker alone gets a
+//! commit, and an fsync, per command: the commit-per-row baseline.
+//!
+//! `cargo bench --bench ledger`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pms_onboard::api::outcome::{Attempt, Outcome};
+use pms_onboard::input::{Row, SaveWay, SourceRow};
+use pms_onboard::ledger::State;
+use pms_onboard::ledger::writer::{self, RowUpdate, Writer};
+
+fn row(i: u64) -> SourceRow {
+    SourceRow {
+        file: "sheet.csv".to_owned(),
+        line: i + 2,
+        row: Row {
+            save_way: SaveWay::MerchantPms,
+            ipay_trade_no: String::new(),
+            partner_id: format!("2088{:012}", i % 97),
+            merchant_id: format!("M{:04}", i % 13),
+            merchant_name: format!("測試商戶 {i}"),
+            store_id: format!("S{i:08}"),
+            store_name: format!("分店 {i}"),
+            mall_group_label: "20230316".to_owned(),
+            mall_label: format!("20230316{:03}", i % 5 + 1),
+        },
+    }
+}
+
+async fn one_outcome(w: &Writer, run_id: i64, key: &str) {
+    let attempt_id = w.mark_in_flight(run_id, key).await.unwrap();
+    let attempt = Attempt {
+        outcome: Outcome::Success {
+            pms_label: "PMS0001".to_owned(),
+        },
+        http_status: Some(200),
+        result_code: Some("SUCCESS".to_owned()),
+        result_status: Some("S".to_owned()),
+        result_message: Some("success".to_owned()),
+        error: None,
+        latency: Duration::from_millis(3),
+    };
+    let update = RowUpdate {
+        state: State::Succeeded,
+        failure: None,
+        ambiguous: false,
+        maybe_sent: false,
+        pms_label: Some("PMS0001".to_owned()),
+        result_code: Some("SUCCESS".to_owned()),
+        result_message: None,
+    };
+    w.record(attempt_id, key, attempt, update).await.unwrap();
+}
+
+/// Time to record `n` outcomes with `workers` concurrent senders, on a fresh ledger.
+fn record_outcomes(rt: &tokio::runtime::Runtime, n: u64, workers: u64) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, thread) = writer::start(&dir.path().join("ledger.db")).unwrap();
+    let run_id = w.begin_run("{}".to_owned(), Vec::new()).unwrap();
+    let rows: Vec<(u64, SourceRow)> = (0..n).map(|i| (i + 1, row(i))).collect();
+    let keys: Arc<Vec<String>> = Arc::new(rows.iter().map(|(_, r)| r.row.key()).collect());
+    for chunk in rows.chunks(1024) {
+        w.ingest(run_id, chunk.to_vec(), false).unwrap();
+    }
+    let start = Instant::now();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..workers)
+            .map(|k| {
+                let (w, keys) = (w.clone(), keys.clone());
+                tokio::spawn(async move {
+                    for key in keys.iter().skip(k as usize).step_by(workers as usize) {
+                        one_outcome(&w, run_id, key).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let elapsed = start.elapsed();
+    drop(w);
+    thread.join();
+    elapsed
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("ledger_outcomes");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(1));
+    for workers in [64u64, 8] {
+        g.bench_function(format!("group_commit/{workers}_workers"), |b| {
+            b.iter_custom(|iters| record_outcomes(&rt, iters, workers))
+        });
+    }
+    g.measurement_time(Duration::from_secs(10));
+    g.bench_function("commit_per_row/1_worker", |b| {
+        b.iter_custom(|iters| record_outcomes(&rt, iters, 1))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
