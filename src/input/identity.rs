@@ -17,14 +17,18 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 
 use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_seed};
 
-use super::row::{Row, SaveWay};
+use super::columns::Column;
+#[cfg(test)]
+use super::row::Row;
+use super::row::SaveWay;
+use super::rules::Valid;
 
 /// The payload fields, in the order a conflict names the first differing one.
-pub(crate) const PAYLOAD_FIELDS: [&str; 4] = [
-    "merchant_name",
-    "store_name",
-    "mall_group_label",
-    "mall_label",
+pub(crate) const PAYLOAD_FIELDS: [Column; 4] = [
+    Column::MerchantName,
+    Column::StoreName,
+    Column::MallGroupLabel,
+    Column::MallLabel,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -96,15 +100,16 @@ impl Identities {
     }
 
     /// Records `row` first seen at `ordinal`, or says how it relates to the earlier one.
+    #[cfg(test)]
     pub(crate) fn check(&mut self, row: &Row, ordinal: u32) -> Verdict {
+        self.check_valid(&Valid::of_row(row), ordinal)
+    }
+
+    /// Records `row` first seen at `ordinal`, or says how it relates to the earlier one.
+    pub(crate) fn check_valid(&mut self, row: &Valid<'_>, ordinal: u32) -> Verdict {
         let key = self.key_print(row);
-        let field_hashes = [
-            &row.merchant_name,
-            &row.store_name,
-            &row.mall_group_label,
-            &row.mall_label,
-        ]
-        .map(|f| xxh3_64_with_seed(f.as_bytes(), self.seed));
+        let field_hashes =
+            PAYLOAD_FIELDS.map(|c| xxh3_64_with_seed(row.get(c).as_bytes(), self.seed));
         let mut all = [0u8; 32];
         for (chunk, h) in all.chunks_exact_mut(8).zip(field_hashes) {
             chunk.copy_from_slice(&h.to_le_bytes());
@@ -132,23 +137,23 @@ impl Identities {
                 first_ordinal: first.ordinal,
                 column: (0..4)
                     .find(|i| first.fields[*i] != fields[*i])
-                    .map(|i| PAYLOAD_FIELDS[i]),
+                    .map(|i| PAYLOAD_FIELDS[i].name()),
             },
         }
     }
 
     /// 128 bits of the key: the save way and its fields, each followed by 0xFF (never in UTF-8).
-    fn key_print(&mut self, row: &Row) -> KeyPrint {
+    fn key_print(&mut self, row: &Valid<'_>) -> KeyPrint {
         let b = &mut self.buf;
         b.clear();
         b.extend_from_slice(row.save_way.as_str().as_bytes());
         b.push(0xFF);
-        let fields: &[&str] = match row.save_way {
-            SaveWay::MerchantPms => &[&row.partner_id, &row.merchant_id, &row.store_id],
-            SaveWay::IpayTradeNo => &[&row.ipay_trade_no],
+        let fields: &[Column] = match row.save_way {
+            SaveWay::MerchantPms => &[Column::PartnerId, Column::MerchantId, Column::StoreId],
+            SaveWay::IpayTradeNo => &[Column::IpayTradeNo],
         };
-        for f in fields {
-            b.extend_from_slice(f.as_bytes());
+        for c in fields {
+            b.extend_from_slice(row.get(*c).as_bytes());
             b.push(0xFF);
         }
         let h = xxh3_128_with_seed(b, self.seed);

@@ -14,6 +14,6 @@ mod rules;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
-pub use reader::{Input, InputError, Item};
+pub use reader::{Checked, Input, InputError, Item};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};

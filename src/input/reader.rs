@@ -14,12 +14,14 @@ use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
 use super::identity::{Identities, Verdict};
 use super::row::{Reject, SaveWay, SourceRow};
-use super::rules::{self, Values};
+use super::rules::{self, Valid, Values};
 
-/// One record of the input, as the caller handles it.
+/// One record of the input, as the caller handles it. `R` is what a valid row becomes:
+/// the row and its place ([`Input`] as an iterator), or nothing ([`Input::checked`], for callers
+/// that only count valid rows: the values are then never copied out of the record).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    Row(SourceRow),
+pub enum Item<R = SourceRow> {
+    Row(R),
     Reject(Reject),
     /// Same identity, identical payload as an earlier row of this input: skipped.
     Duplicate {
@@ -186,8 +188,50 @@ impl Input {
         (&self.sources[i].name, ordinal - self.bases[i])
     }
 
+    /// Every item, with valid rows only counted: [`Item::Row`] holds `()`.
+    pub fn checked(self) -> Checked {
+        Checked(self)
+    }
+
+    /// The next item; `make` turns a valid row (and its file and line) into what `Item::Row`
+    /// holds. After an `Err`, there is none.
+    fn next_item<R>(
+        &mut self,
+        make: impl Fn(&Valid<'_>, &str, u64) -> R,
+    ) -> Option<Result<Item<R>, InputError>> {
+        while !self.done {
+            let Some(src) = self.sources.get_mut(self.current) else {
+                self.done = true;
+                break;
+            };
+            match src.csv.read_byte_record(&mut self.record) {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(csv_error(&src.name, e)));
+                }
+                Ok(false) => {
+                    let last = src.csv.position().line() + 1;
+                    self.bases.push(self.bases[self.current] + last);
+                    self.current += 1;
+                }
+                Ok(true) => match self.item(&make) {
+                    Ok(None) => {}
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                },
+            }
+        }
+        None
+    }
+
     /// Turns the record just read from the current file into an item (`None`: a blank row).
-    fn item(&mut self) -> Result<Option<Item>, InputError> {
+    fn item<R>(
+        &mut self,
+        make: &impl Fn(&Valid<'_>, &str, u64) -> R,
+    ) -> Result<Option<Item<R>>, InputError> {
         let src = &self.sources[self.current];
         let record = &self.record;
         let line = record_line(&src.csv, record);
@@ -239,7 +283,7 @@ impl Input {
                 values[c as usize] = valid_cell(i).map_or_else(|| cell(raw), str::trim);
             }
         }
-        let row = match rules::check(&values) {
+        let row = match rules::validate(&values) {
             Ok(row) => row,
             Err(p) => {
                 return Ok(Some(Item::Reject(Reject {
@@ -259,12 +303,8 @@ impl Input {
                           several runs"
                     .to_string(),
             })?;
-        let item = match self.identities.check(&row, ordinal) {
-            Verdict::New => Item::Row(SourceRow {
-                file: file(),
-                line,
-                row,
-            }),
+        let item = match self.identities.check_valid(&row, ordinal) {
+            Verdict::New => Item::Row(make(&row, &src.name, line)),
             Verdict::Duplicate { first_ordinal } => {
                 let (first_file, first_line) = self.locate(first_ordinal);
                 Item::Duplicate {
@@ -285,7 +325,7 @@ impl Input {
                     SaveWay::IpayTradeNo => "same ipay_trade_no",
                 };
                 let (column, value) = match column {
-                    Some(c) => (c, payload_value(&row, c)),
+                    Some(c) => (c, payload_value(&row, c).to_string()),
                     None => ("key", row.key()),
                 };
                 let differs = match column {
@@ -308,14 +348,14 @@ impl Input {
     }
 }
 
-fn payload_value(row: &super::row::Row, column: &str) -> String {
-    match column {
-        "merchant_name" => &row.merchant_name,
-        "store_name" => &row.store_name,
-        "mall_group_label" => &row.mall_group_label,
-        _ => &row.mall_label,
-    }
-    .clone()
+fn payload_value<'a>(row: &Valid<'a>, column: &str) -> &'a str {
+    let c = match column {
+        "merchant_name" => Column::MerchantName,
+        "store_name" => Column::StoreName,
+        "mall_group_label" => Column::MallGroupLabel,
+        _ => Column::MallLabel,
+    };
+    row.get(c)
 }
 
 impl Iterator for Input {
@@ -323,32 +363,30 @@ impl Iterator for Input {
 
     /// After an `Err`, the iterator ends.
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            let Some(src) = self.sources.get_mut(self.current) else {
-                self.done = true;
-                break;
-            };
-            match src.csv.read_byte_record(&mut self.record) {
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(csv_error(&src.name, e)));
-                }
-                Ok(false) => {
-                    let last = src.csv.position().line() + 1;
-                    self.bases.push(self.bases[self.current] + last);
-                    self.current += 1;
-                }
-                Ok(true) => match self.item() {
-                    Ok(None) => {}
-                    Ok(Some(item)) => return Some(Ok(item)),
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                },
-            }
-        }
-        None
+        self.next_item(|row, file, line| SourceRow {
+            file: file.to_string(),
+            line,
+            row: row.to_row(),
+        })
+    }
+}
+
+/// [`Input::checked`]: the items of an input, a valid row only counted (`Item::Row(())`).
+pub struct Checked(Input);
+
+impl Checked {
+    /// Unknown column names per file, for the caller to show.
+    pub fn unknown_columns(&self) -> &[(String, Vec<String>)] {
+        self.0.unknown_columns()
+    }
+}
+
+impl Iterator for Checked {
+    type Item = Result<Item<()>, InputError>;
+
+    /// After an `Err`, the iterator ends.
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_item(|_, _, _| ())
     }
 }
 

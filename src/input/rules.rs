@@ -60,8 +60,76 @@ const MERCHANT_FIELDS: [Column; 5] = [
     Column::StoreName,
 ];
 
+/// A record that passed every rule: its save way and its values, those that do not apply to the
+/// save way emptied (as they are sent). Borrows the record: a [`Row`] is only built on demand.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Valid<'a> {
+    pub save_way: SaveWay,
+    values: Values<'a>,
+}
+
+impl<'a> Valid<'a> {
+    pub(crate) fn get(&self, c: Column) -> &'a str {
+        self.values[c as usize]
+    }
+
+    /// The owned row, exactly as `check` returns it.
+    pub(crate) fn to_row(&self) -> Row {
+        let text = |c: Column| self.get(c).to_string();
+        Row {
+            save_way: self.save_way,
+            ipay_trade_no: text(Column::IpayTradeNo),
+            partner_id: text(Column::PartnerId),
+            merchant_id: text(Column::MerchantId),
+            merchant_name: text(Column::MerchantName),
+            store_id: text(Column::StoreId),
+            store_name: text(Column::StoreName),
+            mall_group_label: text(Column::MallGroupLabel),
+            mall_label: text(Column::MallLabel),
+        }
+    }
+
+    /// The view of a row (its `save_way_type` value is not kept).
+    #[cfg(test)]
+    pub(crate) fn of_row(row: &'a Row) -> Valid<'a> {
+        Valid {
+            save_way: row.save_way,
+            values: [
+                "",
+                &row.ipay_trade_no,
+                &row.partner_id,
+                &row.merchant_id,
+                &row.merchant_name,
+                &row.store_id,
+                &row.store_name,
+                &row.mall_group_label,
+                &row.mall_label,
+            ],
+        }
+    }
+
+    /// The identity, as [`Row::key`] writes it.
+    pub(crate) fn key(&self) -> String {
+        match self.save_way {
+            SaveWay::MerchantPms => format!(
+                "MERCHANT_PMS|{}|{}|{}",
+                self.get(Column::PartnerId),
+                self.get(Column::MerchantId),
+                self.get(Column::StoreId)
+            ),
+            SaveWay::IpayTradeNo => format!("IPAY_TRADE_NO|{}", self.get(Column::IpayTradeNo)),
+        }
+    }
+}
+
 /// Applies every rule to one record's values.
+#[cfg(test)]
 pub(crate) fn check(v: &Values<'_>) -> Result<Row, Problem> {
+    validate(v).map(|valid| valid.to_row())
+}
+
+/// Applies every rule to one record's values, without copying them.
+pub(crate) fn validate<'a>(v: &Values<'a>) -> Result<Valid<'a>, Problem> {
     let get = |c: Column| v[c as usize];
     for c in Column::ALL {
         no_control(c, get(c))?;
@@ -82,23 +150,14 @@ pub(crate) fn check(v: &Values<'_>) -> Result<Row, Problem> {
         }
     }
     let save_way = save_way(v)?;
-    let text = |c: Column| get(c).to_string();
-    let row = match save_way {
+    let mut values: Values<'a> = [""; 9];
+    let mut keep = |c: Column| values[c as usize] = get(c);
+    match save_way {
         // An explicit IPAY_TRADE_NO row may still hold merchant fields (a sheet that mixes both
         // ways): they are not checked beyond step 2-3 and are sent empty, as the API expects.
         SaveWay::IpayTradeNo => {
             digits(Column::IpayTradeNo, get(Column::IpayTradeNo), ID_MAX)?;
-            Row {
-                save_way,
-                ipay_trade_no: text(Column::IpayTradeNo),
-                partner_id: String::new(),
-                merchant_id: String::new(),
-                merchant_name: String::new(),
-                store_id: String::new(),
-                store_name: String::new(),
-                mall_group_label: String::new(),
-                mall_label: String::new(),
-            }
+            keep(Column::IpayTradeNo);
         }
         // Likewise a MERCHANT_PMS row is sent with an empty ipay_trade_no.
         SaveWay::MerchantPms => {
@@ -107,30 +166,20 @@ pub(crate) fn check(v: &Values<'_>) -> Result<Row, Problem> {
             at_most(Column::MerchantName, get(Column::MerchantName), NAME_MAX)?;
             required(Column::StoreId, get(Column::StoreId), ID_MAX)?;
             at_most(Column::StoreName, get(Column::StoreName), NAME_MAX)?;
-            Row {
-                save_way,
-                ipay_trade_no: String::new(),
-                partner_id: text(Column::PartnerId),
-                merchant_id: text(Column::MerchantId),
-                merchant_name: text(Column::MerchantName),
-                store_id: text(Column::StoreId),
-                store_name: text(Column::StoreName),
-                mall_group_label: String::new(),
-                mall_label: String::new(),
+            for c in MERCHANT_FIELDS {
+                keep(c);
             }
         }
-    };
+    }
     digits(
         Column::MallGroupLabel,
         get(Column::MallGroupLabel),
         LABEL_MAX,
     )?;
     digits(Column::MallLabel, get(Column::MallLabel), LABEL_MAX)?;
-    Ok(Row {
-        mall_group_label: text(Column::MallGroupLabel),
-        mall_label: text(Column::MallLabel),
-        ..row
-    })
+    keep(Column::MallGroupLabel);
+    keep(Column::MallLabel);
+    Ok(Valid { save_way, values })
 }
 
 fn save_way(v: &Values<'_>) -> Result<SaveWay, Problem> {
