@@ -234,18 +234,30 @@ impl Input {
     ) -> Result<Option<Item<R>>, InputError> {
         let src = &self.sources[self.current];
         let record = &self.record;
-        let line = record_line(&src.csv, record);
+        let bytes = record.as_slice();
+        // Bytes that may start a control character or U+FFFD (see `rules::may_hold_control`):
+        // a record with none needs neither the line-feed count nor the per-value control check.
+        let suspect = rules::may_hold_control(bytes);
+        let line = if suspect {
+            record_line(&src.csv, record)
+        } else {
+            src.csv.position().line().saturating_sub(1).max(1)
+        };
         let file = || src.name.clone();
         // One UTF-8 check for the whole record instead of one per cell (it was a fifth of the
         // time of `validate`). A cell is then a slice of it; `str::get` refuses a slice that
         // splits a character, so a cell is `Some` exactly when it is valid UTF-8 on its own,
         // and the per-cell check below only runs for a record that is not valid as a whole.
-        let whole = std::str::from_utf8(record.as_slice()).ok();
-        let valid_cell = |i: usize| whole.and_then(|w| w.get(record.range(i)?));
+        let whole = simdutf8::basic::from_utf8(bytes).ok();
         let mut any = false;
+        // A row shorter than the header reads its missing cells as empty.
+        let mut values: Values<'_> = [""; 9];
+        // Cells are stored back to back in the record: `start` is where cell `i` begins.
+        let mut start = 0;
         for (i, raw) in record.iter().enumerate() {
-            let text = match valid_cell(i) {
-                Some(text) => text.trim(),
+            let end = start + raw.len();
+            let text = match whole.and_then(|w| w.get(start..end)) {
+                Some(text) => trim(text),
                 None => {
                     if src.check_utf8 && std::str::from_utf8(raw).is_err() {
                         return Err(InputError::NotUtf8 { file: file(), line });
@@ -253,8 +265,12 @@ impl Input {
                     cell(raw)
                 }
             };
+            start = end;
             any |= !text.is_empty();
-            if i >= src.columns.width && !text.is_empty() {
+            if i >= src.columns.width {
+                if text.is_empty() {
+                    continue;
+                }
                 return Ok(Some(Item::Reject(Reject {
                     file: file(),
                     line,
@@ -269,21 +285,15 @@ impl Input {
                     ),
                 })));
             }
+            if let Some(c) = src.columns.column_at(i) {
+                values[c as usize] = text;
+            }
         }
         // Excel exports rows it once formatted as `,,,,`: as blank as a blank line.
         if !any {
             return Ok(None);
         }
-        // A row shorter than the header reads its missing cells as empty.
-        let mut values: Values<'_> = [""; 9];
-        for c in Column::ALL {
-            if let Some(i) = src.columns.get(c)
-                && let Some(raw) = record.get(i)
-            {
-                values[c as usize] = valid_cell(i).map_or_else(|| cell(raw), str::trim);
-            }
-        }
-        let row = match rules::validate(&values) {
+        let row = match rules::validate(&values, suspect) {
             Ok(row) => row,
             Err(p) => {
                 return Ok(Some(Item::Reject(Reject {
@@ -398,7 +408,7 @@ impl Iterator for Checked {
 /// always ends with one): the start is that line minus the line feeds inside the record's
 /// quoted cells, minus its own terminator.
 fn record_line<R: Read>(csv: &csv::Reader<R>, record: &ByteRecord) -> u64 {
-    let inner = record.as_slice().iter().filter(|b| **b == b'\n').count() as u64;
+    let inner = memchr::memchr_iter(b'\n', record.as_slice()).count() as u64;
     csv.position().line().saturating_sub(inner + 1).max(1)
 }
 
@@ -414,6 +424,18 @@ fn csv_error(file: &str, e: csv::Error) -> InputError {
             line,
             message: format!("{:?}", kind),
         },
+    }
+}
+
+/// `str::trim`, without decoding a character when both ends are printable ASCII (most cells).
+fn trim(s: &str) -> &str {
+    let printable = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    let b = s.as_bytes();
+    match (printable(b.first()), printable(b.last())) {
+        (true, true) => s,
+        (true, false) => s.trim_end(),
+        (false, true) => s.trim_start(),
+        (false, false) => s.trim(),
     }
 }
 
