@@ -1,12 +1,16 @@
 //! The streaming reader: files → records → [`Item`]s, with identity dedupe across all files.
 //!
-//! Records are read as bytes into one reused `ByteRecord`; values are validated as `&str`
-//! slices and only a valid row is copied into `String`s. Memory stays flat whatever the number
-//! of rows, apart from 32 bytes per distinct identity (see `identity`).
+//! Two stages on two threads: a reader thread tokenises the files into batches of reused
+//! `ByteRecord`s (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
+//! to it for reuse), and the iterating thread applies the rules and the identity check, in
+//! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
+//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity
+//! (see `identity`).
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use csv::ByteRecord;
 
@@ -83,7 +87,6 @@ pub enum InputError {
 /// One open file of the input.
 struct Source {
     name: String,
-    csv: csv::Reader<Box<dyn Read + Send>>,
     columns: ColumnMap,
     /// Checks UTF-8 ourselves (raw bytes); decoded legacy encodings are UTF-8 by construction.
     check_utf8: bool,
@@ -95,7 +98,13 @@ pub struct Input {
     current: usize,
     /// `bases[i]`: added to a line of file `i` to make an ordinal unique across the input.
     bases: Vec<u64>,
-    record: ByteRecord,
+    /// Batches from the reader thread (`None` once the input has ended or failed).
+    full: Option<Receiver<Batch>>,
+    /// Consumed batches, back to the reader thread for reuse.
+    empty: Sender<Batch>,
+    /// The batch being consumed, and the index of its next record.
+    batch: Batch,
+    at: usize,
     identities: Identities,
     unknown: Vec<(String, Vec<String>)>,
     done: bool,
@@ -106,6 +115,7 @@ impl Input {
     /// input before any row is read). Unknown columns produce one warning per file naming them.
     pub fn open(files: &[PathBuf], encoding: Encoding) -> Result<Input, InputError> {
         let mut sources = Vec::with_capacity(files.len());
+        let mut readers = Vec::with_capacity(files.len());
         let mut unknown = Vec::new();
         for path in files {
             let name = path.display().to_string();
@@ -130,7 +140,7 @@ impl Input {
             {
                 return Err(InputError::NoHeader { file: name });
             }
-            let line = record_line(&csv, &header);
+            let line = record_line(csv.position().line(), &header);
             let cells = header
                 .iter()
                 .map(std::str::from_utf8)
@@ -158,18 +168,30 @@ impl Input {
                 );
                 unknown.push((name.clone(), unknown_here));
             }
+            readers.push(csv);
             sources.push(Source {
                 name,
-                csv,
                 columns,
                 check_utf8: encoding == Encoding::Utf8,
             });
         }
+        let (full_tx, full) = sync_channel(IN_FLIGHT);
+        let (empty, empty_rx) = channel();
+        std::thread::Builder::new()
+            .name("input-reader".to_string())
+            .spawn(move || read_ahead(readers, full_tx, empty_rx))
+            .map_err(|source| InputError::Io {
+                file: sources.first().map_or_else(String::new, |s| s.name.clone()),
+                source,
+            })?;
         Ok(Input {
             sources,
             current: 0,
             bases: vec![0],
-            record: ByteRecord::new(),
+            full: Some(full),
+            empty,
+            batch: Batch::default(),
+            at: 0,
             identities: Identities::new(),
             unknown,
             done: false,
@@ -200,48 +222,67 @@ impl Input {
         make: impl Fn(&Valid<'_>, &str, u64) -> R,
     ) -> Option<Result<Item<R>, InputError>> {
         while !self.done {
-            let Some(src) = self.sources.get_mut(self.current) else {
-                self.done = true;
-                break;
-            };
-            match src.csv.read_byte_record(&mut self.record) {
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(csv_error(&src.name, e)));
+            if self.at < self.batch.len {
+                let i = self.at;
+                self.at += 1;
+                match self.item(i, &make) {
+                    Ok(None) => continue,
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Err(e) => {
+                        self.stop();
+                        return Some(Err(e));
+                    }
                 }
-                Ok(false) => {
-                    let last = src.csv.position().line() + 1;
+            }
+            // Every record of the batch is done: then what ended it, then the next batch.
+            match std::mem::replace(&mut self.batch.end, End::More) {
+                End::More => {}
+                End::File { last } => {
                     self.bases.push(self.bases[self.current] + last);
                     self.current += 1;
                 }
-                Ok(true) => match self.item(&make) {
-                    Ok(None) => {}
-                    Ok(Some(item)) => return Some(Ok(item)),
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                },
+                End::Failed(e) => {
+                    self.stop();
+                    return Some(Err(csv_error(&self.sources[self.current].name, e)));
+                }
+            }
+            match self.full.as_ref().map(Receiver::recv) {
+                Some(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.batch, next);
+                    // The reader thread may have ended: then the batch is just dropped.
+                    let _ = self.empty.send(used);
+                    self.at = 0;
+                }
+                // The reader thread has read every file.
+                _ => self.stop(),
             }
         }
         None
     }
 
+    /// Ends the input: the reader thread stops at its next send.
+    fn stop(&mut self) {
+        self.done = true;
+        self.full = None;
+    }
+
     /// Turns the record just read from the current file into an item (`None`: a blank row).
     fn item<R>(
         &mut self,
+        i: usize,
         make: &impl Fn(&Valid<'_>, &str, u64) -> R,
     ) -> Result<Option<Item<R>>, InputError> {
         let src = &self.sources[self.current];
-        let record = &self.record;
+        let record = &self.batch.records[i];
+        let after = self.batch.after[i];
         let bytes = record.as_slice();
         // Bytes that may start a control character or U+FFFD (see `rules::may_hold_control`):
         // a record with none needs neither the line-feed count nor the per-value control check.
         let suspect = rules::may_hold_control(bytes);
         let line = if suspect {
-            record_line(&src.csv, record)
+            record_line(after, record)
         } else {
-            src.csv.position().line().saturating_sub(1).max(1)
+            record_line_no_lf(after)
         };
         let file = || src.name.clone();
         // One UTF-8 check for the whole record instead of one per cell (it was a fifth of the
@@ -407,9 +448,93 @@ impl Iterator for Checked {
 /// and every record ends by consuming a line feed (LF is the only terminator and the stream
 /// always ends with one): the start is that line minus the line feeds inside the record's
 /// quoted cells, minus its own terminator.
-fn record_line<R: Read>(csv: &csv::Reader<R>, record: &ByteRecord) -> u64 {
+/// `after` is the reader's line once the record is read (`csv::Reader::position`).
+fn record_line(after: u64, record: &ByteRecord) -> u64 {
     let inner = memchr::memchr_iter(b'\n', record.as_slice()).count() as u64;
-    csv.position().line().saturating_sub(inner + 1).max(1)
+    after.saturating_sub(inner + 1).max(1)
+}
+
+/// `record_line` of a record without a line feed in it.
+fn record_line_no_lf(after: u64) -> u64 {
+    after.saturating_sub(1).max(1)
+}
+
+/// Records per batch handed from the reader thread to the iterating one.
+const BATCH: usize = 1024;
+/// Filled batches waiting in the channel; with the one being filled and the one being consumed,
+/// at most `IN_FLIGHT + 2` batches exist.
+const IN_FLIGHT: usize = 2;
+
+/// Consecutive records of one file, read by the reader thread.
+#[derive(Default)]
+struct Batch {
+    /// Reused record buffers; the first `len` hold this batch's records.
+    records: Vec<ByteRecord>,
+    /// The reader's line after each record (see `record_line`).
+    after: Vec<u64>,
+    len: usize,
+    /// What comes after the records.
+    end: End,
+}
+
+#[derive(Default)]
+enum End {
+    /// More records of the same file.
+    #[default]
+    More,
+    /// The file ended; `last` is the line count the next file's ordinals start after.
+    File { last: u64 },
+    /// Reading failed: the input ends with this error.
+    Failed(csv::Error),
+}
+
+/// The reader thread: every file in order, as batches. Ends after the last file, after an error,
+/// or as soon as the iterating side is gone.
+fn read_ahead(
+    readers: Vec<csv::Reader<Box<dyn Read + Send>>>,
+    full: SyncSender<Batch>,
+    empty: Receiver<Batch>,
+) {
+    for mut csv in readers {
+        loop {
+            let mut batch = empty.try_recv().unwrap_or_default();
+            batch.len = 0;
+            batch.after.clear();
+            batch.end = End::More;
+            while batch.len < BATCH {
+                if batch.records.len() == batch.len {
+                    batch.records.push(ByteRecord::new());
+                }
+                match csv.read_byte_record(&mut batch.records[batch.len]) {
+                    Ok(true) => {
+                        batch.after.push(csv.position().line());
+                        batch.len += 1;
+                    }
+                    Ok(false) => {
+                        batch.end = End::File {
+                            last: csv.position().line() + 1,
+                        };
+                        break;
+                    }
+                    Err(e) => {
+                        batch.end = End::Failed(e);
+                        break;
+                    }
+                }
+            }
+            let (file_done, failed) = match batch.end {
+                End::More => (false, false),
+                End::File { .. } => (true, false),
+                End::Failed(_) => (false, true),
+            };
+            if full.send(batch).is_err() || failed {
+                return;
+            }
+            if file_done {
+                break;
+            }
+        }
+    }
 }
 
 fn csv_error(file: &str, e: csv::Error) -> InputError {
