@@ -552,11 +552,16 @@ fn csv_error(file: &str, e: csv::Error) -> InputError {
     }
 }
 
-/// `str::trim`, without decoding a character when both ends are printable ASCII (most cells).
+/// `str::trim`, without decoding a character when both ends are printable ASCII (most cells),
+/// or the value starts with a character that is no white space (ASCII, or a lead byte other than
+/// those of U+0085, U+00A0 (0xC2), U+1680 (0xE1), U+2000..U+205F (0xE2) and U+3000 (0xE3)).
 fn trim(s: &str) -> &str {
-    let printable = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
     let b = s.as_bytes();
-    match (printable(b.first()), printable(b.last())) {
+    let first = b
+        .first()
+        .is_some_and(|b| b.is_ascii_graphic() || matches!(b, 0xC3..=0xE0 | 0xE4..=0xFF));
+    let last = b.last().is_some_and(u8::is_ascii_graphic);
+    match (first, last) {
         (true, true) => s,
         (true, false) => s.trim_end(),
         (false, true) => s.trim_start(),

@@ -74,7 +74,7 @@ impl<'a> Valid<'a> {
     }
 
     /// The owned row, exactly as `check` returns it.
-    pub(crate) fn to_row(&self) -> Row {
+    pub(crate) fn to_row(self) -> Row {
         let text = |c: Column| self.get(c).to_string();
         Row {
             save_way: self.save_way,
@@ -223,12 +223,10 @@ fn save_way(v: &Values<'_>) -> Result<SaveWay, Problem> {
 
 /// False when `bytes` (UTF-8) certainly hold no control character and no U+FFFD: no C0 control
 /// or DEL byte, no 0xC2 (the lead byte of the C1 controls U+0080..U+009F) and no 0xEF (the lead
-/// byte of U+FFFD). One branch-free pass, in blocks the compiler vectorises.
+/// byte of U+FFFD). One branch-free pass, which the compiler vectorises.
 pub(crate) fn may_hold_control(bytes: &[u8]) -> bool {
-    bytes.chunks(32).any(|block| {
-        block.iter().fold(false, |seen, &b| {
-            seen | (b < 0x20) | (b == 0x7F) | (b == 0xC2) | (b == 0xEF)
-        })
+    bytes.iter().fold(false, |seen, &b| {
+        seen | (b < 0x20) | (b == 0x7F) | (b == 0xC2) | (b == 0xEF)
     })
 }
 
@@ -269,6 +267,7 @@ fn no_control(c: Column, value: &str) -> Result<(), Problem> {
 }
 
 /// Required, at most `max` characters.
+#[inline]
 fn required(c: Column, value: &str, max: usize) -> Result<(), Problem> {
     if value.is_empty() {
         return Err(Problem::new(
@@ -285,7 +284,11 @@ fn digits(c: Column, value: &str, max: usize) -> Result<(), Problem> {
     if value.is_empty() {
         return required(c, value, max);
     }
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
+    // Without a short-circuit, so that the compiler vectorises it.
+    let non_digits = value
+        .bytes()
+        .fold(false, |seen, b| seen | !b.is_ascii_digit());
+    if non_digits {
         return Err(Problem::new(
             c,
             value,
@@ -296,20 +299,27 @@ fn digits(c: Column, value: &str, max: usize) -> Result<(), Problem> {
 }
 
 /// At most `max` characters (not bytes: Chinese names count one per character).
+#[inline]
 fn at_most(c: Column, value: &str, max: usize) -> Result<(), Problem> {
     // Bytes are never fewer than characters: count only when it may matter.
     if value.len() > max {
-        let n = value.chars().count();
-        if n > max {
-            return Err(Problem::new(
-                c,
-                value,
-                format!(
-                    "{} must be at most {max} characters (got {n}): shorten it",
-                    c.name()
-                ),
-            ));
-        }
+        return at_most_chars(c, value, max);
+    }
+    Ok(())
+}
+
+#[cold]
+fn at_most_chars(c: Column, value: &str, max: usize) -> Result<(), Problem> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(Problem::new(
+            c,
+            value,
+            format!(
+                "{} must be at most {max} characters (got {n}): shorten it",
+                c.name()
+            ),
+        ));
     }
     Ok(())
 }
