@@ -274,22 +274,17 @@ impl Input {
     ) -> Result<Option<Item<R>>, InputError> {
         let src = &self.sources[self.current];
         let record = &self.batch.records[i];
-        let after = self.batch.after[i];
-        let bytes = record.as_slice();
-        // Bytes that may start a control character or U+FFFD (see `rules::may_hold_control`):
-        // a record with none needs neither the line-feed count nor the per-value control check.
-        let suspect = rules::may_hold_control(bytes);
-        let line = if suspect {
-            record_line(after, record)
-        } else {
-            record_line_no_lf(after)
-        };
+        let Scan {
+            line,
+            suspect,
+            utf8,
+        } = self.batch.scans[i];
         let file = || src.name.clone();
-        // One UTF-8 check for the whole record instead of one per cell (it was a fifth of the
-        // time of `validate`). A cell is then a slice of it; `str::get` refuses a slice that
-        // splits a character, so a cell is `Some` exactly when it is valid UTF-8 on its own,
-        // and the per-cell check below only runs for a record that is not valid as a whole.
-        let whole = simdutf8::basic::from_utf8(bytes).ok();
+        // One UTF-8 check for the whole record (by the reader thread) instead of one per cell.
+        // A cell is then a slice of it; `str::get` refuses a slice that splits a character, so
+        // a cell is `Some` exactly when it is valid UTF-8 on its own, and the per-cell check
+        // below only runs for a record that is not valid as a whole.
+        let whole = utf8.then_some(self.batch.texts[i].as_str());
         let mut any = false;
         // A row shorter than the header reads its missing cells as empty.
         let mut values: Values<'_> = [""; 9];
@@ -454,24 +449,58 @@ fn record_line(after: u64, record: &ByteRecord) -> u64 {
     after.saturating_sub(inner + 1).max(1)
 }
 
-/// `record_line` of a record without a line feed in it.
-fn record_line_no_lf(after: u64) -> u64 {
-    after.saturating_sub(1).max(1)
-}
-
 /// Records per batch handed from the reader thread to the iterating one.
 const BATCH: usize = 1024;
 /// Filled batches waiting in the channel; with the one being filled and the one being consumed,
 /// at most `IN_FLIGHT + 2` batches exist.
 const IN_FLIGHT: usize = 2;
 
+/// What the reader thread finds in a record, for the iterating one.
+#[derive(Clone, Copy)]
+struct Scan {
+    /// The line where the record starts.
+    line: u64,
+    /// The record holds a byte that may start a control character or U+FFFD (see
+    /// `rules::may_hold_control`): a record without needs no per-value control check.
+    suspect: bool,
+    /// The record's bytes are UTF-8 (and copied into the batch's text for it).
+    utf8: bool,
+}
+
+/// Scans a record just read; `after` is the reader's line after it.
+fn scan(record: &ByteRecord, after: u64, text: &mut String) -> Scan {
+    let bytes = record.as_slice();
+    let suspect = rules::may_hold_control(bytes);
+    // No line feed in the record unless it is suspect (a line feed is a control character).
+    let line = if suspect {
+        record_line(after, record)
+    } else {
+        after.saturating_sub(1).max(1)
+    };
+    text.clear();
+    let utf8 = match simdutf8::basic::from_utf8(bytes) {
+        Ok(valid) => {
+            text.push_str(valid);
+            true
+        }
+        Err(_) => false,
+    };
+    Scan {
+        line,
+        suspect,
+        utf8,
+    }
+}
+
 /// Consecutive records of one file, read by the reader thread.
 #[derive(Default)]
 struct Batch {
     /// Reused record buffers; the first `len` hold this batch's records.
     records: Vec<ByteRecord>,
-    /// The reader's line after each record (see `record_line`).
-    after: Vec<u64>,
+    /// What the reader thread found in each record.
+    scans: Vec<Scan>,
+    /// Each record's bytes as text, when they are UTF-8 (`Scan::utf8`); reused buffers.
+    texts: Vec<String>,
     len: usize,
     /// What comes after the records.
     end: End,
@@ -499,15 +528,18 @@ fn read_ahead(
         loop {
             let mut batch = empty.try_recv().unwrap_or_default();
             batch.len = 0;
-            batch.after.clear();
+            batch.scans.clear();
             batch.end = End::More;
             while batch.len < BATCH {
                 if batch.records.len() == batch.len {
                     batch.records.push(ByteRecord::new());
+                    batch.texts.push(String::new());
                 }
-                match csv.read_byte_record(&mut batch.records[batch.len]) {
+                let record = &mut batch.records[batch.len];
+                match csv.read_byte_record(record) {
                     Ok(true) => {
-                        batch.after.push(csv.position().line());
+                        let text = &mut batch.texts[batch.len];
+                        batch.scans.push(scan(record, csv.position().line(), text));
                         batch.len += 1;
                     }
                     Ok(false) => {
