@@ -11,6 +11,7 @@ mod reader;
 mod rejects;
 mod row;
 mod rules;
+mod tokenizer;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};

@@ -1,24 +1,23 @@
 //! The streaming reader: files → records → [`Item`]s, with identity dedupe across all files.
 //!
 //! Two stages on two threads: a reader thread tokenises the files into batches of reused
-//! `ByteRecord`s (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
+//! records (`tokenizer::Record`) (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
 //! to it for reuse), and the iterating thread applies the rules and the identity check, in
 //! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
 //! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity
 //! (see `identity`).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-
-use csv::ByteRecord;
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
 use super::identity::{Identities, Verdict};
 use super::row::{Reject, SaveWay, SourceRow};
 use super::rules::{self, Valid, Values};
+use super::tokenizer::{Record, Records};
 
 /// One record of the input, as the caller handles it. `R` is what a valid row becomes:
 /// the row and its place ([`Input`] as an iterator), or nothing ([`Input::checked`], for callers
@@ -125,22 +124,14 @@ impl Input {
             };
             let file = File::open(path).map_err(io_err)?;
             let stream = open_stream(file, encoding).map_err(io_err)?;
-            let mut csv = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .buffer_capacity(64 * 1024)
-                // Only LF ends a record, so that every record ends by consuming one (see
-                // `record_line`); a CR before it is trailing white space, trimmed like any.
-                .terminator(csv::Terminator::Any(b'\n'))
-                .from_reader(stream);
-            let mut header = ByteRecord::new();
-            if !csv
-                .read_byte_record(&mut header)
-                .map_err(|e| csv_error(&name, e))?
-            {
+            // Only LF ends a record, so that every record ends by consuming one (see
+            // `record_line`); a CR before it is trailing white space, trimmed like any.
+            let mut csv = Records::new(stream);
+            let mut header = Record::default();
+            if !csv.read(&mut header).map_err(io_err)? {
                 return Err(InputError::NoHeader { file: name });
             }
-            let line = record_line(csv.position().line(), &header);
+            let line = record_line(csv.line(), &header);
             let cells = header
                 .iter()
                 .map(std::str::from_utf8)
@@ -241,9 +232,12 @@ impl Input {
                     self.bases.push(self.bases[self.current] + last);
                     self.current += 1;
                 }
-                End::Failed(e) => {
+                End::Failed(source) => {
                     self.stop();
-                    return Some(Err(csv_error(&self.sources[self.current].name, e)));
+                    return Some(Err(InputError::Io {
+                        file: self.sources[self.current].name.clone(),
+                        source,
+                    }));
                 }
             }
             match self.full.as_ref().map(Receiver::recv) {
@@ -288,10 +282,8 @@ impl Input {
         let mut any = false;
         // A row shorter than the header reads its missing cells as empty.
         let mut values: Values<'_> = [""; 9];
-        // Cells are stored back to back in the record: `start` is where cell `i` begins.
-        let mut start = 0;
-        for (i, raw) in record.iter().enumerate() {
-            let end = start + raw.len();
+        for (i, &(start, end)) in record.ranges().iter().enumerate() {
+            let raw = &record.bytes()[start..end];
             let text = match whole.and_then(|w| w.get(start..end)) {
                 Some(text) => trim(text),
                 None => {
@@ -301,7 +293,6 @@ impl Input {
                     cell(raw)
                 }
             };
-            start = end;
             any |= !text.is_empty();
             if i >= src.columns.width {
                 if text.is_empty() {
@@ -443,9 +434,9 @@ impl Iterator for Checked {
 /// and every record ends by consuming a line feed (LF is the only terminator and the stream
 /// always ends with one): the start is that line minus the line feeds inside the record's
 /// quoted cells, minus its own terminator.
-/// `after` is the reader's line once the record is read (`csv::Reader::position`).
-fn record_line(after: u64, record: &ByteRecord) -> u64 {
-    let inner = memchr::memchr_iter(b'\n', record.as_slice()).count() as u64;
+/// `after` is the reader's line once the record is read (`Records::line`).
+fn record_line(after: u64, record: &Record) -> u64 {
+    let inner = memchr::memchr_iter(b'\n', record.bytes()).count() as u64;
     after.saturating_sub(inner + 1).max(1)
 }
 
@@ -468,8 +459,8 @@ struct Scan {
 }
 
 /// Scans a record just read; `after` is the reader's line after it.
-fn scan(record: &ByteRecord, after: u64, text: &mut String) -> Scan {
-    let bytes = record.as_slice();
+fn scan(record: &Record, after: u64, text: &mut String) -> Scan {
+    let bytes = record.bytes();
     let suspect = rules::may_hold_control(bytes);
     // No line feed in the record unless it is suspect (a line feed is a control character).
     let line = if suspect {
@@ -496,7 +487,7 @@ fn scan(record: &ByteRecord, after: u64, text: &mut String) -> Scan {
 #[derive(Default)]
 struct Batch {
     /// Reused record buffers; the first `len` hold this batch's records.
-    records: Vec<ByteRecord>,
+    records: Vec<Record>,
     /// What the reader thread found in each record.
     scans: Vec<Scan>,
     /// Each record's bytes as text, when they are UTF-8 (`Scan::utf8`); reused buffers.
@@ -514,16 +505,12 @@ enum End {
     /// The file ended; `last` is the line count the next file's ordinals start after.
     File { last: u64 },
     /// Reading failed: the input ends with this error.
-    Failed(csv::Error),
+    Failed(io::Error),
 }
 
 /// The reader thread: every file in order, as batches. Ends after the last file, after an error,
 /// or as soon as the iterating side is gone.
-fn read_ahead(
-    readers: Vec<csv::Reader<Box<dyn Read + Send>>>,
-    full: SyncSender<Batch>,
-    empty: Receiver<Batch>,
-) {
+fn read_ahead(readers: Vec<Records>, full: SyncSender<Batch>, empty: Receiver<Batch>) {
     for mut csv in readers {
         loop {
             let mut batch = empty.try_recv().unwrap_or_default();
@@ -532,19 +519,19 @@ fn read_ahead(
             batch.end = End::More;
             while batch.len < BATCH {
                 if batch.records.len() == batch.len {
-                    batch.records.push(ByteRecord::new());
+                    batch.records.push(Record::default());
                     batch.texts.push(String::new());
                 }
                 let record = &mut batch.records[batch.len];
-                match csv.read_byte_record(record) {
+                match csv.read(record) {
                     Ok(true) => {
                         let text = &mut batch.texts[batch.len];
-                        batch.scans.push(scan(record, csv.position().line(), text));
+                        batch.scans.push(scan(record, csv.line(), text));
                         batch.len += 1;
                     }
                     Ok(false) => {
                         batch.end = End::File {
-                            last: csv.position().line() + 1,
+                            last: csv.line() + 1,
                         };
                         break;
                     }
@@ -566,21 +553,6 @@ fn read_ahead(
                 break;
             }
         }
-    }
-}
-
-fn csv_error(file: &str, e: csv::Error) -> InputError {
-    let line = e.position().map_or(0, |p| p.line());
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => InputError::Io {
-            file: file.to_string(),
-            source,
-        },
-        kind => InputError::Csv {
-            file: file.to_string(),
-            line,
-            message: format!("{:?}", kind),
-        },
     }
 }
 
