@@ -13,7 +13,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let (mut valid, mut rejected, mut duplicates) = (0u64, 0u64, 0u64);
-    for item in input {
+    for item in input.checked() {
         match item? {
             Item::Row(_) => valid += 1,
             Item::Duplicate { .. } => duplicates += 1,

@@ -64,7 +64,8 @@ pub fn normalize_header(name: &str) -> String {
 /// Where each known column is in one file's records; computed once per file.
 #[derive(Debug, Clone)]
 pub(crate) struct ColumnMap {
-    index: [Option<usize>; 9],
+    /// The column of each header cell, if it is a known one.
+    by_cell: Vec<Option<Column>>,
     /// Number of cells in the header.
     pub(crate) width: usize,
 }
@@ -116,12 +117,24 @@ impl ColumnMap {
             return Err(HeaderProblem::Missing { missing, found });
         }
         let width = header.len();
-        Ok((ColumnMap { index, width }, unknown))
+        let mut by_cell = vec![None; width];
+        for c in Column::ALL {
+            if let Some(i) = index[c as usize] {
+                by_cell[i] = Some(c);
+            }
+        }
+        Ok((ColumnMap { by_cell, width }, unknown))
+    }
+
+    /// The column at cell index `i`, if it is a known one.
+    pub(crate) fn column_at(&self, i: usize) -> Option<Column> {
+        self.by_cell.get(i).copied().flatten()
     }
 
     /// The cell index of `column` in this file, if the file has it.
+    #[cfg(test)]
     pub(crate) fn get(&self, column: Column) -> Option<usize> {
-        self.index[column as usize]
+        self.by_cell.iter().position(|c| *c == Some(column))
     }
 }
 

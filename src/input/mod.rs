@@ -11,9 +11,10 @@ mod reader;
 mod rejects;
 mod row;
 mod rules;
+mod tokenizer;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
-pub use reader::{Input, InputError, Item};
+pub use reader::{Checked, Input, InputError, Item};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};

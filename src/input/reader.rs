@@ -1,25 +1,30 @@
 //! The streaming reader: files → records → [`Item`]s, with identity dedupe across all files.
 //!
-//! Records are read as bytes into one reused `ByteRecord`; values are validated as `&str`
-//! slices and only a valid row is copied into `String`s. Memory stays flat whatever the number
-//! of rows, apart from 32 bytes per distinct identity (see `identity`).
+//! Two stages on two threads: a reader thread tokenises the files into batches of reused
+//! records (`tokenizer::Record`) (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
+//! to it for reuse), and the iterating thread applies the rules and the identity check, in
+//! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
+//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity
+//! (see `identity`).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
-
-use csv::ByteRecord;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
 use super::identity::{Identities, Verdict};
 use super::row::{Reject, SaveWay, SourceRow};
-use super::rules::{self, Values};
+use super::rules::{self, Valid, Values};
+use super::tokenizer::{Record, Records};
 
-/// One record of the input, as the caller handles it.
+/// One record of the input, as the caller handles it. `R` is what a valid row becomes:
+/// the row and its place ([`Input`] as an iterator), or nothing ([`Input::checked`], for callers
+/// that only count valid rows: the values are then never copied out of the record).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    Row(SourceRow),
+pub enum Item<R = SourceRow> {
+    Row(R),
     Reject(Reject),
     /// Same identity, identical payload as an earlier row of this input: skipped.
     Duplicate {
@@ -81,7 +86,6 @@ pub enum InputError {
 /// One open file of the input.
 struct Source {
     name: String,
-    csv: csv::Reader<Box<dyn Read + Send>>,
     columns: ColumnMap,
     /// Checks UTF-8 ourselves (raw bytes); decoded legacy encodings are UTF-8 by construction.
     check_utf8: bool,
@@ -93,7 +97,13 @@ pub struct Input {
     current: usize,
     /// `bases[i]`: added to a line of file `i` to make an ordinal unique across the input.
     bases: Vec<u64>,
-    record: ByteRecord,
+    /// Batches from the reader thread (`None` once the input has ended or failed).
+    full: Option<Receiver<Batch>>,
+    /// Consumed batches, back to the reader thread for reuse.
+    empty: Sender<Batch>,
+    /// The batch being consumed, and the index of its next record.
+    batch: Batch,
+    at: usize,
     identities: Identities,
     unknown: Vec<(String, Vec<String>)>,
     done: bool,
@@ -104,6 +114,7 @@ impl Input {
     /// input before any row is read). Unknown columns produce one warning per file naming them.
     pub fn open(files: &[PathBuf], encoding: Encoding) -> Result<Input, InputError> {
         let mut sources = Vec::with_capacity(files.len());
+        let mut readers = Vec::with_capacity(files.len());
         let mut unknown = Vec::new();
         for path in files {
             let name = path.display().to_string();
@@ -113,22 +124,14 @@ impl Input {
             };
             let file = File::open(path).map_err(io_err)?;
             let stream = open_stream(file, encoding).map_err(io_err)?;
-            let mut csv = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .buffer_capacity(64 * 1024)
-                // Only LF ends a record, so that every record ends by consuming one (see
-                // `record_line`); a CR before it is trailing white space, trimmed like any.
-                .terminator(csv::Terminator::Any(b'\n'))
-                .from_reader(stream);
-            let mut header = ByteRecord::new();
-            if !csv
-                .read_byte_record(&mut header)
-                .map_err(|e| csv_error(&name, e))?
-            {
+            // Only LF ends a record, so that every record ends by consuming one (see
+            // `record_line`); a CR before it is trailing white space, trimmed like any.
+            let mut csv = Records::new(stream);
+            let mut header = Record::default();
+            if !csv.read(&mut header).map_err(io_err)? {
                 return Err(InputError::NoHeader { file: name });
             }
-            let line = record_line(&csv, &header);
+            let line = record_line(csv.line(), &header);
             let cells = header
                 .iter()
                 .map(std::str::from_utf8)
@@ -156,18 +159,30 @@ impl Input {
                 );
                 unknown.push((name.clone(), unknown_here));
             }
+            readers.push(csv);
             sources.push(Source {
                 name,
-                csv,
                 columns,
                 check_utf8: encoding == Encoding::Utf8,
             });
         }
+        let (full_tx, full) = sync_channel(IN_FLIGHT);
+        let (empty, empty_rx) = channel();
+        std::thread::Builder::new()
+            .name("input-reader".to_string())
+            .spawn(move || read_ahead(readers, full_tx, empty_rx))
+            .map_err(|source| InputError::Io {
+                file: sources.first().map_or_else(String::new, |s| s.name.clone()),
+                source,
+            })?;
         Ok(Input {
             sources,
             current: 0,
             bases: vec![0],
-            record: ByteRecord::new(),
+            full: Some(full),
+            empty,
+            batch: Batch::default(),
+            at: 0,
             identities: Identities::new(),
             unknown,
             done: false,
@@ -186,22 +201,91 @@ impl Input {
         (&self.sources[i].name, ordinal - self.bases[i])
     }
 
+    /// Every item, with valid rows only counted: [`Item::Row`] holds `()`.
+    pub fn checked(self) -> Checked {
+        Checked(self)
+    }
+
+    /// The next item; `make` turns a valid row (and its file and line) into what `Item::Row`
+    /// holds. After an `Err`, there is none.
+    fn next_item<R>(
+        &mut self,
+        make: impl Fn(&Valid<'_>, &str, u64) -> R,
+    ) -> Option<Result<Item<R>, InputError>> {
+        while !self.done {
+            if self.at < self.batch.len {
+                let i = self.at;
+                self.at += 1;
+                match self.item(i, &make) {
+                    Ok(None) => continue,
+                    Ok(Some(item)) => return Some(Ok(item)),
+                    Err(e) => {
+                        self.stop();
+                        return Some(Err(e));
+                    }
+                }
+            }
+            // Every record of the batch is done: then what ended it, then the next batch.
+            match std::mem::replace(&mut self.batch.end, End::More) {
+                End::More => {}
+                End::File { last } => {
+                    self.bases.push(self.bases[self.current] + last);
+                    self.current += 1;
+                }
+                End::Failed(source) => {
+                    self.stop();
+                    return Some(Err(InputError::Io {
+                        file: self.sources[self.current].name.clone(),
+                        source,
+                    }));
+                }
+            }
+            match self.full.as_ref().map(Receiver::recv) {
+                Some(Ok(next)) => {
+                    let used = std::mem::replace(&mut self.batch, next);
+                    // The reader thread may have ended: then the batch is just dropped.
+                    let _ = self.empty.send(used);
+                    self.at = 0;
+                }
+                // The reader thread has read every file.
+                _ => self.stop(),
+            }
+        }
+        None
+    }
+
+    /// Ends the input: the reader thread stops at its next send.
+    fn stop(&mut self) {
+        self.done = true;
+        self.full = None;
+    }
+
     /// Turns the record just read from the current file into an item (`None`: a blank row).
-    fn item(&mut self) -> Result<Option<Item>, InputError> {
+    fn item<R>(
+        &mut self,
+        i: usize,
+        make: &impl Fn(&Valid<'_>, &str, u64) -> R,
+    ) -> Result<Option<Item<R>>, InputError> {
         let src = &self.sources[self.current];
-        let record = &self.record;
-        let line = record_line(&src.csv, record);
+        let record = &self.batch.records[i];
+        let Scan {
+            line,
+            suspect,
+            utf8,
+        } = self.batch.scans[i];
         let file = || src.name.clone();
-        // One UTF-8 check for the whole record instead of one per cell (it was a fifth of the
-        // time of `validate`). A cell is then a slice of it; `str::get` refuses a slice that
-        // splits a character, so a cell is `Some` exactly when it is valid UTF-8 on its own,
-        // and the per-cell check below only runs for a record that is not valid as a whole.
-        let whole = std::str::from_utf8(record.as_slice()).ok();
-        let valid_cell = |i: usize| whole.and_then(|w| w.get(record.range(i)?));
+        // One UTF-8 check for the whole record (by the reader thread) instead of one per cell.
+        // A cell is then a slice of it; `str::get` refuses a slice that splits a character, so
+        // a cell is `Some` exactly when it is valid UTF-8 on its own, and the per-cell check
+        // below only runs for a record that is not valid as a whole.
+        let whole = utf8.then_some(self.batch.texts[i].as_str());
         let mut any = false;
-        for (i, raw) in record.iter().enumerate() {
-            let text = match valid_cell(i) {
-                Some(text) => text.trim(),
+        // A row shorter than the header reads its missing cells as empty.
+        let mut values: Values<'_> = [""; 9];
+        for (i, &(start, end)) in record.ranges().iter().enumerate() {
+            let raw = &record.bytes()[start..end];
+            let text = match whole.and_then(|w| w.get(start..end)) {
+                Some(text) => trim(text),
                 None => {
                     if src.check_utf8 && std::str::from_utf8(raw).is_err() {
                         return Err(InputError::NotUtf8 { file: file(), line });
@@ -210,7 +294,10 @@ impl Input {
                 }
             };
             any |= !text.is_empty();
-            if i >= src.columns.width && !text.is_empty() {
+            if i >= src.columns.width {
+                if text.is_empty() {
+                    continue;
+                }
                 return Ok(Some(Item::Reject(Reject {
                     file: file(),
                     line,
@@ -225,21 +312,15 @@ impl Input {
                     ),
                 })));
             }
+            if let Some(c) = src.columns.column_at(i) {
+                values[c as usize] = text;
+            }
         }
         // Excel exports rows it once formatted as `,,,,`: as blank as a blank line.
         if !any {
             return Ok(None);
         }
-        // A row shorter than the header reads its missing cells as empty.
-        let mut values: Values<'_> = [""; 9];
-        for c in Column::ALL {
-            if let Some(i) = src.columns.get(c)
-                && let Some(raw) = record.get(i)
-            {
-                values[c as usize] = valid_cell(i).map_or_else(|| cell(raw), str::trim);
-            }
-        }
-        let row = match rules::check(&values) {
+        let row = match rules::validate(&values, suspect) {
             Ok(row) => row,
             Err(p) => {
                 return Ok(Some(Item::Reject(Reject {
@@ -259,12 +340,8 @@ impl Input {
                           several runs"
                     .to_string(),
             })?;
-        let item = match self.identities.check(&row, ordinal) {
-            Verdict::New => Item::Row(SourceRow {
-                file: file(),
-                line,
-                row,
-            }),
+        let item = match self.identities.check_valid(&row, ordinal) {
+            Verdict::New => Item::Row(make(&row, &src.name, line)),
             Verdict::Duplicate { first_ordinal } => {
                 let (first_file, first_line) = self.locate(first_ordinal);
                 Item::Duplicate {
@@ -285,7 +362,7 @@ impl Input {
                     SaveWay::IpayTradeNo => "same ipay_trade_no",
                 };
                 let (column, value) = match column {
-                    Some(c) => (c, payload_value(&row, c)),
+                    Some(c) => (c, payload_value(&row, c).to_string()),
                     None => ("key", row.key()),
                 };
                 let differs = match column {
@@ -308,14 +385,14 @@ impl Input {
     }
 }
 
-fn payload_value(row: &super::row::Row, column: &str) -> String {
-    match column {
-        "merchant_name" => &row.merchant_name,
-        "store_name" => &row.store_name,
-        "mall_group_label" => &row.mall_group_label,
-        _ => &row.mall_label,
-    }
-    .clone()
+fn payload_value<'a>(row: &Valid<'a>, column: &str) -> &'a str {
+    let c = match column {
+        "merchant_name" => Column::MerchantName,
+        "store_name" => Column::StoreName,
+        "mall_group_label" => Column::MallGroupLabel,
+        _ => Column::MallLabel,
+    };
+    row.get(c)
 }
 
 impl Iterator for Input {
@@ -323,32 +400,30 @@ impl Iterator for Input {
 
     /// After an `Err`, the iterator ends.
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            let Some(src) = self.sources.get_mut(self.current) else {
-                self.done = true;
-                break;
-            };
-            match src.csv.read_byte_record(&mut self.record) {
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(csv_error(&src.name, e)));
-                }
-                Ok(false) => {
-                    let last = src.csv.position().line() + 1;
-                    self.bases.push(self.bases[self.current] + last);
-                    self.current += 1;
-                }
-                Ok(true) => match self.item() {
-                    Ok(None) => {}
-                    Ok(Some(item)) => return Some(Ok(item)),
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                },
-            }
-        }
-        None
+        self.next_item(|row, file, line| SourceRow {
+            file: file.to_string(),
+            line,
+            row: row.to_row(),
+        })
+    }
+}
+
+/// [`Input::checked`]: the items of an input, a valid row only counted (`Item::Row(())`).
+pub struct Checked(Input);
+
+impl Checked {
+    /// Unknown column names per file, for the caller to show.
+    pub fn unknown_columns(&self) -> &[(String, Vec<String>)] {
+        self.0.unknown_columns()
+    }
+}
+
+impl Iterator for Checked {
+    type Item = Result<Item<()>, InputError>;
+
+    /// After an `Err`, the iterator ends.
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_item(|_, _, _| ())
     }
 }
 
@@ -359,23 +434,142 @@ impl Iterator for Input {
 /// and every record ends by consuming a line feed (LF is the only terminator and the stream
 /// always ends with one): the start is that line minus the line feeds inside the record's
 /// quoted cells, minus its own terminator.
-fn record_line<R: Read>(csv: &csv::Reader<R>, record: &ByteRecord) -> u64 {
-    let inner = record.as_slice().iter().filter(|b| **b == b'\n').count() as u64;
-    csv.position().line().saturating_sub(inner + 1).max(1)
+/// `after` is the reader's line once the record is read (`Records::line`).
+fn record_line(after: u64, record: &Record) -> u64 {
+    let inner = memchr::memchr_iter(b'\n', record.bytes()).count() as u64;
+    after.saturating_sub(inner + 1).max(1)
 }
 
-fn csv_error(file: &str, e: csv::Error) -> InputError {
-    let line = e.position().map_or(0, |p| p.line());
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => InputError::Io {
-            file: file.to_string(),
-            source,
-        },
-        kind => InputError::Csv {
-            file: file.to_string(),
-            line,
-            message: format!("{:?}", kind),
-        },
+/// Records per batch handed from the reader thread to the iterating one.
+const BATCH: usize = 1024;
+/// Filled batches waiting in the channel; with the one being filled and the one being consumed,
+/// at most `IN_FLIGHT + 2` batches exist.
+const IN_FLIGHT: usize = 2;
+
+/// What the reader thread finds in a record, for the iterating one.
+#[derive(Clone, Copy)]
+struct Scan {
+    /// The line where the record starts.
+    line: u64,
+    /// The record holds a byte that may start a control character or U+FFFD (see
+    /// `rules::may_hold_control`): a record without needs no per-value control check.
+    suspect: bool,
+    /// The record's bytes are UTF-8 (and copied into the batch's text for it).
+    utf8: bool,
+}
+
+/// Scans a record just read; `after` is the reader's line after it.
+fn scan(record: &Record, after: u64, text: &mut String) -> Scan {
+    let bytes = record.bytes();
+    let suspect = rules::may_hold_control(bytes);
+    // No line feed in the record unless it is suspect (a line feed is a control character).
+    let line = if suspect {
+        record_line(after, record)
+    } else {
+        after.saturating_sub(1).max(1)
+    };
+    text.clear();
+    let utf8 = match simdutf8::basic::from_utf8(bytes) {
+        Ok(valid) => {
+            text.push_str(valid);
+            true
+        }
+        Err(_) => false,
+    };
+    Scan {
+        line,
+        suspect,
+        utf8,
+    }
+}
+
+/// Consecutive records of one file, read by the reader thread.
+#[derive(Default)]
+struct Batch {
+    /// Reused record buffers; the first `len` hold this batch's records.
+    records: Vec<Record>,
+    /// What the reader thread found in each record.
+    scans: Vec<Scan>,
+    /// Each record's bytes as text, when they are UTF-8 (`Scan::utf8`); reused buffers.
+    texts: Vec<String>,
+    len: usize,
+    /// What comes after the records.
+    end: End,
+}
+
+#[derive(Default)]
+enum End {
+    /// More records of the same file.
+    #[default]
+    More,
+    /// The file ended; `last` is the line count the next file's ordinals start after.
+    File { last: u64 },
+    /// Reading failed: the input ends with this error.
+    Failed(io::Error),
+}
+
+/// The reader thread: every file in order, as batches. Ends after the last file, after an error,
+/// or as soon as the iterating side is gone.
+fn read_ahead(readers: Vec<Records>, full: SyncSender<Batch>, empty: Receiver<Batch>) {
+    for mut csv in readers {
+        loop {
+            let mut batch = empty.try_recv().unwrap_or_default();
+            batch.len = 0;
+            batch.scans.clear();
+            batch.end = End::More;
+            while batch.len < BATCH {
+                if batch.records.len() == batch.len {
+                    batch.records.push(Record::default());
+                    batch.texts.push(String::new());
+                }
+                let record = &mut batch.records[batch.len];
+                match csv.read(record) {
+                    Ok(true) => {
+                        let text = &mut batch.texts[batch.len];
+                        batch.scans.push(scan(record, csv.line(), text));
+                        batch.len += 1;
+                    }
+                    Ok(false) => {
+                        batch.end = End::File {
+                            last: csv.line() + 1,
+                        };
+                        break;
+                    }
+                    Err(e) => {
+                        batch.end = End::Failed(e);
+                        break;
+                    }
+                }
+            }
+            let (file_done, failed) = match batch.end {
+                End::More => (false, false),
+                End::File { .. } => (true, false),
+                End::Failed(_) => (false, true),
+            };
+            if full.send(batch).is_err() || failed {
+                return;
+            }
+            if file_done {
+                break;
+            }
+        }
+    }
+}
+
+/// `str::trim`, without decoding a character when both ends are printable ASCII (most cells),
+/// or the value starts with a character that is no white space (ASCII, or a lead byte other than
+/// those of U+0085, U+00A0 (0xC2), U+1680 (0xE1), U+2000..U+205F (0xE2) and U+3000 (0xE3)).
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    let first = b
+        .first()
+        .is_some_and(|b| b.is_ascii_graphic() || matches!(b, 0xC3..=0xE0 | 0xE4..=0xFF));
+    let last = b.last().is_some_and(u8::is_ascii_graphic);
+    match (first, last) {
+        (true, true) => s,
+        (true, false) => s.trim_end(),
+        (false, true) => s.trim_start(),
+        (false, false) => s.trim(),
     }
 }
 

@@ -19,6 +19,12 @@ impl SaveWay {
 
     /// Matches `MERCHANT_PMS` / `IPAY_TRADE_NO` case-insensitively after trimming.
     pub fn parse(s: &str) -> Option<Self> {
+        // The exact spelling first: what nearly every sheet holds.
+        match s {
+            "MERCHANT_PMS" => return Some(SaveWay::MerchantPms),
+            "IPAY_TRADE_NO" => return Some(SaveWay::IpayTradeNo),
+            _ => {}
+        }
         let s = s.trim();
         if s.eq_ignore_ascii_case("MERCHANT_PMS") {
             Some(SaveWay::MerchantPms)

@@ -60,11 +60,82 @@ const MERCHANT_FIELDS: [Column; 5] = [
     Column::StoreName,
 ];
 
+/// A record that passed every rule: its save way and its values, those that do not apply to the
+/// save way emptied (as they are sent). Borrows the record: a [`Row`] is only built on demand.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Valid<'a> {
+    pub save_way: SaveWay,
+    values: Values<'a>,
+}
+
+impl<'a> Valid<'a> {
+    pub(crate) fn get(&self, c: Column) -> &'a str {
+        self.values[c as usize]
+    }
+
+    /// The owned row, exactly as `check` returns it.
+    pub(crate) fn to_row(self) -> Row {
+        let text = |c: Column| self.get(c).to_string();
+        Row {
+            save_way: self.save_way,
+            ipay_trade_no: text(Column::IpayTradeNo),
+            partner_id: text(Column::PartnerId),
+            merchant_id: text(Column::MerchantId),
+            merchant_name: text(Column::MerchantName),
+            store_id: text(Column::StoreId),
+            store_name: text(Column::StoreName),
+            mall_group_label: text(Column::MallGroupLabel),
+            mall_label: text(Column::MallLabel),
+        }
+    }
+
+    /// The view of a row (its `save_way_type` value is not kept).
+    #[cfg(test)]
+    pub(crate) fn of_row(row: &'a Row) -> Valid<'a> {
+        Valid {
+            save_way: row.save_way,
+            values: [
+                "",
+                &row.ipay_trade_no,
+                &row.partner_id,
+                &row.merchant_id,
+                &row.merchant_name,
+                &row.store_id,
+                &row.store_name,
+                &row.mall_group_label,
+                &row.mall_label,
+            ],
+        }
+    }
+
+    /// The identity, as [`Row::key`] writes it.
+    pub(crate) fn key(&self) -> String {
+        match self.save_way {
+            SaveWay::MerchantPms => format!(
+                "MERCHANT_PMS|{}|{}|{}",
+                self.get(Column::PartnerId),
+                self.get(Column::MerchantId),
+                self.get(Column::StoreId)
+            ),
+            SaveWay::IpayTradeNo => format!("IPAY_TRADE_NO|{}", self.get(Column::IpayTradeNo)),
+        }
+    }
+}
+
 /// Applies every rule to one record's values.
+#[cfg(test)]
 pub(crate) fn check(v: &Values<'_>) -> Result<Row, Problem> {
+    validate(v, true).map(|valid| valid.to_row())
+}
+
+/// Applies every rule to one record's values, without copying them. `may_hold_control`: false
+/// when the caller found no byte of the record that [`may_hold_control`] flags.
+pub(crate) fn validate<'a>(v: &Values<'a>, may_hold_control: bool) -> Result<Valid<'a>, Problem> {
     let get = |c: Column| v[c as usize];
-    for c in Column::ALL {
-        no_control(c, get(c))?;
+    if may_hold_control {
+        for c in Column::ALL {
+            no_control(c, get(c))?;
+        }
     }
     for c in NUMBER_LIKE {
         if looks_mangled(get(c)) {
@@ -82,23 +153,14 @@ pub(crate) fn check(v: &Values<'_>) -> Result<Row, Problem> {
         }
     }
     let save_way = save_way(v)?;
-    let text = |c: Column| get(c).to_string();
-    let row = match save_way {
+    let mut values: Values<'a> = [""; 9];
+    let mut keep = |c: Column| values[c as usize] = get(c);
+    match save_way {
         // An explicit IPAY_TRADE_NO row may still hold merchant fields (a sheet that mixes both
         // ways): they are not checked beyond step 2-3 and are sent empty, as the API expects.
         SaveWay::IpayTradeNo => {
             digits(Column::IpayTradeNo, get(Column::IpayTradeNo), ID_MAX)?;
-            Row {
-                save_way,
-                ipay_trade_no: text(Column::IpayTradeNo),
-                partner_id: String::new(),
-                merchant_id: String::new(),
-                merchant_name: String::new(),
-                store_id: String::new(),
-                store_name: String::new(),
-                mall_group_label: String::new(),
-                mall_label: String::new(),
-            }
+            keep(Column::IpayTradeNo);
         }
         // Likewise a MERCHANT_PMS row is sent with an empty ipay_trade_no.
         SaveWay::MerchantPms => {
@@ -107,30 +169,20 @@ pub(crate) fn check(v: &Values<'_>) -> Result<Row, Problem> {
             at_most(Column::MerchantName, get(Column::MerchantName), NAME_MAX)?;
             required(Column::StoreId, get(Column::StoreId), ID_MAX)?;
             at_most(Column::StoreName, get(Column::StoreName), NAME_MAX)?;
-            Row {
-                save_way,
-                ipay_trade_no: String::new(),
-                partner_id: text(Column::PartnerId),
-                merchant_id: text(Column::MerchantId),
-                merchant_name: text(Column::MerchantName),
-                store_id: text(Column::StoreId),
-                store_name: text(Column::StoreName),
-                mall_group_label: String::new(),
-                mall_label: String::new(),
+            for c in MERCHANT_FIELDS {
+                keep(c);
             }
         }
-    };
+    }
     digits(
         Column::MallGroupLabel,
         get(Column::MallGroupLabel),
         LABEL_MAX,
     )?;
     digits(Column::MallLabel, get(Column::MallLabel), LABEL_MAX)?;
-    Ok(Row {
-        mall_group_label: text(Column::MallGroupLabel),
-        mall_label: text(Column::MallLabel),
-        ..row
-    })
+    keep(Column::MallGroupLabel);
+    keep(Column::MallLabel);
+    Ok(Valid { save_way, values })
 }
 
 fn save_way(v: &Values<'_>) -> Result<SaveWay, Problem> {
@@ -169,10 +221,19 @@ fn save_way(v: &Values<'_>) -> Result<SaveWay, Problem> {
     }
 }
 
+/// False when `bytes` (UTF-8) certainly hold no control character and no U+FFFD: no C0 control
+/// or DEL byte, no 0xC2 (the lead byte of the C1 controls U+0080..U+009F) and no 0xEF (the lead
+/// byte of U+FFFD). One branch-free pass, which the compiler vectorises.
+pub(crate) fn may_hold_control(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |seen, &b| {
+        seen | (b < 0x20) | (b == 0x7F) | (b == 0xC2) | (b == 0xEF)
+    })
+}
+
 fn no_control(c: Column, value: &str) -> Result<(), Problem> {
-    // Most cells are ASCII: a byte scan decides them without decoding characters (U+FFFD and
-    // the C1 controls are not ASCII, so only the C0 controls and DEL can be there).
-    if value.is_ascii() && !value.bytes().any(|b| b.is_ascii_control()) {
+    // Most cells hold none of the bytes a control character or U+FFFD starts with: a byte scan
+    // decides them without decoding characters.
+    if !may_hold_control(value.as_bytes()) {
         return Ok(());
     }
     if let Some(ch) = value.chars().find(|ch| ch.is_control()) {
@@ -206,6 +267,7 @@ fn no_control(c: Column, value: &str) -> Result<(), Problem> {
 }
 
 /// Required, at most `max` characters.
+#[inline]
 fn required(c: Column, value: &str, max: usize) -> Result<(), Problem> {
     if value.is_empty() {
         return Err(Problem::new(
@@ -222,7 +284,11 @@ fn digits(c: Column, value: &str, max: usize) -> Result<(), Problem> {
     if value.is_empty() {
         return required(c, value, max);
     }
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
+    // Without a short-circuit, so that the compiler vectorises it.
+    let non_digits = value
+        .bytes()
+        .fold(false, |seen, b| seen | !b.is_ascii_digit());
+    if non_digits {
         return Err(Problem::new(
             c,
             value,
@@ -233,20 +299,27 @@ fn digits(c: Column, value: &str, max: usize) -> Result<(), Problem> {
 }
 
 /// At most `max` characters (not bytes: Chinese names count one per character).
+#[inline]
 fn at_most(c: Column, value: &str, max: usize) -> Result<(), Problem> {
     // Bytes are never fewer than characters: count only when it may matter.
     if value.len() > max {
-        let n = value.chars().count();
-        if n > max {
-            return Err(Problem::new(
-                c,
-                value,
-                format!(
-                    "{} must be at most {max} characters (got {n}): shorten it",
-                    c.name()
-                ),
-            ));
-        }
+        return at_most_chars(c, value, max);
+    }
+    Ok(())
+}
+
+#[cold]
+fn at_most_chars(c: Column, value: &str, max: usize) -> Result<(), Problem> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(Problem::new(
+            c,
+            value,
+            format!(
+                "{} must be at most {max} characters (got {n}): shorten it",
+                c.name()
+            ),
+        ));
     }
     Ok(())
 }
