@@ -137,6 +137,16 @@ enum Cmd {
         update: RowUpdate,
         reply: Reply<()>,
     },
+    /// [`Cmd::Record`] then [`Cmd::MarkInFlight`] for the worker's next row, in one transaction.
+    RecordAndMark {
+        attempt_id: i64,
+        key: String,
+        attempt: Box<Attempt>,
+        update: RowUpdate,
+        run_id: i64,
+        next_key: String,
+        reply: Reply<i64>,
+    },
     FinishRun {
         run_id: i64,
         end: RunEnd,
@@ -277,6 +287,33 @@ impl Writer {
         .await
     }
 
+    /// Records what an attempt came to and, in the same transaction, marks the worker's next row
+    /// in flight and opens its attempt; returns that attempt's id once both are on disk. The
+    /// outcome is committed no later than [`Writer::record`] would have committed it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_and_mark(
+        &self,
+        attempt_id: i64,
+        key: &str,
+        attempt: Attempt,
+        update: RowUpdate,
+        run_id: i64,
+        next_key: &str,
+    ) -> anyhow::Result<i64> {
+        let key = key.to_owned();
+        let next_key = next_key.to_owned();
+        self.ask(|reply| Cmd::RecordAndMark {
+            attempt_id,
+            key,
+            attempt: Box::new(attempt),
+            update,
+            run_id,
+            next_key,
+            reply,
+        })
+        .await
+    }
+
     pub async fn finish_run(
         &self,
         run_id: i64,
@@ -358,9 +395,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
 fn apply_failed(cmd: Cmd, e: &str) -> Answer {
     let err = || rusqlite::Error::InvalidParameterName(e.to_owned());
     match cmd {
-        Cmd::BeginRun { reply, .. } | Cmd::MarkInFlight { reply, .. } => {
-            Answer::Id(reply, Err(err()))
-        }
+        Cmd::BeginRun { reply, .. }
+        | Cmd::MarkInFlight { reply, .. }
+        | Cmd::RecordAndMark { reply, .. } => Answer::Id(reply, Err(err())),
         Cmd::Recover { reply } => Answer::Count(reply, Err(err())),
         Cmd::Ingest { reply, .. } => Answer::Ingest(reply, Err(err())),
         Cmd::Unsend { reply, .. } | Cmd::Record { reply, .. } | Cmd::FinishRun { reply, .. } => {
@@ -425,6 +462,19 @@ fn apply(tx: &Transaction<'_>, cmd: Cmd) -> Answer {
             update,
             reply,
         } => Answer::Unit(reply, record(tx, attempt_id, &key, &attempt, &update)),
+        Cmd::RecordAndMark {
+            attempt_id,
+            key,
+            attempt,
+            update,
+            run_id,
+            next_key,
+            reply,
+        } => Answer::Id(
+            reply,
+            record(tx, attempt_id, &key, &attempt, &update)
+                .and_then(|()| mark_in_flight(tx, run_id, &next_key)),
+        ),
         Cmd::FinishRun {
             run_id,
             end,

@@ -89,15 +89,36 @@ pub async fn send_all(
         let shared = shared.clone();
         let rx = rx.clone();
         workers.spawn(async move {
+            // A row already marked in flight (with its attempt id) together with the outcome of
+            // the row before it: see `send_one`.
+            let mut next = None;
             loop {
-                if shared.shutdown.is_stopping() {
-                    return Ok(());
+                let r = async {
+                    let (job, attempt_id) = match next.take() {
+                        Some(marked) => marked,
+                        None => {
+                            if shared.shutdown.is_stopping() {
+                                return Ok(None);
+                            }
+                            let job = { rx.lock().await.recv().await };
+                            let Some(job) = job else { return Ok(None) };
+                            let id = shared
+                                .writer
+                                .mark_in_flight(shared.run_id, &job.key)
+                                .await?;
+                            (job, id)
+                        }
+                    };
+                    send_one(&shared, job, attempt_id, &rx).await.map(Some)
                 }
-                let job = { rx.lock().await.recv().await };
-                let Some(job) = job else { return Ok(()) };
-                if let Err(e) = send_one(&shared, job).await {
-                    shared.shutdown.stop(StopReason::Aborted(format!("{e:#}")));
-                    return Err(e);
+                .await;
+                match r {
+                    Ok(Some(n)) => next = n,
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        shared.shutdown.stop(StopReason::Aborted(format!("{e:#}")));
+                        return Err(e);
+                    }
                 }
             }
         });
@@ -174,18 +195,34 @@ fn feed(
     }
 }
 
-/// Sends one row until it is finished for this run, the run stops, or the ledger fails.
-async fn send_one(s: &Shared, job: Job) -> anyhow::Result<()> {
+/// The next row, if one is waiting right now (never waits: an outcome is not held back).
+fn next_job_now(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
+    rx.try_lock().ok()?.try_recv().ok()
+}
+
+/// Sends one row, already marked in flight as `attempt_id`, until it is finished for this run,
+/// the run stops, or the ledger fails. When the row is finished and another is waiting in the
+/// queue, its outcome is recorded together with marking that next row in flight (one
+/// transaction, one round trip to the writer), and the next row is returned with its attempt id.
+async fn send_one(
+    s: &Shared,
+    job: Job,
+    mut attempt_id: i64,
+    rx: &Mutex<mpsc::Receiver<Job>>,
+) -> anyhow::Result<Option<(Job, i64)>> {
     let mut maybe_sent = job.maybe_sent;
     let mut attempt_no = 0u32;
     loop {
-        let attempt_id = s.writer.mark_in_flight(s.run_id, &job.key).await?;
+        if attempt_no > 0 {
+            attempt_id = s.writer.mark_in_flight(s.run_id, &job.key).await?;
+        }
         let ready = tokio::select! {
             _ = s.limiter.ready() => true,
             _ = s.shutdown.stopped() => false,
         };
         if !ready {
-            return s.writer.unsend(attempt_id, &job.key).await;
+            s.writer.unsend(attempt_id, &job.key).await?;
+            return Ok(None);
         }
         s.counters.requests.fetch_add(1, Relaxed);
         let attempt = s.client.send(&job.row).await;
@@ -207,9 +244,27 @@ async fn send_one(s: &Shared, job: Job) -> anyhow::Result<()> {
         let update = row_update(&attempt, &decision, maybe_sent);
         let fatal = matches!(decision, Decision::Fatal);
         note_fatal(s, &attempt, fatal);
-        s.writer
-            .record(attempt_id, &job.key, attempt, update)
-            .await?;
+        let done = !matches!(decision, Decision::RetryIn(_));
+        let next = if done && !s.shutdown.is_stopping() {
+            next_job_now(rx)
+        } else {
+            None
+        };
+        let next = match next {
+            Some(next) => {
+                let id = s
+                    .writer
+                    .record_and_mark(attempt_id, &job.key, attempt, update, s.run_id, &next.key)
+                    .await?;
+                Some((next, id))
+            }
+            None => {
+                s.writer
+                    .record(attempt_id, &job.key, attempt, update)
+                    .await?;
+                None
+            }
+        };
         match decision {
             Decision::Finish { state, .. } => {
                 let counter = match state {
@@ -218,9 +273,9 @@ async fn send_one(s: &Shared, job: Job) -> anyhow::Result<()> {
                     _ => &s.counters.failed,
                 };
                 counter.fetch_add(1, Relaxed);
-                return Ok(());
+                return Ok(next);
             }
-            Decision::Fatal => return Ok(()),
+            Decision::Fatal => return Ok(next),
             Decision::RetryIn(pause) => {
                 s.counters.retrying.fetch_add(1, Relaxed);
                 let waited = tokio::select! {
@@ -229,7 +284,7 @@ async fn send_one(s: &Shared, job: Job) -> anyhow::Result<()> {
                 };
                 s.counters.retrying.fetch_sub(1, Relaxed);
                 if !waited {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
