@@ -216,9 +216,11 @@ async fn send_one(
         if attempt_no > 0 {
             attempt_id = s.writer.mark_in_flight(s.run_id, &job.key).await?;
         }
+        // A stop wins over a free slot: no request leaves after Ctrl-C.
         let ready = tokio::select! {
-            _ = s.limiter.ready() => true,
+            biased;
             _ = s.shutdown.stopped() => false,
+            _ = s.limiter.ready() => true,
         };
         if !ready {
             s.writer.unsend(attempt_id, &job.key).await?;
