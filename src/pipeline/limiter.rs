@@ -1,4 +1,4 @@
-//! The request rate: a GCRA limiter (governor) with no burst paces requests evenly at `rate` per
+//! The request rate: a GCRA limiter (governor), with no burst below 400/s, paces requests evenly at `rate` per
 //! second; a log of the last `rate` send instants makes it a hard rule that no one-second window
 //! ever holds more than `rate` (a worker woken late by a busy machine cannot make up for lost time
 //! in a burst); and a shared pause that an HTTP 429 sets for every worker at once.
@@ -30,15 +30,23 @@ impl Limiter {
             // closer together at the gateway, never further apart, so pacing at exactly the rate
             // would let rate+1 land in one of its windows. The window log below is the hard cap.
             let period = Duration::from_secs_f64(1.0 / (0.98 * f64::from(rate)));
+            // At high rates the gap between requests nears the timer's millisecond resolution,
+            // and a slot granted late is lost for good with a burst of one; a burst of one more
+            // request per 400/s (2 at 500/s) lets a late slot be caught up.
+            // Below 400/s it stays 1: requests evenly spaced, nothing sent back to back (a burst
+            // of 2 at 200/s let the gateway count 203 in a second; 1 keeps it at 196).
+            let burst = NonZeroU32::new(1 + rate / 400).unwrap_or(NonZeroU32::MIN);
             let quota = Quota::with_period(period)
                 .expect("a positive period")
-                .allow_burst(NonZeroU32::MIN);
+                .allow_burst(burst);
             RateLimiter::direct(quota)
         });
         Limiter {
             gcra,
             window: Mutex::new(VecDeque::with_capacity(rate as usize)),
-            rate: rate as usize,
+            // From 100/s up, 1% of the window is left free: a request delayed on its way (a
+            // worker descheduled for a few milliseconds) must not push the gateway's count over.
+            rate: (rate - rate / 100) as usize,
             paused_until: Mutex::new(None),
         }
     }
