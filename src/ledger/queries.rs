@@ -188,36 +188,19 @@ pub struct RunInfo {
 }
 
 pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCounts> {
-    let mut c = StatusCounts::default();
-    let mut st = conn.prepare(
-        "SELECT state, COALESCE(failure, ''), ambiguous, count(*) FROM rows GROUP BY 1, 2, 3",
-    )?;
-    let mut q = st.query([])?;
-    while let Some(r) = q.next()? {
-        let state: String = r.get(0)?;
-        let failure: String = r.get(1)?;
-        let ambiguous: bool = r.get(2)?;
-        let n = r.get::<_, i64>(3)? as u64;
-        c.total += n;
-        match State::parse(&state) {
-            Some(State::Pending) => c.pending += n,
-            Some(State::InFlight) => c.in_flight += n,
-            Some(State::Succeeded) => c.succeeded += n,
-            Some(State::AlreadyCircled) => c.already_circled += n,
-            Some(State::Failed) => {
-                c.failed += n;
-                if failure == "permanent" {
-                    c.failed_permanent += n;
-                } else {
-                    c.failed_transient += n;
-                }
-            }
-            None => {}
-        }
-        if ambiguous {
-            c.ambiguous += n;
-        }
-    }
+    let o = outcome_counts(conn, None)?;
+    let mut c = StatusCounts {
+        total: o.total,
+        pending: o.pending,
+        in_flight: o.in_flight,
+        succeeded: o.succeeded,
+        already_circled: o.already_circled,
+        ambiguous: o.ambiguous,
+        failed: o.failed_transient + o.failed_permanent,
+        failed_transient: o.failed_transient,
+        failed_permanent: o.failed_permanent,
+        ..StatusCounts::default()
+    };
     let mut st = conn.prepare(
         "SELECT result_code, count(*) FROM rows WHERE result_code IS NOT NULL GROUP BY 1 ORDER BY 1",
     )?;
