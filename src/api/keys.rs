@@ -131,10 +131,6 @@ impl PrivateKey {
             pkcs1_der: self.pair.public_key().as_ref().to_vec(),
         }
     }
-
-    pub fn bits(&self) -> usize {
-        self.pair.public_modulus_len() * 8
-    }
 }
 
 impl PublicKey {

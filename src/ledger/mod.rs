@@ -101,7 +101,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
-    path: PathBuf,
 }
 
 impl RunLock {
@@ -117,7 +116,7 @@ impl RunLock {
             .open(&path)
             .with_context(|| format!("cannot create the lock file {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file, path }),
+            Ok(()) => Ok(RunLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
                 "the ledger {} is in use by another pms-onboard run (lock {}); wait for it to finish, \
                  or use another --ledger",
@@ -128,10 +127,6 @@ impl RunLock {
                 Err(e).with_context(|| format!("cannot lock {}", path.display()))
             }
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
