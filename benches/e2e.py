@@ -255,7 +255,7 @@ def main():
     ap.add_argument("mode", choices=["cpu", "validate", "resume", "rate", "all"])
     ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, resume 20000)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--rates", default="1,10,40,100,500")
+    ap.add_argument("--rates", default="1,10,40,100,200,500")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
     args = ap.parse_args()
     if not Path(BIN).exists():

@@ -33,7 +33,9 @@ pub struct SignedRequest {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    url: String,
+    /// Parsed once: a URL given as text is parsed again for every request.
+    url: reqwest::Url,
+    client_id: reqwest::header::HeaderValue,
     settings: Arc<ClientSettings>,
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
@@ -82,6 +84,14 @@ impl Client {
     ) -> anyhow::Result<Self> {
         check_endpoint(&settings.endpoint)?;
         let url = format!("{}{}", settings.endpoint.trim_end_matches('/'), API_PATH);
+        let url = reqwest::Url::parse(&url).map_err(|_| EndpointError::NotUrl(url.clone()))?;
+        let client_id =
+            reqwest::header::HeaderValue::from_str(&settings.client_id).map_err(|_| {
+                anyhow::anyhow!(
+                    "client_id {:?} cannot be sent in an HTTP header",
+                    settings.client_id
+                )
+            })?;
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
@@ -96,6 +106,7 @@ impl Client {
         Ok(Client {
             http,
             url,
+            client_id,
             settings: Arc::new(settings),
             private_key,
             alipay_public_key,
@@ -114,11 +125,14 @@ impl Client {
         let started = Instant::now();
         let result = self
             .http
-            .post(&self.url)
-            .header("client-id", &self.settings.client_id)
+            .post(self.url.clone())
+            .header("client-id", self.client_id.clone())
             .header("request-time", &signed.request_time)
             .header("signature", &signed.signature)
-            .header("content-type", "application/json; charset=UTF-8")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json; charset=UTF-8"),
+            )
             .body(signed.body)
             .send()
             .await;

@@ -46,6 +46,16 @@ const PRIVATE_FORMATS: &str =
     "PKCS#8 PEM, PKCS#1 PEM, bare base64 of PKCS#8 or PKCS#1 DER, PKCS#8 or PKCS#1 DER";
 const PUBLIC_FORMATS: &str = "SPKI PEM (BEGIN PUBLIC KEY), PKCS#1 PEM (BEGIN RSA PUBLIC KEY), bare base64 of SPKI or PKCS#1 DER, DER";
 
+/// Seeds this thread's random generator. aws-lc keeps one per thread and seeds it on first use
+/// from CPU jitter, which takes milliseconds; signing draws from it (RSA blinding). Runtimes call
+/// this as each thread starts, so that the first signature on a thread cannot stall a request
+/// between its rate-limit slot and the gateway (a stall that let requests bunch up on arrival).
+pub fn seed_thread_rng() {
+    let mut byte = [0u8; 1];
+    // A failure here only means the first real draw seeds instead.
+    let _ = aws_lc_rs::rand::fill(&mut byte);
+}
+
 /// The client's private key, ready to sign. `Debug` never shows the key.
 pub struct PrivateKey {
     pair: lc::RsaKeyPair,
@@ -64,8 +74,10 @@ impl fmt::Debug for PrivateKey {
 /// A public key used to verify signatures (the gateway's for responses, the client's in the sandbox).
 #[derive(Clone)]
 pub struct PublicKey {
-    /// PKCS#1 `RSAPublicKey` DER, the form `aws-lc-rs` verifies with.
+    /// PKCS#1 `RSAPublicKey` DER, as read.
     pkcs1_der: Vec<u8>,
+    /// The same key parsed once: verifying every answer must not parse the key again.
+    parsed: lc::ParsedPublicKey,
 }
 
 impl fmt::Debug for PublicKey {
@@ -127,9 +139,8 @@ impl PrivateKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            pkcs1_der: self.pair.public_key().as_ref().to_vec(),
-        }
+        PublicKey::from_pkcs1_der(self.pair.public_key().as_ref().to_vec())
+            .expect("the public half of a key pair that signs")
     }
 }
 
@@ -149,16 +160,17 @@ impl PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let key = parse_public(bytes)?;
         let der = key.to_pkcs1_der().ok()?;
-        Some(Self {
-            pkcs1_der: der.as_bytes().to_vec(),
-        })
+        Self::from_pkcs1_der(der.as_bytes().to_vec())
+    }
+
+    fn from_pkcs1_der(pkcs1_der: Vec<u8>) -> Option<Self> {
+        let parsed = lc::ParsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &pkcs1_der).ok()?;
+        Some(Self { pkcs1_der, parsed })
     }
 
     /// True when `signature` is a valid RSASSA-PKCS1-v1_5 SHA-256 signature of `content`.
     pub fn verify(&self, content: &[u8], signature: &[u8]) -> bool {
-        lc::UnparsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &self.pkcs1_der)
-            .verify(content, signature)
-            .is_ok()
+        self.parsed.verify_sig(content, signature).is_ok()
     }
 }
 

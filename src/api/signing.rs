@@ -160,11 +160,24 @@ pub fn verify(
 /// `request-time` / `response-time`: ISO-8601 with milliseconds and the Hong Kong offset
 /// (`2026-11-26T18:30:00.123+08:00`), the form the gateway's examples use.
 pub fn now_iso8601() -> String {
-    let hk = chrono::FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset");
-    chrono::Utc::now()
-        .with_timezone(&hk)
-        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
-        .to_string()
+    hong_kong_iso8601(chrono::Utc::now())
+}
+
+fn hong_kong_iso8601(utc: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::{Datelike as _, Timelike as _};
+    // Hong Kong time: UTC+8 all year (no daylight saving), so the offset is a constant.
+    let t = utc.naive_utc() + chrono::Duration::hours(8);
+    // Written out by hand: chrono's strftime parses its pattern on every call, once per request.
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+08:00",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 1_000_000 % 1000,
+    )
 }
 
 #[cfg(test)]
@@ -268,5 +281,20 @@ mod tests {
         let t = now_iso8601();
         assert_eq!(t.len(), "2026-11-26T18:30:00.123+08:00".len(), "{t}");
         assert!(t.ends_with("+08:00"));
+        // The hand-written format agrees with chrono's own, across a day and a year boundary.
+        let hk = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+        for ms in [
+            0i64,
+            1_798_732_799_999,
+            1_798_761_599_007,
+            1_764_151_200_123,
+        ] {
+            let utc = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+            let want = utc
+                .with_timezone(&hk)
+                .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+                .to_string();
+            assert_eq!(hong_kong_iso8601(utc), want);
+        }
     }
 }

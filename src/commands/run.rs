@@ -26,6 +26,7 @@ const SANDBOX_RATE: &str = "100";
 pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(crate::api::keys::seed_thread_rng)
         .build()
         .context("cannot start the async runtime")?;
     let mut flags = args.settings.flags();

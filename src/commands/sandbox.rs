@@ -109,6 +109,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(crate::api::keys::seed_thread_rng)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {

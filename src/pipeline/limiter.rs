@@ -1,7 +1,8 @@
-//! The request rate: a GCRA limiter (governor), with no burst below 400/s, paces requests evenly at `rate` per
-//! second; a log of the last `rate` send instants makes it a hard rule that no one-second window
-//! ever holds more than `rate` (a worker woken late by a busy machine cannot make up for lost time
-//! in a burst); and a shared pause that an HTTP 429 sets for every worker at once.
+//! The request rate: a GCRA limiter (governor) paces requests evenly at `rate` per second, with
+//! no burst, only a 2 ms tolerance for late wake-ups; a log of the last `rate` send instants makes
+//! it a hard rule that no one-second window ever holds more than `rate` (a worker woken late by a
+//! busy machine cannot make up for lost time in a burst); and a shared pause that an HTTP 429
+//! sets for every worker at once.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -12,15 +13,27 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 pub struct Limiter {
-    gcra: Option<DefaultDirectRateLimiter>,
+    gcra: Option<Pacer>,
     /// The send instants of the last `rate` requests (empty when there is no limit).
     window: Mutex<VecDeque<Instant>>,
     rate: usize,
     paused_until: Mutex<Option<Instant>>,
 }
 
+/// The GCRA pacer and how many of its cells one request costs.
+struct Pacer {
+    gcra: DefaultDirectRateLimiter,
+    cells: NonZeroU32,
+}
+
 /// The window, with a little room for the timer's resolution.
 const WINDOW: Duration = Duration::from_millis(1002);
+
+/// How late a woken worker may be without the schedule losing that time for good.
+const TOLERANCE: Duration = Duration::from_millis(2);
+
+/// The pacer's unit of time: a request costs `period / CELL` cells, rounded up.
+const CELL: Duration = Duration::from_micros(100);
 
 impl Limiter {
     /// `rate` requests per second; 0 is no limit.
@@ -30,16 +43,27 @@ impl Limiter {
             // closer together at the gateway, never further apart, so pacing at exactly the rate
             // would let rate+1 land in one of its windows. The window log below is the hard cap.
             let period = Duration::from_secs_f64(1.0 / (0.98 * f64::from(rate)));
-            // At high rates the gap between requests nears the timer's millisecond resolution,
-            // and a slot granted late is lost for good with a burst of one; a burst of one more
-            // request per 400/s (2 at 500/s) lets a late slot be caught up.
-            // Below 400/s it stays 1: requests evenly spaced, nothing sent back to back (a burst
-            // of 2 at 200/s let the gateway count 203 in a second; 1 keeps it at 196).
-            let burst = NonZeroU32::new(1 + rate / 400).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(period)
+            // A worker is woken up to a millisecond after its slot (the timer's resolution). With
+            // a burst of one request, GCRA counts the next slot from that late instant, so every
+            // wake-up lost up to a millisecond for good: 0.95 R at 200/s. So a request costs many
+            // small cells, and the burst holds TOLERANCE worth of cells more than one request:
+            // a slot taken up to TOLERANCE late is caught up, and requests are still evenly
+            // spaced, never sent back to back (a burst of 2 whole requests at 200/s let the
+            // gateway count 203 in a second).
+            let cells = period
+                .as_nanos()
+                .div_ceil(CELL.as_nanos())
+                .clamp(1, 1 << 20) as u32;
+            let cell = period / cells;
+            let spare = TOLERANCE.min(period).as_nanos() / cell.as_nanos().max(1);
+            let burst = cells.saturating_add(spare as u32);
+            let quota = Quota::with_period(cell)
                 .expect("a positive period")
-                .allow_burst(burst);
-            RateLimiter::direct(quota)
+                .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+            Pacer {
+                gcra: RateLimiter::direct(quota),
+                cells: NonZeroU32::new(cells).unwrap_or(NonZeroU32::MIN),
+            }
         });
         Limiter {
             gcra,
@@ -73,8 +97,9 @@ impl Limiter {
     pub async fn ready(&self) {
         loop {
             self.wait_pause().await;
-            if let Some(g) = &self.gcra {
-                g.until_ready().await;
+            if let Some(p) = &self.gcra {
+                // Cannot fail: the burst holds at least `cells`.
+                let _ = p.gcra.until_n_ready(p.cells).await;
             }
             // A 429 may have paused everyone while this worker waited for its slot.
             if self.pause_left().is_some() {
