@@ -168,4 +168,59 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
     }
+
+    #[test]
+    fn migration_3_keeps_rows_attempts_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let mut conn = Connection::open(&path).unwrap();
+        configure(&conn).unwrap();
+        MIGRATIONS.to_version(&mut conn, 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, started_at, config) VALUES (1, 't', '{}');
+             INSERT INTO rows (key, save_way_type, ipay_trade_no, partner_id, merchant_id,
+                 merchant_name, store_id, store_name, mall_group_label, mall_label, state,
+                 pms_label, attempts, source_file, source_line, run_id, seq, created_at, updated_at)
+             VALUES ('MERCHANT_PMS|p|m|s', 'MERCHANT_PMS', '', 'p', 'm', '店', 's', '分店', '1', '2',
+                 'succeeded', '123', 1, 'a.csv', 2, 1, 1, 't', 't');
+             INSERT INTO attempts (key, run_id, attempt, started_at, outcome)
+             VALUES ('MERCHANT_PMS|p|m|s', 1, 1, 't', 'success');",
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open(&path).unwrap();
+        let (state, label, name): (String, String, String) = conn
+            .query_row(
+                "SELECT state, pms_label, merchant_name FROM rows WHERE key = 'MERCHANT_PMS|p|m|s'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (state.as_str(), label.as_str(), name.as_str()),
+            ("succeeded", "123", "店")
+        );
+        let orphans: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(orphans, 0);
+        // The rewritten checks still refuse what the old ones refused.
+        for bad in [
+            "UPDATE rows SET state = 'done'",
+            "UPDATE rows SET failure = 'sometimes'",
+            "UPDATE rows SET save_way_type = 'OTHER'",
+        ] {
+            assert!(conn.execute(bad, []).is_err(), "{bad}");
+        }
+        // And an attempt still needs its row.
+        assert!(
+            conn.execute(
+                "INSERT INTO attempts (key, run_id, attempt, started_at) VALUES ('nope', 1, 1, 't')",
+                []
+            )
+            .is_err()
+        );
+    }
 }
