@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end benchmarks of the release binary against the sandbox in its own process.
 
-    python3 benches/e2e.py cpu      [--rows N] [--repeat K]   client CPU per row vs openssl rsa2048 sign
+    python3 benches/e2e.py cpu      [--rows N] [--repeat K] [--concurrency 8,64]
+                                                               client CPU per row vs openssl rsa2048 sign
     python3 benches/e2e.py validate [--rows N] [--repeat K]   `validate` vs Python's csv.reader
     python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
     python3 benches/e2e.py rate     [--rates 1,10,...] [--seconds S]  --rate R against the sandbox's clock
@@ -107,17 +108,22 @@ def run_client(argv):
     return r
 
 
-def openssl_sign_seconds():
-    """Seconds per RSA-2048 signature, as `openssl speed -seconds 3 rsa2048` measures it."""
-    out = subprocess.run(
-        ["openssl", "speed", "-seconds", "3", "rsa2048"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    # OpenSSL 3: "rsa 2048 bits 0.000712s 0.000021s ... 1404.2 47619.0 ..." (sign/s first).
+def openssl_sign_seconds(multi=1):
+    """Seconds of one CPU per RSA-2048 signature, as `openssl speed -seconds 3 rsa2048` measures it.
+
+    With multi=2, two openssl processes sign at once, one on each core: the cost of a signature
+    while the other core is busy too, as it is during a run (the sandbox signs every answer).
+    """
+    argv = ["openssl", "speed", "-seconds", "3", "rsa2048"]
+    if multi > 1:
+        argv[2:2] = ["-multi", str(multi)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    # OpenSSL 3: "rsa 2048 bits 0.000712s 0.000021s ... 1404.2 47619.0 ..." (sign/s first; with
+    # -multi, the signatures per second of all processes together).
     for line in out.splitlines():
         if line.startswith("rsa 2048 bits") or line.startswith("rsa  2048 bits"):
             sign_per_s = float([t for t in line.split()[3:] if not t.endswith("s")][0])
-            return 1.0 / sign_per_s
+            return multi / sign_per_s
     raise SystemExit(f"cannot parse openssl speed output:\n{out}")
 
 
@@ -135,33 +141,42 @@ def report(title, rows):
 
 
 def mode_cpu(args):
-    out = []
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    results = {c: [] for c in concurrencies}
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
         keys = keygen(f"{tmp}/keys")
         sheet = gen(f"{tmp}/sheet.csv", args.rows)
         for i in range(args.repeat):
-            sandbox = Sandbox(keys)
-            try:
-                ledger = f"{tmp}/ledger-cpu-{i}.db"
-                wall, cpu, rss, _, sys_cpu = run_client(run_argv(sandbox, keys, ledger, [sheet], 0))
-                requests = sandbox.stats()["requests"]
-            finally:
-                sandbox.stop()
-            assert requests == args.rows, (requests, args.rows)
-            sign = openssl_sign_seconds()
-            per_row = cpu / args.rows
-            out.append(
-                {
-                    "rows/s": args.rows / wall,
-                    "client CPU ms/row": per_row * 1e3,
-                    "  of which kernel (sys) ms/row": sys_cpu / args.rows * 1e3,
-                    "openssl rsa2048 sign ms": sign * 1e3,
-                    "ratio CPU/row : sign": per_row / sign,
-                    "client maxrss MiB": rss,
-                }
-            )
-            print(out[-1], file=sys.stderr)
-    report(f"cpu: {args.rows} rows, --rate 0, --concurrency 8", out)
+            # The concurrencies take turns, so that a noisy minute on a shared machine spreads
+            # over all of them instead of spoiling one.
+            for c in concurrencies:
+                sandbox = Sandbox(keys)
+                try:
+                    ledger = f"{tmp}/ledger-cpu-{c}-{i}.db"
+                    argv = run_argv(sandbox, keys, ledger, [sheet], 0, concurrency=c)
+                    wall, cpu, rss, _, sys_cpu = run_client(argv)
+                    requests = sandbox.stats()["requests"]
+                finally:
+                    sandbox.stop()
+                assert requests == args.rows, (requests, args.rows)
+                sign = openssl_sign_seconds()
+                sign_busy = openssl_sign_seconds(multi=2)
+                per_row = cpu / args.rows
+                results[c].append(
+                    {
+                        "rows/s": args.rows / wall,
+                        "client CPU ms/row": per_row * 1e3,
+                        "  of which kernel (sys) ms/row": sys_cpu / args.rows * 1e3,
+                        "openssl rsa2048 sign ms": sign * 1e3,
+                        "ratio CPU/row : sign": per_row / sign,
+                        "openssl sign ms, both cores busy": sign_busy * 1e3,
+                        "ratio CPU/row : sign (both busy)": per_row / sign_busy,
+                        "client maxrss MiB": rss,
+                    }
+                )
+                print(c, results[c][-1], file=sys.stderr)
+    for c in concurrencies:
+        report(f"cpu: {args.rows} rows, --rate 0, --concurrency {c}", results[c])
 
 
 def mode_validate(args):
@@ -257,6 +272,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default="1,10,40,100,200,500")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
+    ap.add_argument("--concurrency", default="8,64", help="cpu: the --concurrency values to run")
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} not found: cargo build --release")

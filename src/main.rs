@@ -7,11 +7,6 @@ use clap::Parser as _;
 use pms_onboard::cli::{Cli, Command, LogFormat};
 use pms_onboard::commands::{self, exit};
 
-/// mimalloc instead of glibc's malloc: a run allocates and frees small buffers for every request
-/// (headers, bodies, futures), and glibc's allocator cost about 6 % of the CPU per row.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
