@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pms_onboard::api::outcome::{Attempt, Outcome};
 use pms_onboard::input::{Row, SaveWay, SourceRow};
-use pms_onboard::ledger::State;
 use pms_onboard::ledger::writer::{self, RowUpdate, Writer};
+use pms_onboard::ledger::{RowId, State};
 
 fn row(i: u64) -> SourceRow {
     SourceRow {
@@ -33,8 +33,8 @@ fn row(i: u64) -> SourceRow {
     }
 }
 
-async fn one_outcome(w: &Writer, run_id: i64, key: &str) {
-    let attempt_id = w.mark_in_flight(run_id, key).await.unwrap();
+async fn one_outcome(w: &Writer, run_id: i64, row: RowId) {
+    let attempt_id = w.mark_in_flight(run_id, row).await.unwrap();
     let attempt = Attempt {
         outcome: Outcome::Success {
             pms_label: "PMS0001".to_owned(),
@@ -55,7 +55,7 @@ async fn one_outcome(w: &Writer, run_id: i64, key: &str) {
         result_code: Some("SUCCESS".to_owned()),
         result_message: None,
     };
-    w.record(attempt_id, key, attempt, update).await.unwrap();
+    w.record(attempt_id, row, attempt, update).await.unwrap();
 }
 
 /// Time to record `n` outcomes with `workers` concurrent senders, on a fresh ledger.
@@ -64,18 +64,28 @@ fn record_outcomes(rt: &tokio::runtime::Runtime, n: u64, workers: u64) -> Durati
     let (w, thread) = writer::start(&dir.path().join("ledger.db")).unwrap();
     let run_id = w.begin_run("{}".to_owned(), Vec::new()).unwrap();
     let rows: Vec<(u64, SourceRow)> = (0..n).map(|i| (i + 1, row(i))).collect();
-    let keys: Arc<Vec<String>> = Arc::new(rows.iter().map(|(_, r)| r.row.key()).collect());
     for chunk in rows.chunks(1024) {
         w.ingest(run_id, chunk.to_vec(), false).unwrap();
     }
+    // The workers name rows by rowid, as the feeder hands them out.
+    let conn = pms_onboard::ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let ids: Arc<Vec<RowId>> = Arc::new(
+        conn.prepare("SELECT rowid FROM rows ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0).map(RowId))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+    );
+    drop(conn);
     let start = Instant::now();
     rt.block_on(async {
         let tasks: Vec<_> = (0..workers)
             .map(|k| {
-                let (w, keys) = (w.clone(), keys.clone());
+                let (w, ids) = (w.clone(), ids.clone());
                 tokio::spawn(async move {
-                    for key in keys.iter().skip(k as usize).step_by(workers as usize) {
-                        one_outcome(&w, run_id, key).await;
+                    for id in ids.iter().skip(k as usize).step_by(workers as usize) {
+                        one_outcome(&w, run_id, *id).await;
                     }
                 })
             })

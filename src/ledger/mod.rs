@@ -64,6 +64,12 @@ impl State {
     }
 }
 
+/// A row of `rows` by its SQLite rowid: how the workers name a row to the writer. Looking a row
+/// up by rowid goes straight to it; by key, it would first descend the key's index, and the writer
+/// looks every sent row up three times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowId(pub i64);
+
 /// Opens (creating or upgrading) the ledger for reading and writing.
 pub fn open(path: &Path) -> anyhow::Result<Connection> {
     let mut conn = Connection::open(path)

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension as _, Row as SqlRow, params};
 use serde::Serialize;
 
-use super::State;
+use super::{RowId, State};
 use crate::input::{Reject, Row, SaveWay};
 
 /// A row of the ledger as `export` shows it.
@@ -85,19 +85,23 @@ fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
     })
 }
 
-/// Rows of this run still to send, in input order, after `after_seq`.
+/// Rows of this run still to send, in input order, after `after_seq`: `(seq, rowid, row)`.
 pub fn pending_page(
     conn: &Connection,
     run_id: i64,
     after_seq: u64,
     limit: usize,
-) -> rusqlite::Result<Vec<(u64, LedgerRow)>> {
+) -> rusqlite::Result<Vec<(u64, RowId, LedgerRow)>> {
     let mut st = conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS} FROM rows
+        "SELECT {ROW_COLUMNS}, rowid FROM rows
          WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
     let rows = st.query_map(params![run_id, after_seq as i64, limit as i64], |r| {
-        Ok((r.get::<_, i64>(21)? as u64, ledger_row(r)?))
+        Ok((
+            r.get::<_, i64>(21)? as u64,
+            RowId(r.get(22)?),
+            ledger_row(r)?,
+        ))
     })?;
     rows.collect()
 }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 use tokio::sync::oneshot;
 
-use super::{State, now};
+use super::{RowId, State, now};
 use crate::api::outcome::Attempt;
 use crate::input::{Reject, Row, SaveWay, SourceRow};
 
@@ -122,17 +122,17 @@ enum Cmd {
     },
     MarkInFlight {
         run_id: i64,
-        key: String,
+        row: RowId,
         reply: Reply<i64>,
     },
     Unsend {
         attempt_id: i64,
-        key: String,
+        row: RowId,
         reply: Reply<()>,
     },
     Record {
         attempt_id: i64,
-        key: String,
+        row: RowId,
         attempt: Box<Attempt>,
         update: RowUpdate,
         reply: Reply<()>,
@@ -140,11 +140,11 @@ enum Cmd {
     /// [`Cmd::Record`] then [`Cmd::MarkInFlight`] for the worker's next row, in one transaction.
     RecordAndMark {
         attempt_id: i64,
-        key: String,
+        row: RowId,
         attempt: Box<Attempt>,
         update: RowUpdate,
         run_id: i64,
-        next_key: String,
+        next: RowId,
         reply: Reply<i64>,
     },
     FinishRun {
@@ -251,18 +251,16 @@ impl Writer {
     }
 
     /// Marks the row in flight and opens an attempt; returns once that is on disk.
-    pub async fn mark_in_flight(&self, run_id: i64, key: &str) -> anyhow::Result<i64> {
-        let key = key.to_owned();
-        self.ask(|reply| Cmd::MarkInFlight { run_id, key, reply })
+    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<i64> {
+        self.ask(|reply| Cmd::MarkInFlight { run_id, row, reply })
             .await
     }
 
     /// The request of this attempt never left: the row is pending again and the attempt erased.
-    pub async fn unsend(&self, attempt_id: i64, key: &str) -> anyhow::Result<()> {
-        let key = key.to_owned();
+    pub async fn unsend(&self, attempt_id: i64, row: RowId) -> anyhow::Result<()> {
         self.ask(|reply| Cmd::Unsend {
             attempt_id,
-            key,
+            row,
             reply,
         })
         .await
@@ -272,14 +270,13 @@ impl Writer {
     pub async fn record(
         &self,
         attempt_id: i64,
-        key: &str,
+        row: RowId,
         attempt: Attempt,
         update: RowUpdate,
     ) -> anyhow::Result<()> {
-        let key = key.to_owned();
         self.ask(|reply| Cmd::Record {
             attempt_id,
-            key,
+            row,
             attempt: Box::new(attempt),
             update,
             reply,
@@ -294,21 +291,19 @@ impl Writer {
     pub async fn record_and_mark(
         &self,
         attempt_id: i64,
-        key: &str,
+        row: RowId,
         attempt: Attempt,
         update: RowUpdate,
         run_id: i64,
-        next_key: &str,
+        next: RowId,
     ) -> anyhow::Result<i64> {
-        let key = key.to_owned();
-        let next_key = next_key.to_owned();
         self.ask(|reply| Cmd::RecordAndMark {
             attempt_id,
-            key,
+            row,
             attempt: Box::new(attempt),
             update,
             run_id,
-            next_key,
+            next,
             reply,
         })
         .await
@@ -447,33 +442,33 @@ fn apply(tx: &Transaction<'_>, cmd: Cmd) -> Answer {
             }
             Answer::None
         }
-        Cmd::MarkInFlight { run_id, key, reply } => {
-            Answer::Id(reply, mark_in_flight(tx, run_id, &key))
+        Cmd::MarkInFlight { run_id, row, reply } => {
+            Answer::Id(reply, mark_in_flight(tx, run_id, row))
         }
         Cmd::Unsend {
             attempt_id,
-            key,
+            row,
             reply,
-        } => Answer::Unit(reply, unsend(tx, attempt_id, &key)),
+        } => Answer::Unit(reply, unsend(tx, attempt_id, row)),
         Cmd::Record {
             attempt_id,
-            key,
+            row,
             attempt,
             update,
             reply,
-        } => Answer::Unit(reply, record(tx, attempt_id, &key, &attempt, &update)),
+        } => Answer::Unit(reply, record(tx, attempt_id, row, &attempt, &update)),
         Cmd::RecordAndMark {
             attempt_id,
-            key,
+            row,
             attempt,
             update,
             run_id,
-            next_key,
+            next,
             reply,
         } => Answer::Id(
             reply,
-            record(tx, attempt_id, &key, &attempt, &update)
-                .and_then(|()| mark_in_flight(tx, run_id, &next_key)),
+            record(tx, attempt_id, row, &attempt, &update)
+                .and_then(|()| mark_in_flight(tx, run_id, next)),
         ),
         Cmd::FinishRun {
             run_id,
@@ -660,34 +655,34 @@ fn ingest_one(
     Ok(decision)
 }
 
-fn mark_in_flight(tx: &Transaction<'_>, run_id: i64, key: &str) -> rusqlite::Result<i64> {
+fn mark_in_flight(tx: &Transaction<'_>, run_id: i64, row: RowId) -> rusqlite::Result<i64> {
     let t = now();
     tx.prepare_cached(
-        "UPDATE rows SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2 WHERE key = ?1",
+        "UPDATE rows SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2 WHERE rowid = ?1",
     )?
-    .execute(params![key, t])?;
+    .execute(params![row.0, t])?;
     tx.prepare_cached(
         "INSERT INTO attempts (key, run_id, attempt, started_at)
-         SELECT key, ?2, attempts, ?3 FROM rows WHERE key = ?1",
+         SELECT key, ?2, attempts, ?3 FROM rows WHERE rowid = ?1",
     )?
-    .execute(params![key, run_id, t])?;
+    .execute(params![row.0, run_id, t])?;
     Ok(tx.last_insert_rowid())
 }
 
-fn unsend(tx: &Transaction<'_>, attempt_id: i64, key: &str) -> rusqlite::Result<()> {
+fn unsend(tx: &Transaction<'_>, attempt_id: i64, row: RowId) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM attempts WHERE id = ?1")?
         .execute([attempt_id])?;
     tx.prepare_cached(
-        "UPDATE rows SET state = 'pending', attempts = attempts - 1, updated_at = ?2 WHERE key = ?1",
+        "UPDATE rows SET state = 'pending', attempts = attempts - 1, updated_at = ?2 WHERE rowid = ?1",
     )?
-    .execute(params![key, now()])?;
+    .execute(params![row.0, now()])?;
     Ok(())
 }
 
 fn record(
     tx: &Transaction<'_>,
     attempt_id: i64,
-    key: &str,
+    row: RowId,
     a: &Attempt,
     u: &RowUpdate,
 ) -> rusqlite::Result<()> {
@@ -709,10 +704,10 @@ fn record(
     tx.prepare_cached(
         "UPDATE rows SET state = ?2, failure = ?3, ambiguous = ?4, maybe_sent = (maybe_sent OR ?5),
              pms_label = COALESCE(?6, pms_label), result_code = ?7, result_message = ?8, updated_at = ?9
-         WHERE key = ?1",
+         WHERE rowid = ?1",
     )?
     .execute(params![
-        key,
+        row.0,
         u.state.as_str(),
         u.failure.map(Failure::as_str),
         u.ambiguous,

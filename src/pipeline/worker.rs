@@ -16,9 +16,9 @@ use super::shutdown::{Shutdown, StopReason};
 use crate::api::client::Client;
 use crate::api::outcome::{Attempt, Outcome};
 use crate::input::Row;
-use crate::ledger::State;
 use crate::ledger::queries::pending_page;
 use crate::ledger::writer::{RowUpdate, Writer};
+use crate::ledger::{RowId, State};
 
 /// Fatal answers in a row after which the run stops sending.
 const FATAL_IN_A_ROW: u32 = 3;
@@ -26,7 +26,8 @@ const FATAL_IN_A_ROW: u32 = 3;
 /// One row to send.
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub key: String,
+    /// How the writer finds the row.
+    pub row_id: RowId,
     pub row: Row,
     /// An earlier attempt (another run, or a crash) may have reached the gateway.
     pub maybe_sent: bool,
@@ -104,7 +105,7 @@ pub async fn send_all(
                             let Some(job) = job else { return Ok(None) };
                             let id = shared
                                 .writer
-                                .mark_in_flight(shared.run_id, &job.key)
+                                .mark_in_flight(shared.run_id, job.row_id)
                                 .await?;
                             (job, id)
                         }
@@ -175,16 +176,16 @@ fn feed(
     let mut after = 0u64;
     loop {
         let page = pending_page(&conn, run_id, after, 512)?;
-        let Some((last, _)) = page.last() else {
+        let Some((last, _, _)) = page.last() else {
             return Ok(());
         };
         after = *last;
-        for (_, r) in page {
+        for (_, row_id, r) in page {
             if shutdown.is_stopping() {
                 return Ok(());
             }
             let job = Job {
-                key: r.key.clone(),
+                row_id,
                 row: r.row(),
                 maybe_sent: r.maybe_sent,
             };
@@ -214,7 +215,7 @@ async fn send_one(
     let mut attempt_no = 0u32;
     loop {
         if attempt_no > 0 {
-            attempt_id = s.writer.mark_in_flight(s.run_id, &job.key).await?;
+            attempt_id = s.writer.mark_in_flight(s.run_id, job.row_id).await?;
         }
         // A stop wins over a free slot: no request leaves after Ctrl-C.
         let ready = tokio::select! {
@@ -223,7 +224,7 @@ async fn send_one(
             _ = s.limiter.ready() => true,
         };
         if !ready {
-            s.writer.unsend(attempt_id, &job.key).await?;
+            s.writer.unsend(attempt_id, job.row_id).await?;
             return Ok(None);
         }
         s.counters.requests.fetch_add(1, Relaxed);
@@ -256,13 +257,20 @@ async fn send_one(
             Some(next) => {
                 let id = s
                     .writer
-                    .record_and_mark(attempt_id, &job.key, attempt, update, s.run_id, &next.key)
+                    .record_and_mark(
+                        attempt_id,
+                        job.row_id,
+                        attempt,
+                        update,
+                        s.run_id,
+                        next.row_id,
+                    )
                     .await?;
                 Some((next, id))
             }
             None => {
                 s.writer
-                    .record(attempt_id, &job.key, attempt, update)
+                    .record(attempt_id, job.row_id, attempt, update)
                     .await?;
                 None
             }
