@@ -99,13 +99,27 @@ def run_argv(sandbox, keys, ledger, files, rate, concurrency=8):
     ]  # fmt: skip
 
 
-def run_client(argv):
+def run_client(argv, log=None):
+    """Runs the client; with `log`, its stderr (at RUST_LOG=`log`) is returned as the 6th item."""
     env = dict(os.environ)
     env.pop("RUST_LOG", None)
-    r = measure(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    if log:
+        env["RUST_LOG"] = log
+    with tempfile.TemporaryFile() as err:
+        r = measure(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        err.seek(0)
+        text = err.read().decode("utf-8", "replace")
     if r[3] != 0:
-        raise SystemExit(f"client exited {r[3]}: {' '.join(argv)}")
-    return r
+        raise SystemExit(f"client exited {r[3]}: {' '.join(argv)}\n{text}")
+    return (*r, text)
+
+
+def signing_ms(stderr):
+    """The CPU time the run's own signatures took, from its debug line (see SigningClock)."""
+    m = re.search(r"time spent signing requests signatures=(\d+) signing_ms=(\d+)", stderr)
+    if not m:
+        raise SystemExit("the client did not report its signing time")
+    return int(m.group(1)), int(m.group(2))
 
 
 def openssl_sign_seconds(multi=1):
@@ -154,11 +168,13 @@ def mode_cpu(args):
                 try:
                     ledger = f"{tmp}/ledger-cpu-{c}-{i}.db"
                     argv = run_argv(sandbox, keys, ledger, [sheet], 0, concurrency=c)
-                    wall, cpu, rss, _, sys_cpu = run_client(argv)
+                    wall, cpu, rss, _, sys_cpu, err = run_client(argv, log="pms_onboard::pipeline=debug")
                     requests = sandbox.stats()["requests"]
                 finally:
                     sandbox.stop()
                 assert requests == args.rows, (requests, args.rows)
+                signatures, sign_ms = signing_ms(err)
+                in_run = sign_ms / 1e3 / signatures
                 sign = openssl_sign_seconds()
                 sign_busy = openssl_sign_seconds(multi=2)
                 per_row = cpu / args.rows
@@ -171,6 +187,8 @@ def mode_cpu(args):
                         "ratio CPU/row : sign": per_row / sign,
                         "openssl sign ms, both cores busy": sign_busy * 1e3,
                         "ratio CPU/row : sign (both busy)": per_row / sign_busy,
+                        "client's own signature, CPU ms": in_run * 1e3,
+                        "ratio CPU/row : own signature": per_row / in_run,
                         "client maxrss MiB": rss,
                     }
                 )

@@ -2,6 +2,7 @@
 //! classified into an [`Attempt`]. Never panics on what the network sends back.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::keys::{PrivateKey, PublicKey};
@@ -29,6 +30,26 @@ pub struct SignedRequest {
     pub content: Vec<u8>,
 }
 
+/// How many requests were signed and the CPU time of the signing thread spent on them: the work
+/// per row that cannot be avoided, measured where it happens and under the same load, so that a
+/// benchmark can set the rest against it on a machine whose speed moves (`benches/e2e.py cpu`).
+/// Two reads of the thread's CPU clock per request (wall time would count preemptions too).
+#[derive(Debug, Default)]
+pub struct SigningClock {
+    signatures: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl SigningClock {
+    /// Signatures made and the time they took.
+    pub fn totals(&self) -> (u64, Duration) {
+        (
+            self.signatures.load(Relaxed),
+            Duration::from_nanos(self.nanos.load(Relaxed)),
+        )
+    }
+}
+
 /// The Collect-PMS client. Cheap to clone (everything shared behind `Arc`).
 #[derive(Clone)]
 pub struct Client {
@@ -39,6 +60,7 @@ pub struct Client {
     settings: Arc<ClientSettings>,
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
+    signing: Arc<SigningClock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,13 +132,24 @@ impl Client {
             settings: Arc::new(settings),
             private_key,
             alipay_public_key,
+            signing: Arc::default(),
         })
+    }
+
+    /// The signing time of every request this client (and its clones) sent.
+    pub fn signing_clock(&self) -> Arc<SigningClock> {
+        self.signing.clone()
     }
 
     /// Serialises the row once and signs those exact bytes.
     pub fn sign(&self, row: &Row) -> SignedRequest {
         let body = SaveRequest::from_row(row).to_body();
-        sign_body(&self.settings, &self.private_key, body)
+        let started = thread_cpu_nanos();
+        let signed = sign_body(&self.settings, &self.private_key, body);
+        let nanos = thread_cpu_nanos().saturating_sub(started);
+        self.signing.signatures.fetch_add(1, Relaxed);
+        self.signing.nanos.fetch_add(nanos, Relaxed);
+        signed
     }
 
     /// Sends one row and classifies what came back.
@@ -181,6 +214,22 @@ impl Client {
         );
         interpret_answer(status, &body, verified, latency)
     }
+}
+
+/// CPU time consumed by the calling thread, in nanoseconds (0 if the clock cannot be read).
+fn thread_cpu_nanos() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    if !ok {
+        return 0;
+    }
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
 }
 
 /// Builds the signed request for a body (shared by the client and `sign`).

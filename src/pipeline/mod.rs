@@ -106,6 +106,7 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
 
     let counters = Arc::new(Counters::default());
     counters.to_send.store(counts.to_send, Relaxed);
+    let signing = client.signing_clock();
     let shared = Arc::new(Shared::new(
         client,
         writer.clone(),
@@ -130,6 +131,12 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
         );
     }
     reporter.finish();
+    let (signatures, signing_time) = signing.totals();
+    tracing::debug!(
+        signatures,
+        signing_ms = signing_time.as_millis() as u64,
+        "time spent signing requests"
+    );
     // Anything still marked in flight (a drain cut short) is recovered now, not next run.
     rt.block_on(writer.recover_async())?;
 
