@@ -10,6 +10,11 @@
 
 PRAGMA defer_foreign_keys = ON;
 
+-- Dropping a parent row and putting it back each look its attempts up by key; attempts has no
+-- index on key (migration 02), so without this one index the rebuild would scan every attempt
+-- for every row (quadratic: hours for a ledger of a million rows). Dropped again at the end.
+CREATE INDEX attempts_by_key_for_migration_03 ON attempts (key);
+
 CREATE TEMP TABLE rows_copy AS SELECT rowid AS copied_rowid, * FROM rows;
 DROP TABLE rows;
 
@@ -50,6 +55,7 @@ CREATE TABLE rows (
 INSERT INTO rows (rowid, key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, store_id, store_name, mall_group_label, mall_label, state, failure, ambiguous, maybe_sent, pms_label, result_code, result_message, attempts, source_file, source_line, run_id, seq, created_at, updated_at)
 SELECT copied_rowid, key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, store_id, store_name, mall_group_label, mall_label, state, failure, ambiguous, maybe_sent, pms_label, result_code, result_message, attempts, source_file, source_line, run_id, seq, created_at, updated_at FROM rows_copy;
 DROP TABLE rows_copy;
+DROP INDEX attempts_by_key_for_migration_03;
 
 CREATE INDEX rows_by_run ON rows (run_id, seq);
 CREATE INDEX rows_in_flight ON rows (key) WHERE state = 'in_flight';
