@@ -217,6 +217,7 @@ impl Client {
 }
 
 /// CPU time consumed by the calling thread, in nanoseconds (0 if the clock cannot be read).
+#[cfg(unix)]
 fn thread_cpu_nanos() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -230,6 +231,12 @@ fn thread_cpu_nanos() -> u64 {
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(t.tv_nsec as u64)
+}
+
+/// Elsewhere there is no per-thread CPU clock in the standard library: the signing time reads 0.
+#[cfg(not(unix))]
+fn thread_cpu_nanos() -> u64 {
+    0
 }
 
 /// Builds the signed request for a body (shared by the client and `sign`).
