@@ -74,15 +74,14 @@ impl fmt::Debug for PrivateKey {
 /// A public key used to verify signatures (the gateway's for responses, the client's in the sandbox).
 #[derive(Clone)]
 pub struct PublicKey {
-    /// PKCS#1 `RSAPublicKey` DER, as read.
-    pkcs1_der: Vec<u8>,
-    /// The same key parsed once: verifying every answer must not parse the key again.
+    /// The key parsed once from its PKCS#1 `RSAPublicKey` DER (which it keeps: `as_ref()`), so
+    /// that verifying every answer does not parse the key again.
     parsed: lc::ParsedPublicKey,
 }
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey({} bytes)", self.pkcs1_der.len())
+        write!(f, "PublicKey({} bytes)", self.parsed.as_ref().len())
     }
 }
 
@@ -139,7 +138,7 @@ impl PrivateKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::from_pkcs1_der(self.pair.public_key().as_ref().to_vec())
+        PublicKey::from_pkcs1_der(self.pair.public_key().as_ref())
             .expect("the public half of a key pair that signs")
     }
 }
@@ -160,12 +159,12 @@ impl PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let key = parse_public(bytes)?;
         let der = key.to_pkcs1_der().ok()?;
-        Self::from_pkcs1_der(der.as_bytes().to_vec())
+        Self::from_pkcs1_der(der.as_bytes())
     }
 
-    fn from_pkcs1_der(pkcs1_der: Vec<u8>) -> Option<Self> {
-        let parsed = lc::ParsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, &pkcs1_der).ok()?;
-        Some(Self { pkcs1_der, parsed })
+    fn from_pkcs1_der(pkcs1_der: &[u8]) -> Option<Self> {
+        let parsed = lc::ParsedPublicKey::new(&lc::RSA_PKCS1_2048_8192_SHA256, pkcs1_der).ok()?;
+        Some(Self { parsed })
     }
 
     /// True when `signature` is a valid RSASSA-PKCS1-v1_5 SHA-256 signature of `content`.
@@ -318,7 +317,7 @@ mod tests {
         let c = PrivateKey::from_bytes(&vector("client_private_bare_base64.txt")).unwrap();
         let pk = PublicKey::from_bytes(&vector("client_public.pem")).unwrap();
         for k in [&a, &b, &c] {
-            assert_eq!(k.public_key().pkcs1_der, pk.pkcs1_der);
+            assert_eq!(k.public_key().parsed.as_ref(), pk.parsed.as_ref());
         }
     }
 
