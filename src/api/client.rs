@@ -122,10 +122,11 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("pms-onboard/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        // The first signature of a process seeds aws-lc's random generator (jitter entropy,
-        // tens of milliseconds). Made here, that stall cannot fall between a request's rate-limit
-        // slot and its departure, where it let the rate be exceeded at the gateway (rate sweep
-        // in docs/performance.md).
+        // The key's first signature builds state aws-lc keeps with the key (Montgomery
+        // constants, a blinding). Made here, that stall cannot fall between a request's
+        // rate-limit slot and its departure, where it let the rate be exceeded at the gateway
+        // (rate sweep in docs/performance.md). Each thread's random generator is seeded
+        // separately, as the runtime starts it (`keys::seed_thread_rng`).
         private_key.sign(b"warm-up");
         Ok(Client {
             http,
