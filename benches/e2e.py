@@ -164,6 +164,10 @@ def mode_cpu(args):
             # The concurrencies take turns, so that a noisy minute on a shared machine spreads
             # over all of them instead of spoiling one.
             for c in concurrencies:
+                # openssl is timed just before and just after the run and the two averaged: the
+                # machine's speed drifts over minutes, and one 3-second sample either side of an
+                # 11-second run moved the ratio by up to 15 %.
+                sign_before = openssl_sign_seconds()
                 sandbox = Sandbox(keys)
                 try:
                     ledger = f"{tmp}/ledger-cpu-{c}-{i}.db"
@@ -175,7 +179,7 @@ def mode_cpu(args):
                 assert requests == args.rows, (requests, args.rows)
                 signatures, sign_ms = signing_ms(err)
                 in_run = sign_ms / 1e3 / signatures
-                sign = openssl_sign_seconds()
+                sign = (sign_before + openssl_sign_seconds()) / 2
                 sign_busy = openssl_sign_seconds(multi=2)
                 per_row = cpu / args.rows
                 results[c].append(
