@@ -6,6 +6,7 @@
     python3 benches/e2e.py validate [--rows N] [--repeat K]   `validate` vs Python's csv.reader
     python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
     python3 benches/e2e.py rate     [--rates 1,10,...] [--seconds S]  --rate R against the sandbox's clock
+                                    [--latency-ms L] [--concurrency C]  a gateway L ms away, C workers
     python3 benches/e2e.py all
 
 Every figure is the median of --repeat runs (default 3); each run's figures are printed too.
@@ -59,9 +60,9 @@ def measure(argv, **kw):
 class Sandbox:
     """`pms-onboard sandbox` as its own process."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, extra=()):
         self.p = subprocess.Popen(
-            [BIN, "sandbox", "--listen", "127.0.0.1:0", "--keys", keys, "--client-id", CLIENT_ID],
+            [BIN, "sandbox", "--listen", "127.0.0.1:0", "--keys", keys, "--client-id", CLIENT_ID, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -155,7 +156,7 @@ def report(title, rows):
 
 
 def mode_cpu(args):
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    concurrencies = [int(c) for c in (args.concurrency or "8,64").split(",")]
     results = {c: [] for c in concurrencies}
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
         keys = keygen(f"{tmp}/keys")
@@ -257,6 +258,10 @@ def mode_resume(args):
 
 
 def mode_rate(args):
+    # --latency-ms makes the sandbox a gateway that far away; --concurrency (one value) sets the
+    # workers, 8 by default as for a user who has not set it.
+    extra = ["--latency-ms", str(args.latency_ms)] if args.latency_ms else []
+    concurrency = int(args.concurrency or 8)
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
         keys = keygen(f"{tmp}/keys")
         for rate in [int(r) for r in args.rates.split(",")]:
@@ -265,10 +270,11 @@ def mode_rate(args):
             sheet = gen(f"{tmp}/sheet-{rate}.csv", rows)
             out = []
             for i in range(args.repeat):
-                sandbox = Sandbox(keys)
+                sandbox = Sandbox(keys, extra)
                 try:
                     ledger = f"{tmp}/ledger-rate-{rate}-{i}.db"
-                    run_client(run_argv(sandbox, keys, ledger, [sheet], rate))
+                    argv = run_argv(sandbox, keys, ledger, [sheet], rate, concurrency=concurrency)
+                    err = run_client(argv)[5]
                     s = sandbox.stats()
                 finally:
                     sandbox.stop()
@@ -281,10 +287,12 @@ def mode_rate(args):
                         "achieved /s": achieved,
                         "achieved : R": achieved / rate,
                         "rate-limited (429)": s["rate_limited"],
+                        "warned: held back by concurrency": "held back" in err,
                     }
                 )
                 print(rate, out[-1], file=sys.stderr)
-            report(f"rate: --rate {rate}, {rows} rows", out)
+            setup = f"--concurrency {concurrency}" + (f", answers after {args.latency_ms} ms" if extra else "")
+            report(f"rate: --rate {rate}, {rows} rows, {setup}", out)
 
 
 def main():
@@ -294,7 +302,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default="1,10,40,100,200,500")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
-    ap.add_argument("--concurrency", default="8,64", help="cpu: the --concurrency values to run")
+    ap.add_argument("--concurrency", help="cpu: the --concurrency values to run (8,64); rate: one (8)")
+    ap.add_argument("--latency-ms", type=int, default=0, help="rate: the sandbox answers this late")
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} not found: cargo build --release")

@@ -13,6 +13,9 @@ use anyhow::{Context as _, bail};
 /// The name of the TOML file read from the current directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "pms-onboard.toml";
 
+/// The most workers a run may have: the `concurrency` setting's upper bound.
+pub const MAX_CONCURRENCY: usize = 512;
+
 /// Every setting the tool knows, with its default (`None`: no default, must be given when needed).
 const KNOWN: &[(&str, Option<&str>)] = &[
     ("endpoint", Some("https://open.alipay.hk")),
@@ -269,7 +272,9 @@ impl RunSettings {
                 |s| s.parse::<u32>().ok().filter(|r| *r <= 100_000),
             )?,
             concurrency: l.parse("concurrency", "a whole number from 1 to 512", |s| {
-                s.parse::<usize>().ok().filter(|c| (1..=512).contains(c))
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|c| (1..=MAX_CONCURRENCY).contains(c))
             })?,
             max_attempts: l.parse("max_attempts", "a whole number from 1 to 100", |s| {
                 s.parse::<u32>().ok().filter(|c| (1..=100).contains(c))

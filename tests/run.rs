@@ -154,6 +154,32 @@ fn the_rate_is_kept_in_every_second_and_used() {
         stats["last_request_ms"].as_u64().unwrap() - stats["first_request_ms"].as_u64().unwrap();
     let rate = 359.0 / (span_ms as f64 / 1000.0);
     assert!(rate >= 38.0, "achieved {rate:.1}/s");
+    assert!(!err.contains("held back"), "{err}");
+}
+
+#[test]
+fn a_run_held_back_by_concurrency_says_so_and_what_to_set() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sheet = s.sheet("stores.csv", 1, 40);
+    // Two workers and 200 ms answers can send 10 a second; the rate allows 50.
+    let sandbox = SandboxProcess::start(&s.keys(), &["--latency-ms", "200"]);
+    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args([
+        "--rate",
+        "50",
+        "--concurrency",
+        "2",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("held back by `concurrency`"), "{err}");
+    // 50/s × 0.2 s, and a fifth more: 12, or a little more as answers took over 200 ms.
+    let advised: usize = err
+        .split("--concurrency ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no setting advised: {err}"));
+    assert!((12..=20).contains(&advised), "{err}");
 }
 
 #[test]

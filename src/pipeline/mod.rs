@@ -53,6 +53,8 @@ pub struct Report {
     pub message: Option<String>,
     pub requests: u64,
     pub elapsed: Duration,
+    /// Why the run sent slower than its rate and what to set, when the workers were the limit.
+    pub advice: Option<String>,
 }
 
 /// Runs the job. Input and ledger problems found before sending are errors; everything after is
@@ -117,7 +119,14 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
         run_id,
     ));
     let reader = ledger::open(&plan.ledger)?;
-    let reporter = Reporter::start(counters.clone(), plan.style, Duration::from_secs(10));
+    let reporter = Reporter::start(
+        counters.clone(),
+        plan.style,
+        Duration::from_secs(10),
+        plan.rate,
+        plan.concurrency,
+    );
+    let sending = Instant::now();
     let sent = rt.block_on(worker::send_all(
         shared,
         reader,
@@ -131,6 +140,7 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
         );
     }
     reporter.finish();
+    let advice = counters.advice(plan.rate, plan.concurrency, sending.elapsed());
     let (signatures, signing_time) = signing.totals();
     tracing::debug!(
         signatures,
@@ -159,6 +169,7 @@ pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyh
         message,
         requests: counters.requests.load(Relaxed),
         elapsed: started.elapsed(),
+        advice,
     })
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::config::MAX_CONCURRENCY;
 use crate::ledger::writer::RunCounts;
 
 /// Live counters, shared by the workers.
@@ -21,6 +22,9 @@ pub struct Counters {
     pub retrying: AtomicU64,
     /// Requests that left (every attempt).
     pub requests: AtomicU64,
+    /// Their latencies added up, in microseconds: with `requests`, the mean time a worker waits
+    /// for an answer, which decides how many requests a second `concurrency` workers can send.
+    pub latency_micros: AtomicU64,
 }
 
 impl Counters {
@@ -28,6 +32,27 @@ impl Counters {
         self.succeeded.load(Relaxed)
             + self.already_circled.load(Relaxed)
             + self.failed.load(Relaxed)
+    }
+
+    /// [`concurrency_advice`] for the requests counted so far, `elapsed` after sending began.
+    pub fn advice(&self, rate: u32, concurrency: usize, elapsed: Duration) -> Option<String> {
+        concurrency_advice(
+            rate,
+            concurrency,
+            self.requests.load(Relaxed),
+            Duration::from_micros(self.latency_micros.load(Relaxed)),
+            elapsed,
+        )
+    }
+}
+
+/// A warning for the person, in the run's output style: above the bar, as a JSON log line, or
+/// as a plain line.
+pub fn warn(message: &str, style: Style, bar: Option<&ProgressBar>) {
+    match (bar, style) {
+        (Some(bar), _) => bar.println(format!("warning: {message}")),
+        (None, Style::Json) => tracing::warn!("{message}"),
+        (None, _) => eprintln!("warning: {message}"),
     }
 }
 
@@ -51,6 +76,60 @@ impl Style {
     }
 }
 
+/// Below this share of `rate`, a run is worth explaining.
+const HELD_BACK: f64 = 0.9;
+
+/// When the workers, not the rate limit, set the pace: `concurrency` workers each waiting
+/// `latency` for an answer send at most `concurrency / latency` requests a second (Little's law),
+/// and a gateway far away can make that less than `rate`. Nothing in the output would say why a
+/// run at `--rate 100` sends 40 a second, so this says it, with the setting that would use the
+/// whole rate. `None` when the run kept up with the rate, had no limit, or is too short to judge
+/// (fewer than 20 requests or 2 seconds), and when the answers came quickly enough that
+/// something else held the run back (back-offs, a 429 pause).
+pub fn concurrency_advice(
+    rate: u32,
+    concurrency: usize,
+    requests: u64,
+    latency_sum: Duration,
+    elapsed: Duration,
+) -> Option<String> {
+    if rate == 0 || requests < 20 || elapsed < Duration::from_secs(2) || concurrency == 0 {
+        return None;
+    }
+    let rate = f64::from(rate);
+    let achieved = requests as f64 / elapsed.as_secs_f64();
+    let latency = latency_sum.as_secs_f64() / requests as f64;
+    if achieved >= HELD_BACK * rate || latency <= 0.0 {
+        return None;
+    }
+    let allowed = concurrency as f64 / latency;
+    if allowed >= 0.95 * rate {
+        return None;
+    }
+    // A fifth more than Little's law asks for, as answers do not all take the mean.
+    let needed = (rate * latency * 1.2).ceil() as usize;
+    let ms = latency * 1e3;
+    let head = format!(
+        "the rate was held back by `concurrency`: answers took {ms:.0} ms on average, so \
+         {concurrency} requests in flight can send about {allowed:.0} a second, not the \
+         {rate:.0} that `rate` allows (this run: {achieved:.1}/s)."
+    );
+    Some(if needed <= MAX_CONCURRENCY {
+        let needed = needed.max(concurrency + 1);
+        format!(
+            "{head} Set concurrency to {needed} or more (--concurrency {needed}, \
+             PMS_ONBOARD_CONCURRENCY or `concurrency` in the config file) to use the whole rate; \
+             the rate limit still holds."
+        )
+    } else {
+        format!(
+            "{head} Even the largest concurrency, {MAX_CONCURRENCY}, allows about {:.0} a second \
+             at that latency: the gateway answers too slowly for this rate.",
+            MAX_CONCURRENCY as f64 / latency
+        )
+    })
+}
+
 /// Reports until dropped.
 pub struct Reporter {
     task: tokio::task::JoinHandle<()>,
@@ -58,7 +137,15 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn start(counters: Arc<Counters>, style: Style, every: Duration) -> Reporter {
+    /// Starts reporting as sending starts. `rate` and `concurrency` are the run's, for
+    /// [`concurrency_advice`], given once as soon as 10 seconds of sending can judge it.
+    pub fn start(
+        counters: Arc<Counters>,
+        style: Style,
+        every: Duration,
+        rate: u32,
+        concurrency: usize,
+    ) -> Reporter {
         let started = Instant::now();
         let bar = (style == Style::Bar).then(|| {
             let bar = ProgressBar::new(counters.to_send.load(Relaxed));
@@ -77,9 +164,18 @@ impl Reporter {
             };
             let mut interval = tokio::time::interval(tick);
             interval.tick().await;
+            let mut advised = false;
             loop {
                 interval.tick().await;
-                let line = Line::read(&counters, started.elapsed());
+                let elapsed = started.elapsed();
+                if !advised
+                    && elapsed >= Duration::from_secs(10)
+                    && let Some(advice) = counters.advice(rate, concurrency, elapsed)
+                {
+                    advised = true;
+                    warn(&advice, style, bar2.as_ref());
+                }
+                let line = Line::read(&counters, elapsed);
                 match (&bar2, style) {
                     (Some(bar), _) => {
                         bar.set_position(line.finished);
@@ -187,4 +283,54 @@ pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str)
         out.push_str(&format!("  {name:<16} {n:>8}{hint}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_far_gateway_and_few_workers_are_explained_with_the_setting_to_use() {
+        // 8 workers, 200 ms answers: 40/s at most, of a rate of 100.
+        let advice = concurrency_advice(100, 8, 800, MS(200) * 800, S(20)).unwrap();
+        assert!(advice.contains("200 ms"), "{advice}");
+        assert!(advice.contains("about 40 a second"), "{advice}");
+        assert!(advice.contains("(this run: 40.0/s)"), "{advice}");
+        // 100/s × 0.2 s × 1.2 = 24 in flight.
+        assert!(advice.contains("--concurrency 24"), "{advice}");
+    }
+
+    #[test]
+    fn a_run_that_kept_up_with_its_rate_is_not_explained() {
+        // 98/s of 100: the limiter set the pace.
+        assert_eq!(concurrency_advice(100, 8, 980, MS(50) * 980, S(10)), None);
+        // No limit, nothing to fall short of.
+        assert_eq!(concurrency_advice(0, 8, 800, MS(200) * 800, S(20)), None);
+    }
+
+    #[test]
+    fn a_slow_run_whose_answers_were_quick_is_not_blamed_on_concurrency() {
+        // 30/s of 100, but 8 workers at 20 ms could send 400/s: back-offs or a 429 pause did it.
+        assert_eq!(concurrency_advice(100, 8, 600, MS(20) * 600, S(20)), None);
+    }
+
+    #[test]
+    fn too_little_to_judge_is_not_explained() {
+        assert_eq!(concurrency_advice(100, 8, 10, MS(200) * 10, S(5)), None);
+        assert_eq!(concurrency_advice(100, 8, 30, MS(200) * 30, MS(1500)), None);
+    }
+
+    #[test]
+    fn a_gateway_too_slow_for_any_concurrency_is_said_so() {
+        // 10 s answers at 100/s would need 1,200 in flight; 512 is the most.
+        let advice = concurrency_advice(100, 8, 40, S(10) * 40, S(50)).unwrap();
+        assert!(
+            advice.contains("Even the largest concurrency, 512"),
+            "{advice}"
+        );
+        assert!(advice.contains("about 51 a second"), "{advice}");
+    }
 }

@@ -229,6 +229,9 @@ async fn send_one(
         }
         s.counters.requests.fetch_add(1, Relaxed);
         let attempt = s.client.send(&job.row).await;
+        s.counters
+            .latency_micros
+            .fetch_add(attempt.latency.as_micros() as u64, Relaxed);
         attempt_no += 1;
         if let Outcome::Transient {
             maybe_processed,
