@@ -274,7 +274,7 @@ def mode_rate(args):
                 try:
                     ledger = f"{tmp}/ledger-rate-{rate}-{i}.db"
                     argv = run_argv(sandbox, keys, ledger, [sheet], rate, concurrency=concurrency)
-                    err = run_client(argv)[5]
+                    _, cpu, _, _, _, err = run_client(argv)
                     s = sandbox.stats()
                 finally:
                     sandbox.stop()
@@ -288,6 +288,7 @@ def mode_rate(args):
                         "achieved : R": achieved / rate,
                         "rate-limited (429)": s["rate_limited"],
                         "warned: held back by concurrency": "held back" in err,
+                        "client CPU ms/row": cpu / rows * 1e3,
                     }
                 )
                 print(rate, out[-1], file=sys.stderr)

@@ -2,7 +2,7 @@
 //! no burst, only a 2 ms tolerance for late wake-ups; a log of the last `rate` send instants makes
 //! it a hard rule that no one-second window ever holds more than `rate` (a worker woken late by a
 //! busy machine cannot make up for lost time in a burst); and a shared pause that an HTTP 429
-//! sets for every worker at once.
+//! sets for every worker at once. Workers wait their turn in arrival order, one at a time.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -18,6 +18,11 @@ pub struct Limiter {
     window: Mutex<VecDeque<Instant>>,
     rate: usize,
     paused_until: Mutex<Option<Instant>>,
+    /// Held by the one worker waiting for the next slot. governor's wait has every waiter sleep
+    /// until the same earliest instant, and all of them wake for it while one wins: with 512
+    /// workers and a far gateway, most of them waiting for a slot, that herd cost a run at
+    /// `--rate 500` 1.57 ms of CPU a row instead of 0.88. A fair (FIFO) lock wakes just one.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// The GCRA pacer and how many of its cells one request costs.
@@ -72,6 +77,7 @@ impl Limiter {
             // worker descheduled for a few milliseconds) must not push the gateway's count over.
             rate: (rate - rate / 100) as usize,
             paused_until: Mutex::new(None),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -95,6 +101,11 @@ impl Limiter {
 
     /// Waits until a request may leave.
     pub async fn ready(&self) {
+        // With no limit, only a 429 pause holds requests back, and they need not queue for it.
+        let _turn = match &self.gcra {
+            Some(_) => Some(self.turn.lock().await),
+            None => None,
+        };
         loop {
             self.wait_pause().await;
             if let Some(p) = &self.gcra {
