@@ -65,7 +65,7 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     }
     let settings = RunSettings::from_layers(&layers)?;
     let client = client(&settings)?;
-    let plan_style = progress::Style::detect(log_json);
+    let style = progress::Style::detect(log_json);
     let plan = Plan {
         files: args.files.clone(),
         encoding: args.encoding,
@@ -74,7 +74,7 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         concurrency: settings.concurrency,
         policy: pipeline::retry::RetryPolicy::new(settings.max_attempts, settings.backoff),
         retry_failed: args.retry_failed,
-        style: plan_style,
+        style: style,
         config_json: serde_json::to_string(&layers.describe())?,
     };
     if args.sandbox {
@@ -110,7 +110,7 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(advice) = &report.advice {
-        progress::warn(advice, plan_style, None);
+        progress::warn(advice, style, None);
     }
     if let Some(guard) = sandbox_guard {
         rt.block_on(guard.sandbox.shutdown());
