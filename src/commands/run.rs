@@ -74,7 +74,7 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         concurrency: settings.concurrency,
         policy: pipeline::retry::RetryPolicy::new(settings.max_attempts, settings.backoff),
         retry_failed: args.retry_failed,
-        style: style,
+        style,
         config_json: serde_json::to_string(&layers.describe())?,
     };
     if args.sandbox {
