@@ -104,13 +104,7 @@ impl PrivateKey {
             });
         }
         let key = parse_private(&bytes).ok_or_else(unreadable)?;
-        let bits = rsa::traits::PublicKeyParts::size(&key) * 8;
-        if bits < 2048 {
-            return Err(KeyError::TooSmall {
-                path: path.to_owned(),
-                bits,
-            });
-        }
+        check_size(path, rsa::traits::PublicKeyParts::size(&key))?;
         Self::from_rsa(&key).ok_or_else(unreadable)
     }
 
@@ -149,15 +143,22 @@ impl PublicKey {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_bytes(&bytes).ok_or_else(|| KeyError::Unreadable {
+        let unreadable = || KeyError::Unreadable {
             path: path.to_owned(),
             kind: "public",
             tried: PUBLIC_FORMATS,
-        })
+        };
+        let key = parse_public(&bytes).ok_or_else(unreadable)?;
+        // Checked here, or a short key would be reported as unreadable: the verifier refuses it.
+        check_size(path, rsa::traits::PublicKeyParts::size(&key))?;
+        Self::from_rsa(&key).ok_or_else(unreadable)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        let key = parse_public(bytes)?;
+        Self::from_rsa(&parse_public(bytes)?)
+    }
+
+    fn from_rsa(key: &rsa::PublicKey) -> Option<Self> {
         let der = key.to_pkcs1_der().ok()?;
         Self::from_pkcs1_der(der.as_bytes())
     }
@@ -203,6 +204,18 @@ fn private_from_der(der: &[u8]) -> Option<rsa::PrivateKey> {
     rsa::PrivateKey::from_pkcs8_der(der)
         .or_else(|_| rsa::PrivateKey::from_pkcs1_der(der))
         .ok()
+}
+
+/// The gateway takes RSA keys of 2048 bits or more; `bytes` is the modulus size in bytes.
+fn check_size(path: &Path, bytes: usize) -> Result<(), KeyError> {
+    let bits = bytes * 8;
+    if bits < 2048 {
+        return Err(KeyError::TooSmall {
+            path: path.to_owned(),
+            bits,
+        });
+    }
+    Ok(())
 }
 
 fn parse_public(bytes: &[u8]) -> Option<rsa::PublicKey> {
@@ -339,6 +352,20 @@ mod tests {
     fn a_short_key_is_refused_with_its_size() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/rsa1024_private.pem");
         let err = PrivateKey::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("1024 bits"), "{err}");
+        // The gateway's public key too, rather than "cannot read".
+        let short = parse_private(&std::fs::read(&path).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let public = dir.path().join("alipay_public.pem");
+        std::fs::write(
+            &public,
+            short
+                .to_public_key()
+                .to_public_key_pem(Default::default())
+                .unwrap(),
+        )
+        .unwrap();
+        let err = PublicKey::from_file(&public).unwrap_err().to_string();
         assert!(err.contains("1024 bits"), "{err}");
     }
 
