@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end benchmarks of the release binary against the sandbox in its own process.
 
-    python3 benches/e2e.py cpu      [--rows N] [--repeat K] [--concurrency 8,64]
+    python3 benches/e2e.py cpu      [--rows N] [--repeat K] [--concurrency default,8]
                                                                client CPU per row vs openssl rsa2048 sign
     python3 benches/e2e.py validate [--rows N] [--repeat K]   `validate` vs Python's csv.reader
     python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
@@ -88,6 +88,7 @@ def keygen(d):
 
 
 def run_argv(sandbox, keys, ledger, files, rate, concurrency=8):
+    """`concurrency=None` leaves the setting to the tool's default."""
     return [
         BIN, "run", *files,
         "--endpoint", sandbox.endpoint,
@@ -96,7 +97,7 @@ def run_argv(sandbox, keys, ledger, files, rate, concurrency=8):
         "--alipay-public-key", f"{keys}/alipay_public.pem",
         "--ledger", ledger,
         "--rate", str(rate),
-        "--concurrency", str(concurrency),
+        *(["--concurrency", str(concurrency)] if concurrency else []),
     ]  # fmt: skip
 
 
@@ -156,7 +157,8 @@ def report(title, rows):
 
 
 def mode_cpu(args):
-    concurrencies = [int(c) for c in (args.concurrency or "8,64").split(",")]
+    # "default" runs without --concurrency, as a user would: 64 at --rate 0.
+    concurrencies = (args.concurrency or "default,8").split(",")
     results = {c: [] for c in concurrencies}
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
         keys = keygen(f"{tmp}/keys")
@@ -172,7 +174,7 @@ def mode_cpu(args):
                 sandbox = Sandbox(keys)
                 try:
                     ledger = f"{tmp}/ledger-cpu-{c}-{i}.db"
-                    argv = run_argv(sandbox, keys, ledger, [sheet], 0, concurrency=c)
+                    argv = run_argv(sandbox, keys, ledger, [sheet], 0, concurrency=None if c == "default" else int(c))
                     wall, cpu, rss, _, sys_cpu, err = run_client(argv, log="pms_onboard::pipeline=debug")
                     requests = sandbox.stats()["requests"]
                 finally:
@@ -199,7 +201,8 @@ def mode_cpu(args):
                 )
                 print(c, results[c][-1], file=sys.stderr)
     for c in concurrencies:
-        report(f"cpu: {args.rows} rows, --rate 0, --concurrency {c}", results[c])
+        setting = "the default concurrency (64 at --rate 0)" if c == "default" else f"--concurrency {c}"
+        report(f"cpu: {args.rows} rows, --rate 0, {setting}", results[c])
 
 
 def mode_validate(args):
@@ -303,7 +306,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default="1,10,40,100,200,500")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
-    ap.add_argument("--concurrency", help="cpu: the --concurrency values to run (8,64); rate: one (8)")
+    ap.add_argument("--concurrency", help="cpu: the --concurrency values to run (default,8; `default` passes none); rate: one (8)")
     ap.add_argument("--latency-ms", type=int, default=0, help="rate: the sandbox answers this late")
     args = ap.parse_args()
     if not Path(BIN).exists():

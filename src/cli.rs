@@ -77,7 +77,7 @@ pub struct SettingsArgs {
     /// Requests per second, never exceeded in any one-second window; 0 = no limit [default: 10].
     #[arg(long)]
     pub rate: Option<String>,
-    /// Requests in flight at once [default: 8].
+    /// Requests in flight at once [default: 8; 64 when --rate is 0].
     #[arg(long)]
     pub concurrency: Option<String>,
     /// Attempts per row per run for transient failures [default: 5].

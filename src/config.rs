@@ -16,6 +16,13 @@ pub const DEFAULT_CONFIG_FILE: &str = "pms-onboard.toml";
 /// The most workers a run may have: the `concurrency` setting's upper bound.
 pub const MAX_CONCURRENCY: usize = 512;
 
+/// `concurrency` when it is not set and `rate` is 0 (no limit: the sandbox and benchmarks only).
+/// Nothing then waits for a rate slot, so more workers only keep both ends busy. At the usual 8,
+/// a run against the sandbox left about 15 % of its rows a second unused and spent more CPU a
+/// row (docs/performance.md, item 29). More workers bring no cost a limited rate would have:
+/// no row is marked in flight while it waits for a slot.
+pub const UNLIMITED_RATE_CONCURRENCY: usize = 64;
+
 /// Every setting the tool knows, with its default (`None`: no default, must be given when needed).
 const KNOWN: &[(&str, Option<&str>)] = &[
     ("endpoint", Some("https://open.alipay.hk")),
@@ -39,6 +46,8 @@ pub enum Source {
     Env(String),
     File(PathBuf),
     Default,
+    /// The default that applies because `rate` is 0.
+    DefaultWithoutRate,
 }
 
 impl fmt::Display for Source {
@@ -48,6 +57,7 @@ impl fmt::Display for Source {
             Source::Env(var) => write!(f, "from environment variable {var}"),
             Source::File(path) => write!(f, "from {}", path.display()),
             Source::Default => f.write_str("default"),
+            Source::DefaultWithoutRate => f.write_str("default when rate is 0"),
         }
     }
 }
@@ -104,6 +114,19 @@ impl Layers {
             {
                 layers.values.insert(name, v);
             }
+        }
+        let no_rate = layers
+            .optional("rate")
+            .and_then(|r| r.trim().parse::<u32>().ok())
+            == Some(0);
+        if no_rate && layers.source("concurrency") == Some(&Source::Default) {
+            layers.values.insert(
+                "concurrency",
+                (
+                    UNLIMITED_RATE_CONCURRENCY.to_string(),
+                    Source::DefaultWithoutRate,
+                ),
+            );
         }
         Ok(layers)
     }
@@ -304,6 +327,35 @@ mod tests {
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(format_duration(Duration::from_secs(15)), "15s");
+    }
+
+    #[test]
+    fn without_a_rate_limit_the_default_concurrency_is_larger_but_a_set_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let resolve = |flags: Flags| Layers::resolve(&flags, Some(&path)).unwrap();
+
+        let l = resolve(vec![("rate", Some("0".into()))]);
+        assert_eq!(l.optional("concurrency"), Some("64"));
+        assert_eq!(l.source("concurrency"), Some(&Source::DefaultWithoutRate));
+        assert_eq!(
+            l.describe()["concurrency"],
+            "64 (default when rate is 0)",
+            "the ledger's record of the settings says why"
+        );
+
+        let l = resolve(vec![
+            ("rate", Some("0".into())),
+            ("concurrency", Some("8".into())),
+        ]);
+        assert_eq!(l.optional("concurrency"), Some("8"));
+
+        for rate in [None, Some("10"), Some("zero")] {
+            let l = resolve(vec![("rate", rate.map(str::to_owned))]);
+            assert_eq!(l.optional("concurrency"), Some("8"), "rate {rate:?}");
+            assert_eq!(l.source("concurrency"), Some(&Source::Default));
+        }
     }
 
     #[test]
