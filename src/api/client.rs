@@ -1,13 +1,16 @@
-//! The HTTP call: one signed request per row over a keep-alive rustls client, and its answer
-//! classified into an [`Attempt`]. Never panics on what the network sends back.
+//! The HTTP call: one signed request per row, sent by the [`transport`](super::transport), and
+//! its answer classified into an [`Attempt`]. Never panics on what the network sends back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use http::header::{self, HeaderName, HeaderValue};
+
 use super::keys::{PrivateKey, PublicKey};
 use super::outcome::{Attempt, Outcome, classify_http, classify_result, parse_retry_after};
 use super::signing::{self, API_PATH};
+use super::transport::{self, Answer, Direct, Failure};
 use super::types::{SaveRequest, SaveResponse};
 use crate::input::Row;
 
@@ -55,10 +58,8 @@ impl SigningClock {
 /// The Collect-PMS client. Cheap to clone (everything shared behind `Arc`).
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    /// Parsed once: a URL given as text is parsed again for every request.
-    url: reqwest::Url,
-    client_id: reqwest::header::HeaderValue,
+    transport: Arc<Transport>,
+    client_id: HeaderValue,
     settings: Arc<ClientSettings>,
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
@@ -75,6 +76,16 @@ pub enum EndpointError {
     PlainHttp(String),
     #[error("endpoint {0:?} must start with https:// (or http:// for a local sandbox)")]
     Scheme(String),
+}
+
+/// Where requests go: straight to the gateway, or through the proxy the environment names.
+enum Transport {
+    Direct(Direct),
+    Proxied {
+        http: reqwest::Client,
+        /// Parsed once: a URL given as text is parsed again for every request.
+        url: reqwest::Url,
+    },
 }
 
 /// Checks the endpoint: https anywhere, http only to loopback hosts.
@@ -109,19 +120,23 @@ impl Client {
         check_endpoint(&settings.endpoint)?;
         let url = format!("{}{}", settings.endpoint.trim_end_matches('/'), API_PATH);
         let url = reqwest::Url::parse(&url).map_err(|_| EndpointError::NotUrl(url.clone()))?;
-        let client_id =
-            reqwest::header::HeaderValue::from_str(&settings.client_id).map_err(|_| {
-                anyhow::anyhow!(
-                    "client_id {:?} cannot be sent in an HTTP header",
-                    settings.client_id
-                )
-            })?;
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("pms-onboard/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client_id = HeaderValue::from_str(&settings.client_id).map_err(|_| {
+            anyhow::anyhow!(
+                "client_id {:?} cannot be sent in an HTTP header",
+                settings.client_id
+            )
+        })?;
+        let connect_timeout = settings.timeout.min(Duration::from_secs(10));
+        let transport = if transport::proxied(&url) {
+            let http = reqwest::Client::builder()
+                .timeout(settings.timeout)
+                .connect_timeout(connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()?;
+            Transport::Proxied { http, url }
+        } else {
+            Transport::Direct(Direct::new(&url, connect_timeout)?)
+        };
         // The key's first signature builds state aws-lc keeps with the key (Montgomery
         // constants, a blinding). Made here, that stall cannot fall between a request's
         // rate-limit slot and its departure, where it let the rate be exceeded at the gateway
@@ -129,8 +144,7 @@ impl Client {
         // separately, as the runtime starts it (`keys::seed_thread_rng`).
         private_key.sign(b"warm-up");
         Ok(Client {
-            http,
-            url,
+            transport: Arc::new(transport),
             client_id,
             settings: Arc::new(settings),
             private_key,
@@ -159,27 +173,30 @@ impl Client {
     pub async fn send(&self, row: &Row) -> Attempt {
         let signed = self.sign(row);
         let started = Instant::now();
-        let result = self
-            .http
-            .post(self.url.clone())
-            .header("client-id", self.client_id.clone())
-            .header("request-time", &signed.request_time)
-            .header("signature", &signed.signature)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                reqwest::header::HeaderValue::from_static("application/json; charset=UTF-8"),
-            )
-            .body(signed.body)
-            .send()
-            .await;
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e, started.elapsed(), self.settings.timeout),
+        let answer = match self.headers(&signed) {
+            Err(f) => Err(f),
+            Ok(headers) => match &*self.transport {
+                Transport::Direct(direct) => {
+                    tokio::time::timeout(self.settings.timeout, direct.post(&headers, signed.body))
+                        .await
+                        .unwrap_or(Err(Failure::Timeout))
+                }
+                Transport::Proxied { http, url } => {
+                    via_reqwest(http, url, &headers, signed.body).await
+                }
+            },
         };
-        let status = response.status().as_u16();
+        let answer = match answer {
+            Ok(a) => a,
+            Err(f) => return failed(f, started.elapsed(), self.settings.timeout),
+        };
+        let Answer {
+            status,
+            headers,
+            body,
+        } = answer;
         let header = |name: &str| {
-            response
-                .headers()
+            headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
@@ -187,14 +204,6 @@ impl Client {
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
         let response_time = header("response-time");
         let signature = header("signature");
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                let mut a = transport_failure(&e, started.elapsed(), self.settings.timeout);
-                a.http_status = Some(status);
-                return a;
-            }
-        };
         let latency = started.elapsed();
         if let Some(outcome) = classify_http(status, retry_after) {
             return Attempt {
@@ -217,6 +226,78 @@ impl Client {
         );
         interpret_answer(status, &body, verified, latency)
     }
+}
+
+impl Client {
+    /// The request's headers (the transport adds `Host` and `Content-Length`).
+    fn headers(&self, signed: &SignedRequest) -> Result<Vec<(HeaderName, HeaderValue)>, Failure> {
+        // Both are ASCII by construction (a timestamp; URL-encoded base64), so this cannot fail;
+        // if it did, nothing was sent.
+        let value = |s: &str| {
+            HeaderValue::from_str(s)
+                .map_err(|_| Failure::Connect(format!("{s:?} cannot be sent in a header")))
+        };
+        Ok(vec![
+            (HeaderName::from_static("client-id"), self.client_id.clone()),
+            (
+                HeaderName::from_static("request-time"),
+                value(&signed.request_time)?,
+            ),
+            (
+                HeaderName::from_static("signature"),
+                value(&signed.signature)?,
+            ),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=UTF-8"),
+            ),
+            (
+                header::USER_AGENT,
+                HeaderValue::from_static(concat!("pms-onboard/", env!("CARGO_PKG_VERSION"))),
+            ),
+        ])
+    }
+}
+
+/// The request through reqwest, which knows proxies; its errors sorted the same way.
+async fn via_reqwest(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Vec<u8>,
+) -> Result<Answer, Failure> {
+    let sorted = |e: reqwest::Error, status: Option<u16>| {
+        if e.is_timeout() {
+            Failure::Timeout
+        } else if e.is_connect() {
+            Failure::Connect(transport::error_chain(&e))
+        } else {
+            Failure::AfterSending {
+                reason: transport::error_chain(&e),
+                status,
+            }
+        }
+    };
+    let mut request = http.post(url.clone());
+    for (name, value) in headers {
+        request = request.header(name.clone(), value.clone());
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| sorted(e, None))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| sorted(e, Some(status)))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// CPU time consumed by the calling thread, in nanoseconds (0 if the clock cannot be read).
@@ -269,20 +350,22 @@ pub fn sign_body_at(
     }
 }
 
-fn transport_failure(e: &reqwest::Error, latency: Duration, timeout: Duration) -> Attempt {
-    // A refused connection never reached the gateway; anything later may have been processed.
-    let (reason, maybe_processed) = if e.is_timeout() {
-        (
+/// A request that got no answer, as an attempt. A refused connection never reached the gateway;
+/// anything later may have been processed.
+fn failed(f: Failure, latency: Duration, timeout: Duration) -> Attempt {
+    let (reason, maybe_processed, http_status) = match f {
+        Failure::Timeout => (
             format!(
                 "no answer within {}",
                 crate::config::format_duration(timeout)
             ),
             true,
-        )
-    } else if e.is_connect() {
-        (format!("cannot connect: {}", error_chain(e)), false)
-    } else {
-        (format!("connection failed: {}", error_chain(e)), true)
+            None,
+        ),
+        Failure::Connect(reason) => (format!("cannot connect: {reason}"), false, None),
+        Failure::AfterSending { reason, status } => {
+            (format!("connection failed: {reason}"), true, status)
+        }
     };
     Attempt {
         outcome: Outcome::Transient {
@@ -291,24 +374,13 @@ fn transport_failure(e: &reqwest::Error, latency: Duration, timeout: Duration) -
             maybe_processed,
             rate_limited: false,
         },
-        http_status: None,
+        http_status,
         result_code: None,
         result_status: None,
         result_message: None,
         error: Some(reason),
         latency,
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// Reads a 2xx answer. An answer that cannot be parsed, or whose signature does not verify, is

@@ -5,4 +5,5 @@ pub mod client;
 pub mod keys;
 pub mod outcome;
 pub mod signing;
+pub mod transport;
 pub mod types;
