@@ -4,5 +4,5 @@ mod cli;
 mod reconcile;
 mod run;
 mod sandbox;
-mod tls;
+mod transport;
 mod util;

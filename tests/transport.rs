@@ -1,7 +1,8 @@
-//! The direct transport over https: the real binary through a TLS front (rustls, with a test CA
-//! and server certificate made by openssl) to the real sandbox. Production traffic takes this
-//! path; the other tests use plain http to loopback.
+//! How requests reach the gateway, beyond the plain http to loopback the other tests use: https
+//! through a TLS front (rustls, with a test CA and server certificate made by openssl) to the
+//! real sandbox, which is how production traffic goes, and a proxy named in the environment.
 
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -186,4 +187,63 @@ fn a_run_over_https_verifies_the_gateway_certificate_and_sends_every_row() {
     assert_eq!(succeeded, 30);
     let handshakes = front.handshakes.load(Relaxed);
     assert!((1..=4).contains(&handshakes), "{handshakes} handshakes");
+}
+
+/// A forward proxy for plain http: relays each connection to `backend` byte for byte (the
+/// sandbox reads the absolute-form requests a client sends to a proxy). Counts connections.
+fn relay(backend: String) -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicU64::new(0));
+    let count = connections.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            count.fetch_add(1, Relaxed);
+            let Ok(server) = TcpStream::connect(&backend) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    (port, connections)
+}
+
+#[test]
+fn a_proxy_named_in_the_environment_carries_the_requests() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let (port, connections) = relay(sandbox.endpoint.trim_start_matches("http://").to_owned());
+    let sheet = s.sheet("stores.csv", 1, 20);
+    let mut cmd = s.run_cmd(&sandbox.endpoint, &[&sheet]);
+    for var in [
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    let (code, out, err) = output(
+        cmd.env("HTTP_PROXY", format!("http://127.0.0.1:{port}"))
+            .env("NO_PROXY", "example.com")
+            .env_remove("no_proxy")
+            .args(["--rate", "0", "--concurrency", "2"]),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(sandbox.stats()["requests"], 20);
+    let through = connections.load(Relaxed);
+    assert!(
+        (1..=2).contains(&through),
+        "{through} connections through the proxy"
+    );
 }
