@@ -13,6 +13,8 @@
 //! back unwritten, which is sent again on a fresh connection. Anything after the request may have
 //! left is [`Failure::AfterSending`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,7 +62,37 @@ pub struct Direct {
     )>,
     connect_timeout: Duration,
     /// Connections whose last answer was read in full, most recent last.
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// A connection: the handle requests go in by, and the future that does its reading and writing.
+/// The future is polled by whichever request is using the connection, in that request's task,
+/// so a request costs no hand-off to a task of the connection's own. `None` once it has ended.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
+}
+
+/// Runs `fut` while driving the connection; if the connection ends first, `fut` is then
+/// finished on its own (hyper answers a request it can no longer serve at once).
+async fn driven<T>(
+    driver: &mut Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
+    fut: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(fut);
+    if let Some(d) = driver {
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            ended = d.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!("connection to the gateway ended: {e}");
+                }
+                *driver = None;
+            }
+        }
+    }
+    fut.await
 }
 
 impl Direct {
@@ -125,15 +157,15 @@ impl Direct {
                     ));
                 }
             };
-            if conn.ready().await.is_err() {
+            if driven(&mut conn.driver, conn.sender.ready()).await.is_err() {
                 continue; // closed while idle: nothing was written on it
             }
-            match conn.try_send_request(request).await {
+            let sent = conn.sender.try_send_request(request);
+            match driven(&mut conn.driver, sent).await {
                 Ok(response) => {
                     let (parts, incoming) = response.into_parts();
                     let status = parts.status.as_u16();
-                    let body = incoming
-                        .collect()
+                    let body = driven(&mut conn.driver, incoming.collect())
                         .await
                         .map_err(|e| Failure::AfterSending {
                             reason: error_chain(&e),
@@ -161,18 +193,18 @@ impl Direct {
         }
     }
 
-    fn checkout(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
-            if !conn.is_closed() {
+            if conn.driver.is_some() && !conn.sender.is_closed() {
                 return Some(conn);
             }
         }
         None
     }
 
-    fn checkin(&self, conn: SendRequest<Full<Bytes>>) {
-        if !conn.is_closed() {
+    fn checkin(&self, conn: Conn) {
+        if conn.driver.is_some() && !conn.sender.is_closed() {
             self.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -180,7 +212,7 @@ impl Direct {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    async fn connect(&self) -> Result<Conn, Failure> {
         let open = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -210,20 +242,18 @@ impl Direct {
     }
 }
 
-/// HTTP/1.1 on an open stream; the connection is driven by its own task until either end closes.
-async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+/// HTTP/1.1 on an open stream.
+async fn handshake<S>(stream: S) -> Result<Conn, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| error_chain(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("connection to the gateway ended: {e}");
-        }
-    });
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        driver: Some(Box::pin(conn)),
+    })
 }
 
 /// rustls with the platform's certificate roots (as reqwest uses them), HTTP/1.1 only.
@@ -317,7 +347,8 @@ mod tests {
         for _ in 0..2 {
             let answer = direct.post(&[], b"{}".to_vec()).await.unwrap();
             assert_eq!((answer.status, &answer.body[..]), (200, &b"ok"[..]));
-            // Time for the connection's task to see the server close it.
+            // Time for the server's close to arrive: the next request finds the connection ended
+            // (its handle says so, or driving it reads the end) before writing anything on it.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(server.join().unwrap(), 2);
