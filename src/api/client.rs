@@ -177,12 +177,12 @@ impl Client {
             Err(f) => Err(f),
             Ok(headers) => match &*self.transport {
                 Transport::Direct(direct) => {
-                    tokio::time::timeout(self.settings.timeout, direct.post(&headers, signed.body))
+                    tokio::time::timeout(self.settings.timeout, direct.post(headers, signed.body))
                         .await
                         .unwrap_or(Err(Failure::Timeout))
                 }
                 Transport::Proxied { http, url } => {
-                    via_reqwest(http, url, &headers, signed.body).await
+                    via_reqwest(http, url, headers, signed.body).await
                 }
             },
         };
@@ -263,7 +263,7 @@ impl Client {
 async fn via_reqwest(
     http: &reqwest::Client,
     url: &reqwest::Url,
-    headers: &[(HeaderName, HeaderValue)],
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
 ) -> Result<Answer, Failure> {
     let sorted = |e: reqwest::Error, status: Option<u16>| {
@@ -280,7 +280,7 @@ async fn via_reqwest(
     };
     let mut request = http.post(url.clone());
     for (name, value) in headers {
-        request = request.header(name.clone(), value.clone());
+        request = request.header(name, value);
     }
     let response = request
         .body(body)

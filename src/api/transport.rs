@@ -65,20 +65,27 @@ pub struct Direct {
     idle: Mutex<Vec<Conn>>,
 }
 
-/// A connection: the handle requests go in by, and the future that does its reading and writing.
-/// The future is polled by whichever request is using the connection, in that request's task,
-/// so a request costs no hand-off to a task of the connection's own. `None` once it has ended.
+/// The future that does a connection's reading and writing; `None` once it has ended.
+type Driver = Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>;
+
+/// A connection: the handle requests go in by, and its driver. The driver is polled by whichever
+/// request is using the connection, in that request's task, so a request costs no hand-off to a
+/// task of the connection's own.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
+    driver: Driver,
+}
+
+impl Conn {
+    /// Not known to have ended (an idle connection's end may still be unread: see `post`).
+    fn open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
 }
 
 /// Runs `fut` while driving the connection; if the connection ends first, `fut` is then
 /// finished on its own (hyper answers a request it can no longer serve at once).
-async fn driven<T>(
-    driver: &mut Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
-    fut: impl Future<Output = T>,
-) -> T {
+async fn driven<T>(driver: &mut Driver, fut: impl Future<Output = T>) -> T {
     tokio::pin!(fut);
     if let Some(d) = driver {
         tokio::select! {
@@ -109,16 +116,15 @@ impl Direct {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
+        // IPv6 literals come bracketed from the URL; a socket address and a TLS server name want
+        // them bare.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
         let tls = match url.scheme() {
-            "https" => Some(tls(host)?),
+            "https" => Some(tls(bare)?),
             _ => None,
         };
         Ok(Direct {
-            // IPv6 literals come bracketed from the URL; a socket address wants them bare.
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
+            host: bare.to_owned(),
             port,
             host_header: HeaderValue::from_str(&authority)?,
             path: url[url::Position::BeforePath..url::Position::AfterQuery].parse()?,
@@ -131,7 +137,7 @@ impl Direct {
     /// POSTs `body` with `headers` (plus `Host`) and reads the whole answer.
     pub async fn post(
         &self,
-        headers: &[(HeaderName, HeaderValue)],
+        headers: Vec<(HeaderName, HeaderValue)>,
         body: Vec<u8>,
     ) -> Result<Answer, Failure> {
         let mut request = http::Request::post(self.path.clone())
@@ -140,7 +146,7 @@ impl Direct {
         let h = request.headers_mut();
         h.insert(header::HOST, self.host_header.clone());
         for (name, value) in headers {
-            h.insert(name.clone(), value.clone());
+            h.insert(name, value);
         }
         let mut fresh = 0;
         loop {
@@ -196,7 +202,7 @@ impl Direct {
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
-            if conn.driver.is_some() && !conn.sender.is_closed() {
+            if conn.open() {
                 return Some(conn);
             }
         }
@@ -204,7 +210,7 @@ impl Direct {
     }
 
     fn checkin(&self, conn: Conn) {
-        if conn.driver.is_some() && !conn.sender.is_closed() {
+        if conn.open() {
             self.idle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -256,7 +262,8 @@ where
     })
 }
 
-/// rustls with the platform's certificate roots (as reqwest uses them), HTTP/1.1 only.
+/// rustls with the platform's certificate roots (as reqwest uses them), HTTP/1.1 only. `host`
+/// without brackets.
 fn tls(
     host: &str,
 ) -> anyhow::Result<(
@@ -270,10 +277,9 @@ fn tls(
         .with_platform_verifier()?
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name =
-        rustls::pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|_| anyhow::anyhow!("{host:?} is not a valid server name for TLS"))?
-            .to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|_| anyhow::anyhow!("{host:?} is not a valid server name for TLS"))?
+        .to_owned();
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }
 
@@ -345,7 +351,7 @@ mod tests {
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/api/x?y=1")).unwrap();
         let direct = Direct::new(&url, Duration::from_secs(5)).unwrap();
         for _ in 0..2 {
-            let answer = direct.post(&[], b"{}".to_vec()).await.unwrap();
+            let answer = direct.post(Vec::new(), b"{}".to_vec()).await.unwrap();
             assert_eq!((answer.status, &answer.body[..]), (200, &b"ok"[..]));
             // Time for the server's close to arrive: the next request finds the connection ended
             // (its handle says so, or driving it reads the end) before writing anything on it.
@@ -363,7 +369,7 @@ mod tests {
             .port();
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/api")).unwrap();
         let direct = Direct::new(&url, Duration::from_secs(5)).unwrap();
-        let failure = direct.post(&[], b"{}".to_vec()).await.unwrap_err();
+        let failure = direct.post(Vec::new(), b"{}".to_vec()).await.unwrap_err();
         assert!(
             matches!(&failure, Failure::Connect(reason) if reason.contains("refused")),
             "{failure:?}"
