@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::util::{SandboxProcess, Scratch, bin, data, output, together};
 
 fn vectors() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors")
 }
 
 #[test]

@@ -186,7 +186,7 @@ mod tests {
 
     fn vector(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/vectors")
+            .join("tests/data/vectors")
             .join(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }

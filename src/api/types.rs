@@ -105,7 +105,7 @@ mod tests {
             mall_label: "20230316001".into(),
         };
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/vectors/request_body.json");
+            .join("tests/data/vectors/request_body.json");
         let expected = std::fs::read(path).unwrap();
         let expected = expected.strip_suffix(b"\n").unwrap_or(&expected);
         assert_eq!(SaveRequest::from_row(&row).to_body(), expected);
