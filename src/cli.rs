@@ -80,15 +80,19 @@ pub struct SettingsArgs {
     /// Requests in flight at once [default: 8; 64 when --rate is 0].
     #[arg(long)]
     pub concurrency: Option<String>,
-    /// Attempts per row per run for transient failures [default: 5].
+    /// Attempts in a row for a transient failure before the row is set aside [default: 4].
     #[arg(long)]
     pub max_attempts: Option<String>,
     /// Per-request time-out: 15, 15s, 500ms [default: 15s].
     #[arg(long)]
     pub timeout: Option<String>,
-    /// First retry back-off, doubled each attempt, with full jitter [default: 500ms].
+    /// First retry back-off, doubled each attempt, with full jitter [default: 2s].
     #[arg(long)]
     pub backoff: Option<String>,
+    /// Pauses after which a row still without an answer is tried again while the rest of the
+    /// sheet goes on; `none` for none [default: 10m,30m].
+    #[arg(long, value_name = "DURATIONS")]
+    pub retry_later: Option<String>,
     /// The SQLite ledger [default: pms-ledger.db].
     #[arg(long, value_name = "PATH")]
     pub ledger: Option<String>,
@@ -108,6 +112,7 @@ impl SettingsArgs {
             ("max_attempts", self.max_attempts.clone()),
             ("timeout", self.timeout.clone()),
             ("backoff", self.backoff.clone()),
+            ("retry_later", self.retry_later.clone()),
             ("ledger", self.ledger.clone()),
         ]
     }
@@ -144,6 +149,13 @@ pub struct RunArgs {
     /// At the end, write this run's HTML report here (as `pms-onboard report --run ID`).
     #[arg(long, value_name = "PATH")]
     pub report: Option<PathBuf>,
+    /// Send at most N pending rows, then stop (a canary: check them, then run without it).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Say what a run would do (send, skip, drift, reject) and show one signed request; send
+    /// nothing, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Encoding of the input files.
     #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
     pub encoding: crate::input::Encoding,

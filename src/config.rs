@@ -33,9 +33,10 @@ const KNOWN: &[(&str, Option<&str>)] = &[
     ("signature_algorithm", Some("RSA256")),
     ("rate", Some("10")),
     ("concurrency", Some("8")),
-    ("max_attempts", Some("5")),
+    ("max_attempts", Some("4")),
     ("timeout", Some("15s")),
-    ("backoff", Some("500ms")),
+    ("backoff", Some("2s")),
+    ("retry_later", Some("10m,30m")),
     ("ledger", Some("pms-ledger.db")),
 ];
 
@@ -177,12 +178,39 @@ impl Layers {
         self.config_file.as_deref()
     }
 
-    /// The settings as `name = value (source)` lines, key paths included but never key content.
+    /// The settings as `name = value (source)` lines, key paths included but never key content
+    /// (a key pasted where its path belongs is shown as such).
     pub fn describe(&self) -> BTreeMap<String, String> {
         self.values
             .iter()
-            .map(|(k, (v, s))| ((*k).to_owned(), format!("{v} ({s})")))
+            .map(|(k, (v, s))| {
+                let v = if crate::api::keys::looks_like_key_material(v) {
+                    "(key material, not shown)"
+                } else {
+                    v
+                };
+                ((*k).to_owned(), format!("{v} ({s})"))
+            })
             .collect()
+    }
+
+    /// A setting that names a key file: refused, without its value, when it holds the key
+    /// itself.
+    pub fn key_path(&self, name: &'static str) -> anyhow::Result<PathBuf> {
+        let value = self.require(name)?;
+        if crate::api::keys::looks_like_key_material(value) {
+            bail!(
+                "setting `{name}` ({}) holds key material, not a path: `{name}` must be the path \
+                 of a key file, e.g. keys/{}.pem (the value is not shown)",
+                self.source(name).unwrap_or(&Source::Default),
+                if name == "private_key" {
+                    "client_private"
+                } else {
+                    "alipay_public"
+                }
+            );
+        }
+        Ok(PathBuf::from(value.trim()))
     }
 }
 
@@ -233,6 +261,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// `10m,30m`: durations separated by commas; empty or `none` for none.
+pub fn parse_durations(s: &str) -> Option<Vec<Duration>> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Some(Vec::new());
+    }
+    let list = s
+        .split(',')
+        .map(parse_duration)
+        .collect::<Option<Vec<_>>>()?;
+    (list.len() <= 10).then_some(list)
+}
+
 /// `15s`, `500ms`: the form `parse_duration` reads back.
 pub fn format_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -257,6 +298,9 @@ pub struct RunSettings {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub backoff: Duration,
+    /// Pauses after which a row that still has no answer is tried again, while the rest of the
+    /// sheet goes on.
+    pub retry_later: Vec<Duration>,
     pub ledger: PathBuf,
 }
 
@@ -276,8 +320,8 @@ impl RunSettings {
         Ok(RunSettings {
             endpoint,
             client_id,
-            private_key: PathBuf::from(l.require("private_key")?),
-            alipay_public_key: PathBuf::from(l.require("alipay_public_key")?),
+            private_key: l.key_path("private_key")?,
+            alipay_public_key: l.key_path("alipay_public_key")?,
             key_version: l.parse("key_version", "a whole number such as 1", |s| {
                 s.parse::<u32>().ok().map(|v| v.to_string())
             })?,
@@ -307,7 +351,12 @@ impl RunSettings {
                 "a duration such as 15, 15s or 500ms",
                 parse_duration,
             )?,
-            backoff: l.parse("backoff", "a duration such as 500ms", parse_duration)?,
+            backoff: l.parse("backoff", "a duration such as 2s or 500ms", parse_duration)?,
+            retry_later: l.parse(
+                "retry_later",
+                "durations separated by commas, such as 10m,30m (none: no later retries)",
+                parse_durations,
+            )?,
             ledger: PathBuf::from(l.require("ledger")?),
         })
     }
@@ -327,6 +376,25 @@ mod tests {
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(format_duration(Duration::from_secs(15)), "15s");
+        assert_eq!(
+            parse_durations("10m, 30m"),
+            Some(vec![Duration::from_secs(600), Duration::from_secs(1800)])
+        );
+        assert_eq!(parse_durations("none"), Some(vec![]));
+        assert_eq!(parse_durations("10m,soon"), None);
+    }
+
+    #[test]
+    fn a_key_given_as_a_setting_value_is_refused_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        let l = Layers::resolve(&vec![("private_key", Some(key.into()))], Some(&path)).unwrap();
+        let err = l.key_path("private_key").unwrap_err().to_string();
+        assert!(err.contains("must be the path of a key file"), "{err}");
+        assert!(!err.contains("MIIEvQ"), "{err}");
+        assert!(!l.describe()["private_key"].contains("MIIEvQ"));
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod commands;
 pub mod config;
 pub mod input;
 pub mod ledger;
+pub mod model;
+pub mod output;
 pub mod pipeline;
 pub mod report;
 pub mod sandbox;

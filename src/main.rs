@@ -2,10 +2,12 @@
 //! Errors are printed once, as the error and its causes; a broken pipe is not an error.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser as _;
 use pms_onboard::cli::{Cli, Command, LogFormat};
 use pms_onboard::commands::{self, exit};
+use pms_onboard::output::Printer;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -19,34 +21,33 @@ fn main() -> ExitCode {
             };
         }
     };
+    ignore_file_size_signal();
     init_logging(cli.log_format);
-    match run(cli) {
+    let printer = Arc::new(Printer::new(cli.log_format == LogFormat::Json));
+    match run(cli, &printer) {
         Ok(code) => code,
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+            printer.error(&e.to_string(), &causes);
             ExitCode::from(exit::FATAL)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let json = cli.log_format == LogFormat::Json;
+fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => commands::run::run(args, json),
-        Command::Validate(args) => commands::validate::run(args),
-        Command::Status(args) => commands::status::run(args),
+        Command::Run(args) => commands::run::run(args, printer.clone()),
+        Command::Validate(args) => commands::validate::run(args, printer),
+        Command::Status(args) => commands::status::run(args, printer),
         Command::Export(args) => commands::export::run(args),
         Command::Reconcile(args) => commands::reconcile::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::Sandbox(args) => commands::sandbox::run(args),
-        Command::Sign(args) => commands::sign::run(args),
-        Command::Keygen(args) => commands::keygen::run(args),
+        Command::Sign(args) => commands::sign::run(args, printer),
+        Command::Keygen(args) => commands::keygen::run(args, printer),
     }
 }
 
@@ -62,6 +63,17 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.without_time().with_target(false).init(),
+    }
+}
+
+/// A file-size limit (`ulimit -f`) would kill the process with SIGXFSZ in the middle of a
+/// ledger write; ignored, the write fails with an error the ledger writer handles (it keeps the
+/// answers and writes them to the side file).
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -240,7 +240,7 @@ fn the_readme_command_runs_the_samples_on_the_sandbox() {
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "key,save_way_type,ipay_trade_no,partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label,state,ambiguous,pms_label,result_code,result_message,attempts,source_file,source_line,updated_at"
+        "key,save_way_type,ipay_trade_no,partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label,state,ambiguous,pms_label,result_code,result_message,attempts,source_file,source_line,updated_at,tracer_id"
     );
     assert_eq!(lines.count(), 2);
     let (code, out, _) =

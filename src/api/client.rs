@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 
 use super::keys::{PrivateKey, PublicKey};
-use super::outcome::{Attempt, Outcome, classify_http, classify_result, parse_retry_after};
+use super::outcome::{
+    Attempt, MAX_BODY, Outcome, classify_http, classify_result, classify_unverified,
+    parse_retry_after,
+};
 use super::signing::{self, API_PATH};
-use super::transport::{self, Answer, Direct, Failure};
+use super::transport::{self, Direct, RawResponse, SendError};
 use super::types::{SaveRequest, SaveResponse};
 use crate::input::Row;
 
@@ -128,7 +131,9 @@ impl Client {
         })?;
         let connect_timeout = settings.timeout.min(Duration::from_secs(10));
         let transport = if transport::proxied(&url) {
+            // No redirects: a signed POST must never be sent again somewhere else.
             let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(settings.timeout)
                 .connect_timeout(connect_timeout)
                 .pool_idle_timeout(Duration::from_secs(60))
@@ -179,22 +184,28 @@ impl Client {
                 Transport::Direct(direct) => {
                     tokio::time::timeout(self.settings.timeout, direct.post(headers, signed.body))
                         .await
-                        .unwrap_or(Err(Failure::Timeout))
+                        .unwrap_or(Err(SendError::Timeout))
                 }
                 Transport::Proxied { http, url } => {
                     via_reqwest(http, url, headers, signed.body).await
                 }
             },
         };
-        let answer = match answer {
-            Ok(a) => a,
+        let response = match answer {
+            Ok(r) => r,
             Err(f) => return failed(f, started.elapsed(), self.settings.timeout),
         };
-        let Answer {
+        let latency = started.elapsed();
+        self.interpret(response, latency)
+    }
+
+    /// Reads an answer: HTTP status, headers, the signature, then the business result.
+    fn interpret(&self, response: RawResponse, latency: Duration) -> Attempt {
+        let RawResponse {
             status,
             headers,
             body,
-        } = answer;
+        } = response;
         let header = |name: &str| {
             headers
                 .get(name)
@@ -202,20 +213,25 @@ impl Client {
                 .map(str::to_owned)
         };
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
-        let response_time = header("response-time");
-        let signature = header("signature");
-        let latency = started.elapsed();
-        if let Some(outcome) = classify_http(status, retry_after) {
+        let tracer_id = header("tracer-id");
+        if let Some(mut outcome) = classify_http(status, retry_after) {
+            if let Outcome::Fatal { message, .. } = &mut outcome
+                && let Some(t) = &tracer_id
+            {
+                message.push_str(&format!(" (Tracer-Id {t})"));
+            }
             return Attempt {
                 outcome,
                 http_status: Some(status),
-                result_code: None,
-                result_status: None,
-                result_message: None,
                 error: Some(format!("HTTP {status}")),
+                tracer_id,
+                response_body: Some(body.to_vec()),
                 latency,
+                ..Attempt::default()
             };
         }
+        let response_time = header("response-time");
+        let signature = header("signature");
         let verified = signing::verify(
             &self.alipay_public_key,
             API_PATH,
@@ -224,18 +240,46 @@ impl Client {
             &body,
             signature.as_deref(),
         );
-        interpret_answer(status, &body, verified, latency)
+        let mut attempt = interpret_answer(status, &body, verified, latency);
+        attempt.tracer_id = tracer_id;
+        if attempt.verified == Some(false) {
+            attempt.response_time = response_time;
+            attempt.response_signature = signature;
+        }
+        attempt
+    }
+
+    /// Verifies an answer kept from an earlier run (one that did not verify then) with this
+    /// client's `alipay_public_key`, and classifies it as if it had just arrived: `Some` when it
+    /// verifies now.
+    pub fn reverify(
+        &self,
+        body: &[u8],
+        response_time: Option<&str>,
+        signature: Option<&str>,
+    ) -> Option<Attempt> {
+        let verified = signing::verify(
+            &self.alipay_public_key,
+            API_PATH,
+            &self.settings.client_id,
+            response_time,
+            body,
+            signature,
+        );
+        verified
+            .is_ok()
+            .then(|| interpret_answer(200, body, verified, Duration::ZERO))
     }
 }
 
 impl Client {
     /// The request's headers (the transport adds `Host` and `Content-Length`).
-    fn headers(&self, signed: &SignedRequest) -> Result<Vec<(HeaderName, HeaderValue)>, Failure> {
+    fn headers(&self, signed: &SignedRequest) -> Result<Vec<(HeaderName, HeaderValue)>, SendError> {
         // Both are ASCII by construction (a timestamp; URL-encoded base64), so this cannot fail;
         // if it did, nothing was sent.
         let value = |s: &str| {
             HeaderValue::from_str(s)
-                .map_err(|_| Failure::Connect(format!("{s:?} cannot be sent in a header")))
+                .map_err(|_| SendError::Connect(format!("{s:?} cannot be sent in a header")))
         };
         Ok(vec![
             (HeaderName::from_static("client-id"), self.client_id.clone()),
@@ -265,14 +309,14 @@ async fn via_reqwest(
     url: &reqwest::Url,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
-) -> Result<Answer, Failure> {
+) -> Result<RawResponse, SendError> {
     let sorted = |e: reqwest::Error, status: Option<u16>| {
         if e.is_timeout() {
-            Failure::Timeout
+            SendError::Timeout
         } else if e.is_connect() {
-            Failure::Connect(transport::error_chain(&e))
+            SendError::Connect(transport::error_chain(&e))
         } else {
-            Failure::AfterSending {
+            SendError::AfterSending {
                 reason: transport::error_chain(&e),
                 status,
             }
@@ -282,21 +326,32 @@ async fn via_reqwest(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    let response = request
+    let mut response = request
         .body(body)
         .send()
         .await
         .map_err(|e| sorted(e, None))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
+    // Read in chunks up to the cap: a body that goes on is not the documented answer.
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| sorted(e, Some(status)))?;
-    Ok(Answer {
+        .map_err(|e| sorted(e, Some(status)))?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(SendError::AfterSending {
+                reason: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
+                status: Some(status),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(RawResponse {
         status,
         headers,
-        body,
+        body: body.into(),
     })
 }
 
@@ -352,9 +407,9 @@ pub fn sign_body_at(
 
 /// A request that got no answer, as an attempt. A refused connection never reached the gateway;
 /// anything later may have been processed.
-fn failed(f: Failure, latency: Duration, timeout: Duration) -> Attempt {
+fn failed(f: SendError, latency: Duration, timeout: Duration) -> Attempt {
     let (reason, maybe_processed, http_status) = match f {
-        Failure::Timeout => (
+        SendError::Timeout => (
             format!(
                 "no answer within {}",
                 crate::config::format_duration(timeout)
@@ -362,8 +417,8 @@ fn failed(f: Failure, latency: Duration, timeout: Duration) -> Attempt {
             true,
             None,
         ),
-        Failure::Connect(reason) => (format!("cannot connect: {reason}"), false, None),
-        Failure::AfterSending { reason, status } => {
+        SendError::Connect(reason) => (format!("cannot connect: {reason}"), false, None),
+        SendError::AfterSending { reason, status } => {
             (format!("connection failed: {reason}"), true, status)
         }
     };
@@ -372,66 +427,55 @@ fn failed(f: Failure, latency: Duration, timeout: Duration) -> Attempt {
             reason: reason.clone(),
             retry_after: None,
             maybe_processed,
-            rate_limited: false,
         },
         http_status,
-        result_code: None,
-        result_status: None,
-        result_message: None,
         error: Some(reason),
         latency,
+        ..Attempt::default()
     }
 }
 
-/// Reads a 2xx answer. An answer that cannot be parsed, or whose signature does not verify, is
-/// not believed (transient); a fatal code is still honoured so that a wrong configuration stops
-/// the run instead of retrying forever.
+/// Reads a 2xx answer. Whatever it says is kept in the attempt (code, message, label, the raw
+/// body), verified or not. An answer that cannot be parsed is transient; one whose signature does
+/// not verify is [`Outcome::Unverified`] (only a fatal code is honoured, so that a wrong
+/// configuration stops the run instead of retrying forever).
 fn interpret_answer(
     status: u16,
     body: &[u8],
     verified: Result<(), signing::VerifyError>,
     latency: Duration,
 ) -> Attempt {
-    let parsed: Option<SaveResponse> = serde_json::from_slice(body).ok();
     let mut attempt = Attempt {
-        outcome: Outcome::Transient {
-            reason: String::new(),
-            retry_after: None,
-            maybe_processed: true,
-            rate_limited: false,
-        },
         http_status: Some(status),
-        result_code: None,
-        result_status: None,
-        result_message: None,
-        error: None,
+        response_body: Some(body.to_vec()),
         latency,
+        ..Attempt::default()
     };
-    let Some(answer) = parsed else {
+    let Ok(answer) = serde_json::from_slice::<SaveResponse>(body) else {
         let reason = "the answer is not the documented JSON".to_owned();
         attempt.outcome = transient(&reason);
         attempt.error = Some(reason);
         return attempt;
     };
-    let r = &answer.result;
-    attempt.result_code = Some(r.result_code.clone());
-    attempt.result_status = Some(r.result_status.clone());
-    attempt.result_message = Some(r.result_message.clone());
-    let outcome = classify_result(
-        &r.result_code,
-        &r.result_status,
-        &r.result_message,
-        answer.pms_label.as_deref(),
-    );
-    attempt.outcome = match (verified, outcome) {
-        (Ok(()), outcome) => outcome,
-        (Err(_), fatal @ Outcome::Fatal { .. }) => fatal,
-        (Err(e), _) => {
+    let r = answer.result;
+    attempt.verified = Some(verified.is_ok());
+    attempt.outcome = match verified {
+        Ok(()) => classify_result(
+            &r.result_code,
+            &r.result_status,
+            &r.result_message,
+            answer.pms_label.as_deref(),
+        ),
+        Err(e) => {
             let reason = format!("response signature not accepted: {e}");
             attempt.error = Some(reason.clone());
-            transient(&reason)
+            classify_unverified(&r.result_code, &r.result_message, reason)
         }
     };
+    attempt.result_code = Some(r.result_code);
+    attempt.result_status = Some(r.result_status);
+    attempt.result_message = Some(r.result_message);
+    attempt.pms_label = answer.pms_label.filter(|l| !l.trim().is_empty());
     attempt
 }
 
@@ -440,7 +484,6 @@ fn transient(reason: &str) -> Outcome {
         reason: reason.to_owned(),
         retry_after: None,
         maybe_processed: true,
-        rate_limited: false,
     }
 }
 
@@ -477,14 +520,14 @@ mod tests {
             Err(signing::VerifyError::Missing),
             Duration::ZERO,
         );
-        assert!(matches!(
-            a.outcome,
-            Outcome::Transient {
-                maybe_processed: true,
-                ..
-            }
-        ));
+        assert!(matches!(a.outcome, Outcome::Unverified { .. }));
+        // What it said is kept, label included, but not believed.
+        assert_eq!(a.verified, Some(false));
+        assert_eq!(a.pms_label.as_deref(), Some("1"));
+        assert_eq!(a.result_code.as_deref(), Some("SUCCESS"));
+        assert_eq!(a.response_body.as_deref(), Some(&body[..]));
         let a = interpret_answer(200, body, Ok(()), Duration::ZERO);
+        assert_eq!(a.verified, Some(true));
         assert_eq!(
             a.outcome,
             Outcome::Success {

@@ -15,31 +15,67 @@ use rsa::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
 };
 
-/// Why a key could not be used. The text names the file and what was tried, never key bytes.
+/// Why a key could not be used. The text names the file and what was tried, never key bytes;
+/// a "path" that is itself key material (a key pasted where a path belongs) is not shown.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}")]
+    #[error("cannot read key file {}", shown(path))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "{path} is not a readable RSA {kind} key (tried {tried}); export it again from the \
-         portal or convert it with openssl"
+        "{} is not a readable RSA {kind} key (tried {tried}); export it again from the \
+         portal or convert it with openssl",
+        shown(path)
     )]
     Unreadable {
         path: PathBuf,
         kind: &'static str,
         tried: &'static str,
     },
+    #[error("{} holds {found}, not {wanted}: {hint}", shown(path))]
+    WrongKind {
+        path: PathBuf,
+        found: &'static str,
+        wanted: &'static str,
+        hint: &'static str,
+    },
     #[error(
-        "{path} is an encrypted (password-protected) private key; write an unencrypted copy that \
-         only you can read: openssl pkcs8 -in KEY -out plain.pem && chmod 600 plain.pem"
+        "{} is an encrypted (password-protected) private key; write an unencrypted copy that \
+         only you can read: openssl pkcs8 -in KEY -out plain.pem && chmod 600 plain.pem",
+        shown(path)
     )]
     Encrypted { path: PathBuf },
-    #[error("{path}: the RSA key is {bits} bits; the gateway needs 2048 bits or more")]
+    #[error(
+        "{}: the RSA key is {bits} bits; the gateway needs 2048 bits or more",
+        shown(path)
+    )]
     TooSmall { path: PathBuf, bits: usize },
+    #[error("a key was given where the path of a key file belongs (the value is not shown)")]
+    NotAPath,
+}
+
+/// Whether a setting's value is key material rather than a path: a PEM armour, a line break, or
+/// a long run of base64 (the portal's bare key). Such a value is never shown.
+pub fn looks_like_key_material(value: &str) -> bool {
+    let v = value.trim();
+    v.contains("-----BEGIN")
+        || v.contains('\n')
+        || (v.len() >= 200
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='))
+}
+
+/// A key file's path as messages show it: as it is, unless it is key material.
+fn shown(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if looks_like_key_material(&text) {
+        "(key material given as a path, not shown)".to_owned()
+    } else {
+        text.into_owned()
+    }
 }
 
 const PRIVATE_FORMATS: &str =
@@ -79,6 +115,15 @@ pub struct PublicKey {
     parsed: lc::ParsedPublicKey,
 }
 
+impl PartialEq for PublicKey {
+    /// The same RSA public key (modulus and exponent), whatever format each was read from.
+    fn eq(&self, other: &Self) -> bool {
+        self.parsed.as_ref() == other.parsed.as_ref()
+    }
+}
+
+impl Eq for PublicKey {}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({} bytes)", self.parsed.as_ref().len())
@@ -88,11 +133,24 @@ impl fmt::Debug for PublicKey {
 impl PrivateKey {
     /// Reads a private key file in any supported format; warns when others can read it.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        if looks_like_key_material(&path.to_string_lossy()) {
+            return Err(KeyError::NotAPath);
+        }
         let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
             path: path.to_owned(),
             source,
         })?;
         warn_if_readable_by_others(path);
+        if parse_private(&bytes).is_none() && parse_public(&bytes).is_some() {
+            return Err(KeyError::WrongKind {
+                path: path.to_owned(),
+                found: "a public key",
+                wanted: "your private key",
+                hint: "private_key must be the private half of the key pair whose public half \
+                       is uploaded in the AlipayHK portal (are private_key and \
+                       alipay_public_key swapped?)",
+            });
+        }
         let unreadable = || KeyError::Unreadable {
             path: path.to_owned(),
             kind: "private",
@@ -139,10 +197,23 @@ impl PrivateKey {
 
 impl PublicKey {
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        if looks_like_key_material(&path.to_string_lossy()) {
+            return Err(KeyError::NotAPath);
+        }
         let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
             path: path.to_owned(),
             source,
         })?;
+        if parse_public(&bytes).is_none() && parse_private(&bytes).is_some() {
+            return Err(KeyError::WrongKind {
+                path: path.to_owned(),
+                found: "a private key",
+                wanted: "AlipayHK's public key",
+                hint: "alipay_public_key must be the AlipayHK public key downloaded from the \
+                       portal; a private key never goes there (are private_key and \
+                       alipay_public_key swapped?)",
+            });
+        }
         let unreadable = || KeyError::Unreadable {
             path: path.to_owned(),
             kind: "public",
@@ -367,6 +438,49 @@ mod tests {
         .unwrap();
         let err = PublicKey::from_file(&public).unwrap_err().to_string();
         assert!(err.contains("1024 bits"), "{err}");
+    }
+
+    #[test]
+    fn a_key_pasted_where_a_path_belongs_is_never_shown() {
+        let pem = String::from_utf8(vector("client_private_pkcs8.pem")).unwrap();
+        let bare = String::from_utf8(vector("client_private_bare_base64.txt")).unwrap();
+        for pasted in [pem.as_str(), bare.trim()] {
+            for err in [
+                PrivateKey::from_file(Path::new(pasted))
+                    .unwrap_err()
+                    .to_string(),
+                PublicKey::from_file(Path::new(pasted))
+                    .unwrap_err()
+                    .to_string(),
+            ] {
+                assert!(err.contains("not shown"), "{err}");
+                for line in pem.lines().chain(bare.lines()) {
+                    assert!(!err.contains(&line[..line.len().min(24)]), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swapped_halves_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(dir.path()).unwrap();
+        let err = PrivateKey::from_file(&dir.path().join("client_public.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds a public key") && err.contains("swapped"),
+            "{err}"
+        );
+        let err = PublicKey::from_file(&dir.path().join("client_private.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds a private key"), "{err}");
+        let own = PrivateKey::from_file(&dir.path().join("client_private.pem")).unwrap();
+        let public = PublicKey::from_file(&dir.path().join("client_public.pem")).unwrap();
+        let alipay = PublicKey::from_file(&dir.path().join("alipay_public.pem")).unwrap();
+        assert_eq!(own.public_key(), public);
+        assert_ne!(own.public_key(), alipay);
     }
 
     #[test]

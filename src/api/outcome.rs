@@ -1,5 +1,5 @@
-//! What one call came to, classified as SPEC section 3 says. Only this module maps result codes
-//! and HTTP statuses to classes; `pipeline::retry` decides what to do with a class.
+//! What one call came to, classified as SPEC section 3 says. This is the only place that maps
+//! result codes and HTTP statuses to classes; `pipeline::policy` decides what to do with a class.
 
 use std::time::Duration;
 
@@ -11,17 +11,26 @@ pub enum Outcome {
     /// `STORE_IS_CIRCLED`: the store already has a mall.
     AlreadyCircled,
     /// Worth trying again. `maybe_processed` is true when the gateway may have acted on the call
-    /// (time-out, `UNKNOWN_EXCEPTION`, an answer that cannot be believed): a later
+    /// (time-out, `UNKNOWN_EXCEPTION`, a dropped connection after sending): a later
     /// `STORE_IS_CIRCLED` then most likely means our own earlier call went through.
     Transient {
         reason: String,
         retry_after: Option<Duration>,
         maybe_processed: bool,
-        rate_limited: bool,
     },
+    /// The gateway held the request back (`REQUEST_TRAFFIC_EXCEED_LIMIT`, HTTP 429): it was not
+    /// processed. Every worker pauses and the pace drops.
+    Throttled {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// An answer arrived whose signature could not be verified (wrong `alipay_public_key`, a key
+    /// rotated by AlipayHK, a proxy that rewrites answers). What it says is kept, never believed;
+    /// it may have been processed.
+    Unverified { reason: String },
     /// The gateway refused this row for good.
     Permanent { code: String, message: String },
-    /// The configuration is wrong (signature, client, access): every row would fail.
+    /// The configuration is wrong (signature, client, access, endpoint): every row would fail.
     Fatal { code: String, message: String },
 }
 
@@ -32,31 +41,86 @@ impl Outcome {
             Outcome::Success { .. } => "success",
             Outcome::AlreadyCircled => "already_circled",
             Outcome::Transient { .. } => "transient",
+            Outcome::Throttled { .. } => "throttled",
+            Outcome::Unverified { .. } => "unverified",
             Outcome::Permanent { .. } => "permanent",
             Outcome::Fatal { .. } => "fatal",
         }
     }
+
+    /// Whether the gateway may have acted on the request.
+    pub fn maybe_processed(&self) -> bool {
+        match self {
+            Outcome::Transient {
+                maybe_processed, ..
+            } => *maybe_processed,
+            Outcome::Unverified { .. } => true,
+            _ => false,
+        }
+    }
 }
 
-/// Everything kept about one attempt.
-#[derive(Debug, Clone)]
+/// Everything kept about one attempt, whether or not its answer could be believed.
+#[derive(Debug, Clone, Default)]
 pub struct Attempt {
     pub outcome: Outcome,
     pub http_status: Option<u16>,
+    /// What the answer said, verified or not (see `verified`).
     pub result_code: Option<String>,
     pub result_status: Option<String>,
     pub result_message: Option<String>,
+    pub pms_label: Option<String>,
+    /// `Some(true)`: the answer's signature verified; `Some(false)`: it did not (or it had
+    /// none); `None`: no JSON answer came back.
+    pub verified: Option<bool>,
     /// Transport or verification error, in words.
     pub error: Option<String>,
+    /// The answer's `Tracer-Id` header: what AlipayHK support asks for.
+    pub tracer_id: Option<String>,
+    /// The raw answer body (at most [`MAX_BODY`] bytes), kept with the attempt.
+    pub response_body: Option<Vec<u8>>,
+    /// For an answer that did not verify: its `response-time` and `signature` headers, so that
+    /// it can be verified again with another key (`run` does so first).
+    pub response_time: Option<String>,
+    pub response_signature: Option<String>,
     pub latency: Duration,
 }
 
-const FATAL_CODES: &[&str] = &[
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome::Transient {
+            reason: String::new(),
+            retry_after: None,
+            maybe_processed: true,
+        }
+    }
+}
+
+/// The largest answer body read; anything longer is not the documented answer (a real one is
+/// well under 1 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The throttling code (status `U`): "The request traffic exceeds the limit."
+pub const THROTTLED_CODE: &str = "REQUEST_TRAFFIC_EXCEED_LIMIT";
+
+/// Codes every row would hit: the configuration is wrong.
+pub const FATAL_CODES: &[&str] = &[
     "INVALID_SIGNATURE",
     "INVALID_CLIENT",
     "ACCESS_DENIED",
     "KEY_NOT_FOUND",
+    "INVALID_API",
+    "METHOD_NOT_SUPPORTED",
+    "MEDIA_TYPE_NOT_ACCEPTABLE",
 ];
+
+fn transient(reason: String, maybe_processed: bool) -> Outcome {
+    Outcome::Transient {
+        reason,
+        retry_after: None,
+        maybe_processed,
+    }
+}
 
 /// Classifies a parsed, *verified* business answer.
 pub fn classify_result(
@@ -65,52 +129,53 @@ pub fn classify_result(
     message: &str,
     pms_label: Option<&str>,
 ) -> Outcome {
-    let permanent = || Outcome::Permanent {
-        code: code.to_owned(),
-        message: message.to_owned(),
-    };
     match (code, status) {
         ("SUCCESS", "S") => match pms_label.map(str::trim).filter(|l| !l.is_empty()) {
             Some(label) => Outcome::Success {
                 pms_label: label.to_owned(),
             },
-            None => Outcome::Transient {
-                reason: "SUCCESS without a pmsLabel".to_owned(),
-                retry_after: None,
-                maybe_processed: true,
-                rate_limited: false,
-            },
+            None => transient("SUCCESS without a pmsLabel".to_owned(), true),
         },
         ("STORE_IS_CIRCLED", _) => Outcome::AlreadyCircled,
-        ("UNKNOWN_EXCEPTION", _) | (_, "U") => Outcome::Transient {
+        (THROTTLED_CODE, _) => Outcome::Throttled {
             reason: format!("{code} ({status}): {message}"),
             retry_after: None,
-            maybe_processed: true,
-            rate_limited: false,
         },
         (c, _) if FATAL_CODES.contains(&c) => Outcome::Fatal {
             code: code.to_owned(),
             message: message.to_owned(),
         },
-        _ => permanent(),
+        ("UNKNOWN_EXCEPTION", _) | (_, "U") => {
+            transient(format!("{code} ({status}): {message}"), true)
+        }
+        // PROCESS_FAIL ("do not retry"), the business refusals, and any other F code.
+        _ => Outcome::Permanent {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
     }
+}
+
+/// Classifies an answer whose signature did not verify: only a fatal code is honoured, so that
+/// a wrong configuration stops the run instead of retrying forever; anything else is kept as
+/// said and not believed.
+pub fn classify_unverified(code: &str, message: &str, reason: String) -> Outcome {
+    if FATAL_CODES.contains(&code) {
+        return Outcome::Fatal {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        };
+    }
+    Outcome::Unverified { reason }
 }
 
 /// Classifies an HTTP status that carries no business answer we can use.
 pub fn classify_http(status: u16, retry_after: Option<Duration>) -> Option<Outcome> {
     match status {
         200..=299 => None,
-        429 => Some(Outcome::Transient {
+        429 => Some(Outcome::Throttled {
             reason: "HTTP 429 Too Many Requests".to_owned(),
             retry_after,
-            maybe_processed: false,
-            rate_limited: true,
-        }),
-        500 | 502 | 503 | 504 => Some(Outcome::Transient {
-            reason: format!("HTTP {status}"),
-            retry_after,
-            maybe_processed: true,
-            rate_limited: false,
         }),
         401 | 403 => Some(Outcome::Fatal {
             code: format!("HTTP_{status}"),
@@ -124,7 +189,6 @@ pub fn classify_http(status: u16, retry_after: Option<Duration>) -> Option<Outco
             reason: format!("HTTP {status}"),
             retry_after,
             maybe_processed: true,
-            rate_limited: false,
         }),
     }
 }
@@ -164,12 +228,22 @@ mod tests {
             classify_result("WHATEVER", "U", "", None),
             Outcome::Transient { .. }
         ));
+        assert!(matches!(
+            classify_result(
+                THROTTLED_CODE,
+                "U",
+                "The request traffic exceeds the limit.",
+                None
+            ),
+            Outcome::Throttled { .. }
+        ));
         for code in [
             "PARAM_ILLEGAL",
             "IPAY_TRADE_NO_NOT_EXIST",
             "BUSINESS_DISTRICT_NOT_EXIST",
             "UNKNOWN_CIRCLE_STORE_WAY_TYPE",
             "CIRCLE_STORE_FAILURE",
+            "PROCESS_FAIL",
             "SOMETHING_NEW",
         ] {
             assert!(
@@ -186,21 +260,46 @@ mod tests {
                 "{code}"
             );
         }
+        for code in [
+            "INVALID_API",
+            "METHOD_NOT_SUPPORTED",
+            "MEDIA_TYPE_NOT_ACCEPTABLE",
+        ] {
+            assert!(FATAL_CODES.contains(&code), "{code}");
+        }
+    }
+
+    #[test]
+    fn an_unverified_answer_is_kept_but_only_a_fatal_code_is_believed() {
+        assert!(matches!(
+            classify_unverified("SUCCESS", "", "bad".into()),
+            Outcome::Unverified { .. }
+        ));
+        assert!(matches!(
+            classify_unverified("INVALID_SIGNATURE", "", "bad".into()),
+            Outcome::Fatal { .. }
+        ));
+        assert!(
+            Outcome::Unverified {
+                reason: String::new()
+            }
+            .maybe_processed()
+        );
     }
 
     #[test]
     fn http_statuses() {
         assert!(matches!(
             classify_http(429, None),
-            Some(Outcome::Transient {
-                rate_limited: true,
-                ..
-            })
+            Some(Outcome::Throttled { .. })
         ));
         for s in [500, 502, 503, 504] {
             assert!(matches!(
                 classify_http(s, None),
-                Some(Outcome::Transient { .. })
+                Some(Outcome::Transient {
+                    maybe_processed: true,
+                    ..
+                })
             ));
         }
         assert!(matches!(

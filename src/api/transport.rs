@@ -9,9 +9,9 @@
 //! gateway) the request goes through reqwest instead, which speaks to proxies.
 //!
 //! What matters for "never sent twice" is which failures could have reached the gateway. A
-//! failure to connect could not ([`Failure::Connect`]); neither could a request that hyper hands
+//! failure to connect could not ([`SendError::Connect`]); neither could a request that hyper hands
 //! back unwritten, which is sent again on a fresh connection. Anything after the request may have
-//! left is [`Failure::AfterSending`].
+//! left is [`SendError::AfterSending`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,9 +25,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::outcome::MAX_BODY;
+
 /// Why no answer came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub enum SendError {
     /// No connection: the request cannot have reached the gateway.
     Connect(String),
     /// No complete answer within the time-out; the gateway may have processed the request.
@@ -38,7 +40,7 @@ pub enum Failure {
 
 /// A complete answer.
 #[derive(Debug)]
-pub struct Answer {
+pub struct RawResponse {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Bytes,
@@ -139,10 +141,10 @@ impl Direct {
         &self,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Vec<u8>,
-    ) -> Result<Answer, Failure> {
+    ) -> Result<RawResponse, SendError> {
         let mut request = http::Request::post(self.path.clone())
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Failure::Connect(e.to_string()))?;
+            .map_err(|e| SendError::Connect(e.to_string()))?;
         let h = request.headers_mut();
         h.insert(header::HOST, self.host_header.clone());
         for (name, value) in headers {
@@ -157,7 +159,7 @@ impl Direct {
                     self.connect().await?
                 }
                 None => {
-                    return Err(Failure::Connect(
+                    return Err(SendError::Connect(
                         "the gateway closed each new connection before the request was written"
                             .into(),
                     ));
@@ -171,15 +173,18 @@ impl Direct {
                 Ok(response) => {
                     let (parts, incoming) = response.into_parts();
                     let status = parts.status.as_u16();
-                    let body = driven(&mut conn.driver, incoming.collect())
+                    // A body over the cap is not the documented answer: the connection is
+                    // dropped with it (never checked in with a body half read).
+                    let limited = http_body_util::Limited::new(incoming, MAX_BODY);
+                    let body = driven(&mut conn.driver, limited.collect())
                         .await
-                        .map_err(|e| Failure::AfterSending {
-                            reason: error_chain(&e),
+                        .map_err(|e| SendError::AfterSending {
+                            reason: body_error(&*e),
                             status: Some(status),
                         })?
                         .to_bytes();
                     self.checkin(conn);
-                    return Ok(Answer {
+                    return Ok(RawResponse {
                         status,
                         headers: parts.headers,
                         body,
@@ -189,7 +194,7 @@ impl Direct {
                     // hyper gives the request back only when none of it was written.
                     Some(unsent) => request = unsent,
                     None => {
-                        return Err(Failure::AfterSending {
+                        return Err(SendError::AfterSending {
                             reason: error_chain(e.error()),
                             status: None,
                         });
@@ -218,7 +223,7 @@ impl Direct {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, Failure> {
+    async fn connect(&self) -> Result<Conn, SendError> {
         let open = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
@@ -239,8 +244,8 @@ impl Direct {
         };
         match tokio::time::timeout(self.connect_timeout, open).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(reason)) => Err(Failure::Connect(reason)),
-            Err(_) => Err(Failure::Connect(format!(
+            Ok(Err(reason)) => Err(SendError::Connect(reason)),
+            Err(_) => Err(SendError::Connect(format!(
                 "no connection within {}",
                 crate::config::format_duration(self.connect_timeout)
             ))),
@@ -293,6 +298,14 @@ pub fn proxied(url: &url::Url) -> bool {
         .is_some()
 }
 
+/// Why an answer's body could not be read, in words: over the cap, or the connection's error.
+pub fn body_error(e: &(dyn std::error::Error + 'static)) -> String {
+    if e.is::<http_body_util::LengthLimitError>() {
+        format!("the answer is larger than {} KiB", MAX_BODY / 1024)
+    } else {
+        error_chain(e)
+    }
+}
 /// An error and its causes on one line.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -371,7 +384,7 @@ mod tests {
         let direct = Direct::new(&url, Duration::from_secs(5)).unwrap();
         let failure = direct.post(Vec::new(), b"{}".to_vec()).await.unwrap_err();
         assert!(
-            matches!(&failure, Failure::Connect(reason) if reason.contains("refused")),
+            matches!(&failure, SendError::Connect(reason) if reason.contains("refused")),
             "{failure:?}"
         );
     }

@@ -68,12 +68,16 @@ impl SaveRequest {
     }
 }
 
-/// `result` in every response.
+/// `result` in every response. Read leniently: a field that is `null`, missing or a number is
+/// still read (as empty, or as the number's text), since an answer that arrived must be kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ResultInfo {
+    #[serde(deserialize_with = "lenient_text")]
     pub result_code: String,
+    #[serde(deserialize_with = "lenient_text")]
     pub result_status: String,
+    #[serde(deserialize_with = "lenient_text")]
     pub result_message: String,
 }
 
@@ -82,8 +86,34 @@ pub struct ResultInfo {
 #[serde(rename_all = "camelCase", default)]
 pub struct SaveResponse {
     pub result: ResultInfo,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A 31-digit label sent as a JSON number keeps every digit: it is read as written, not as a
+    /// float.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_label"
+    )]
     pub pms_label: Option<String>,
+}
+
+/// The text of a JSON scalar exactly as written: a string's content, a number's digits, `true`;
+/// `None` for `null`, an object or an array.
+fn scalar_text(raw: &serde_json::value::RawValue) -> Option<String> {
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).ok(),
+        Some(b'{' | b'[') | None => None,
+        _ if text == "null" => None,
+        _ => Some(text.to_owned()),
+    }
+}
+
+fn lenient_label<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw = Option::<Box<serde_json::value::RawValue>>::deserialize(d)?;
+    Ok(raw.as_deref().and_then(scalar_text))
+}
+
+fn lenient_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(lenient_label(d)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -109,5 +139,24 @@ mod tests {
         let expected = std::fs::read(path).unwrap();
         let expected = expected.strip_suffix(b"\n").unwrap_or(&expected);
         assert_eq!(SaveRequest::from_row(&row).to_body(), expected);
+    }
+
+    #[test]
+    fn an_answer_with_a_numeric_label_or_null_message_still_parses() {
+        let body = br#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":null},
+            "pmsLabel":2026112619320500000000000000001}"#;
+        let r: SaveResponse = serde_json::from_slice(body).unwrap();
+        assert_eq!(r.result.result_code, "SUCCESS");
+        assert_eq!(r.result.result_message, "");
+        assert_eq!(
+            r.pms_label.as_deref(),
+            Some("2026112619320500000000000000001")
+        );
+        let r: SaveResponse =
+            serde_json::from_slice(br#"{"result":{"resultCode":7},"pmsLabel":null}"#).unwrap();
+        assert_eq!((r.result.result_code.as_str(), r.pms_label), ("7", None));
+        let r: SaveResponse =
+            serde_json::from_slice(br#"{"result":{"resultCode":"X"},"pmsLabel":"12"}"#).unwrap();
+        assert_eq!(r.pms_label.as_deref(), Some("12"));
     }
 }

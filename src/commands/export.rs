@@ -9,8 +9,8 @@ use anyhow::bail;
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::ledger::{self, State, queries};
 
-/// The export columns, in order (SPEC section 5).
-pub const COLUMNS: [&str; 19] = [
+/// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
+pub const COLUMNS: [&str; 20] = [
     "key",
     "save_way_type",
     "ipay_trade_no",
@@ -30,6 +30,7 @@ pub const COLUMNS: [&str; 19] = [
     "source_file",
     "source_line",
     "updated_at",
+    "tracer_id",
 ];
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {

@@ -3,13 +3,14 @@
 use std::process::ExitCode;
 
 use crate::cli::KeygenArgs;
+use crate::output::Printer;
 
-pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: KeygenArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     crate::api::keys::keygen(&args.dir)?;
-    println!(
+    printer.out_line(&format!(
         "wrote {d}/client_private.pem, {d}/client_public.pem, {d}/alipay_private.pem, {d}/alipay_public.pem \
          (throw-away keys: for the sandbox and tests only)",
         d = args.dir.display()
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }

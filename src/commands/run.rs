@@ -1,19 +1,22 @@
 //! `run FILE...`: submit every row not yet done. With `--sandbox`, the same job against an
-//! in-process simulator with throw-away keys, on a ledger of its own.
+//! in-process simulator with throw-away keys, on a ledger of its own. `--limit N` sends at most N
+//! rows (a canary); `--dry-run` says what a run would do and sends nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use serde_json::json;
 
 use super::exit;
 use crate::api::client::{Client, ClientSettings};
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::cli::RunArgs;
 use crate::config::{Layers, RunSettings, Source};
-use crate::ledger::writer::RunEnd;
-use crate::pipeline::{self, Plan, progress};
+use crate::model::RunEnd;
+use crate::output::Printer;
+use crate::pipeline::{self, Plan, Report, dry_run, policy::RetryPolicy, progress};
 
 /// The ledger a sandbox run uses unless `--ledger` says otherwise: sandbox results must never
 /// make a real run skip a row.
@@ -23,7 +26,7 @@ pub const SANDBOX_CLIENT_ID: &str = "2102000000000000000";
 /// The rate a sandbox run uses unless one is set.
 const SANDBOX_RATE: &str = "100";
 
-pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(crate::api::keys::seed_thread_rng)
@@ -65,87 +68,45 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     }
     let settings = RunSettings::from_layers(&layers)?;
     let client = client(&settings)?;
-    let style = progress::Style::detect(log_json);
+    if args.sandbox {
+        printer.info(&format!(
+            "sandbox: {} (throw-away keys, ledger {})",
+            settings.endpoint,
+            settings.ledger.display()
+        ));
+    }
+    if args.dry_run {
+        return dry_run(&args, &settings, &client, &printer);
+    }
     let plan = Plan {
         files: args.files.clone(),
         encoding: args.encoding,
         ledger: settings.ledger.clone(),
         rate: settings.rate,
         concurrency: settings.concurrency,
-        policy: pipeline::retry::RetryPolicy::new(settings.max_attempts, settings.backoff),
+        policy: RetryPolicy::new(
+            settings.max_attempts,
+            settings.backoff,
+            settings.retry_later.clone(),
+        ),
         retry_failed: args.retry_failed,
-        style,
+        limit: args.limit,
         config_json: serde_json::to_string(&layers.describe())?,
+        alipay_public_key: settings.alipay_public_key.display().to_string(),
     };
-    if args.sandbox {
-        eprintln!(
-            "sandbox: {} (throw-away keys, ledger {})",
-            settings.endpoint,
-            settings.ledger.display()
-        );
-    }
-    let report = pipeline::execute(&rt, client, plan)?;
-    if log_json {
-        // For cron: one JSON object a machine can read, instead of the table.
-        println!(
-            "{}",
-            serde_json::json!({
-                "run_id": report.run_id,
-                "outcome": report.end.as_str(),
-                "message": report.message,
-                "requests": report.requests,
-                "elapsed_seconds": report.elapsed.as_secs_f64(),
-                "counts": report.counts,
-            })
-        );
-    } else {
-        print!(
-            "{}",
-            progress::summary_table(
-                &report.counts,
-                report.elapsed,
-                report.requests,
-                report.end.as_str()
-            )
-        );
-    }
-    if let Some(advice) = &report.advice {
-        progress::warn(advice, style, None);
-    }
+    let report = pipeline::execute(&rt, client, plan, printer.clone())?;
     if let Some(guard) = sandbox_guard {
         rt.block_on(guard.sandbox.shutdown());
     }
-    let c = &report.counts;
-    let code = match report.end {
-        RunEnd::Interrupted => {
-            eprintln!("interrupted: run the same command again to finish");
-            exit::INTERRUPTED
-        }
-        RunEnd::Aborted => {
-            eprintln!(
-                "error: the run stopped: {}",
-                report.message.as_deref().unwrap_or("unknown reason")
-            );
-            eprintln!("rows not sent stay pending; fix the cause and run the same command again");
-            exit::FATAL
-        }
-        RunEnd::Completed if c.failed + c.rejected + c.drifted > 0 => {
-            eprintln!(
-                "finished with problems: pms-onboard export --state failed / --state rejected, \
-                 or pms-onboard reconcile, show each row and what to do"
-            );
-            exit::PROBLEMS
-        }
-        RunEnd::Completed => exit::OK,
-    };
+    let code = summarise(&report, &printer);
     if let Some(path) = &args.report {
         // A report that cannot be written does not undo the run; it fails a run that was clean.
         let written = crate::ledger::open_existing(&settings.ledger)
             .and_then(|conn| crate::report::write(&conn, Some(report.run_id), path));
         match written {
-            Ok(()) => eprintln!("report written to {}", path.display()),
+            Ok(()) => printer.info(&format!("report written to {}", path.display())),
             Err(e) => {
-                eprintln!("error: the report was not written: {e:#}");
+                printer.error(&format!("the report was not written: {e:#}"), &[]);
                 if code == exit::OK {
                     return Ok(ExitCode::from(exit::FATAL));
                 }
@@ -153,6 +114,166 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// The summary (a table, or one JSON object for cron), what to do next, and the exit code.
+fn summarise(report: &Report, printer: &Printer) -> u8 {
+    for spilled in &report.spilled {
+        pipeline::show_spill(printer, spilled);
+    }
+    if printer.is_json() {
+        // For cron: one JSON object a machine can read, instead of the table.
+        printer.out_json(&json!({
+            "run_id": report.run_id,
+            "outcome": report.end.as_str(),
+            "message": report.message,
+            "requests": report.requests,
+            "elapsed_seconds": report.elapsed.as_secs_f64(),
+            "counts": report.counts,
+            "throttling": report.throttling.as_ref().map(|t| json!({
+                "times": t.times,
+                "accepted_per_second": t.accepted,
+                "settled_per_second": t.settled,
+                "advised_rate": t.advised_rate(),
+            })),
+            "left_by_limit": report.left_by_limit,
+        }));
+    } else {
+        printer.out(&progress::summary_table(
+            &report.counts,
+            report.elapsed,
+            report.requests,
+            report.end.as_str(),
+        ));
+    }
+    if let Some(advice) = &report.advice {
+        printer.warn(advice);
+    }
+    if let Some(t) = &report.throttling {
+        printer.warn(&format!(
+            "AlipayHK throttled this client {} time(s) (HTTP 429 or REQUEST_TRAFFIC_EXCEED_LIMIT): it \
+             accepted about {:.0} requests a second, and the run settled at {:.1}/s. Set `rate` to \
+             {} (--rate, PMS_ONBOARD_RATE or `rate` in the config file) so that it is not held back",
+            t.times,
+            t.accepted,
+            t.settled,
+            t.advised_rate()
+        ));
+    }
+    let c = &report.counts;
+    match report.end {
+        RunEnd::Interrupted => {
+            printer.info("interrupted: run the same command again to finish");
+            exit::INTERRUPTED
+        }
+        RunEnd::Aborted => {
+            printer.error(
+                &format!(
+                    "the run stopped: {}",
+                    report.message.as_deref().unwrap_or("unknown reason")
+                ),
+                &[],
+            );
+            printer
+                .info("rows not sent stay pending; fix the cause and run the same command again");
+            exit::FATAL
+        }
+        RunEnd::Completed => {
+            if let Some(left) = report.left_by_limit {
+                printer.info(&format!(
+                    "canary: --limit stopped the run after {} row(s); {left} row(s) are still \
+                     pending. Check the rows sent (pms-onboard export --state succeeded, or \
+                     pms-onboard status), then run the same command without --limit to send the \
+                     rest",
+                    c.sent
+                ));
+            }
+            if c.failed + c.rejected + c.drifted + c.unverified > 0 {
+                printer.info(
+                    "finished with problems: pms-onboard export --state failed / --state rejected, \
+                     or pms-onboard reconcile, show each row and what to do",
+                );
+                exit::PROBLEMS
+            } else {
+                exit::OK
+            }
+        }
+    }
+}
+
+/// `--dry-run`: what a run would do, and the exact request it would send first.
+fn dry_run(
+    args: &RunArgs,
+    settings: &RunSettings,
+    client: &Client,
+    printer: &Printer,
+) -> anyhow::Result<ExitCode> {
+    let r = dry_run::rehearse(
+        &args.files,
+        args.encoding,
+        &settings.ledger,
+        args.retry_failed,
+        printer,
+    )?;
+    let example = r.first.as_ref().map(|src| {
+        let signed = client.sign(&src.row);
+        format!(
+            "the first request it would send ({}:{}), exactly as signed:\n\
+             POST {}{}\n{}content-type: application/json; charset=UTF-8\n\nbody:\n{}\n",
+            src.file,
+            src.line,
+            settings.endpoint.trim_end_matches('/'),
+            crate::api::signing::API_PATH,
+            super::sign::show_signed(&signed, &settings.client_id),
+            String::from_utf8_lossy(&signed.body)
+        )
+    });
+    if printer.is_json() {
+        printer.out_json(&json!({"dry_run": r, "example": example}));
+    } else {
+        let mut out = format!(
+            "dry run: nothing sent, nothing written (ledger {})\n",
+            settings.ledger.display()
+        );
+        for (name, n, hint) in [
+            ("rows read", r.rows_read, ""),
+            ("would send", r.would_send, ""),
+            (
+                "already done",
+                r.already_done,
+                "skipped: succeeded or circled earlier",
+            ),
+            (
+                "failed before",
+                r.failed_before,
+                "skipped: failed for good earlier (--retry-failed sends them)",
+            ),
+            (
+                "drifted",
+                r.drifted,
+                "never sent: the API cannot move a store",
+            ),
+            ("rejected", r.rejected, "never sent: fix the row"),
+            ("duplicates", r.duplicates, "skipped"),
+        ] {
+            let hint = if n > 0 && !hint.is_empty() {
+                format!("  {hint}")
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("  {name:<16} {n:>8}{hint}\n"));
+        }
+        if let Some(example) = &example {
+            out.push('\n');
+            out.push_str(example);
+        }
+        printer.out(&out);
+    }
+    Ok(ExitCode::from(if r.rejected + r.drifted > 0 {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    }))
 }
 
 fn set_flag(flags: &mut crate::config::Flags, name: &'static str, value: String) {
@@ -165,6 +286,16 @@ fn client(s: &RunSettings) -> anyhow::Result<Client> {
     let private_key = PrivateKey::from_file(&s.private_key).context("setting `private_key`")?;
     let alipay_public_key =
         PublicKey::from_file(&s.alipay_public_key).context("setting `alipay_public_key`")?;
+    if private_key.public_key() == alipay_public_key {
+        anyhow::bail!(
+            "setting `alipay_public_key` ({}) is the public half of your own `private_key` ({}): \
+             alipay_public_key must be AlipayHK's public key, downloaded from the AlipayHK portal, \
+             which verifies AlipayHK's answers; your own public key is the one you upload there. \
+             Nothing was sent",
+            s.alipay_public_key.display(),
+            s.private_key.display()
+        );
+    }
     Client::new(
         ClientSettings {
             endpoint: s.endpoint.clone(),

@@ -6,19 +6,32 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::api::client::{ClientSettings, sign_body_at};
+use crate::api::client::{ClientSettings, SignedRequest, sign_body_at};
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::api::signing::{self, API_PATH};
 use crate::cli::SignArgs;
+use crate::output::Printer;
 
-pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
+/// The content signed and the headers as they are sent, as `sign` and `run --dry-run` show them.
+pub fn show_signed(signed: &SignedRequest, client_id: &str) -> String {
+    format!(
+        "content signed ({} bytes, \\n is the one line break):\n{}\n\nheaders:\n\
+         client-id: {client_id}\nrequest-time: {}\nsignature: {}\n",
+        signed.content.len(),
+        visible(&signed.content),
+        signed.request_time,
+        signed.signature
+    )
+}
+
+pub fn run(args: SignArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let key = PrivateKey::from_file(&args.private_key)?;
     let body = read(&args.body)?;
     if body.ends_with(b"\n") {
-        eprintln!(
+        printer.info(&format!(
             "note: {} ends with a line break; it is signed as part of the body (pms-onboard never sends one)",
             args.body.display()
-        );
+        ));
     }
     let settings = ClientSettings {
         endpoint: String::new(),
@@ -32,16 +45,7 @@ pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(signing::now_iso8601);
     let signed = sign_body_at(&settings, &key, body, time);
-    println!(
-        "content signed ({} bytes, \\n is the one line break):",
-        signed.content.len()
-    );
-    println!("{}", visible(&signed.content));
-    println!();
-    println!("headers:");
-    println!("client-id: {}", args.client_id);
-    println!("request-time: {}", signed.request_time);
-    println!("signature: {}", signed.signature);
+    printer.out(&show_signed(&signed, &args.client_id));
 
     let Some(public_path) = &args.alipay_public_key else {
         return Ok(ExitCode::SUCCESS);
@@ -61,15 +65,17 @@ pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!();
+    printer.out("\n");
     let content = signing::content(
         API_PATH,
         &args.client_id,
         time.as_deref().unwrap_or("<no response-time>"),
         &response,
     );
-    println!("response content checked:");
-    println!("{}", visible(&content));
+    printer.out(&format!(
+        "response content checked:\n{}\n",
+        visible(&content)
+    ));
     match signing::verify(
         &public,
         API_PATH,
@@ -79,11 +85,11 @@ pub fn run(args: SignArgs) -> anyhow::Result<ExitCode> {
         signature.as_deref(),
     ) {
         Ok(()) => {
-            println!("response signature: valid");
+            printer.out_line("response signature: valid");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!("response signature: NOT valid: {e}");
+            printer.out_line(&format!("response signature: NOT valid: {e}"));
             Ok(ExitCode::from(super::exit::FATAL))
         }
     }

@@ -4,16 +4,17 @@ use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
 use crate::ledger::{self, queries};
+use crate::output::Printer;
 
-pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
     let c = queries::status(&conn, 5)?;
     if args.json {
-        println!("{}", serde_json::to_string(&c)?);
+        printer.out_line(&serde_json::to_string(&c)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("ledger {}: {} rows", path.display(), c.total);
+    let mut out = format!("ledger {}: {} rows\n", path.display(), c.total);
     let lines = [
         ("succeeded", c.succeeded, String::new()),
         (
@@ -40,19 +41,19 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         ),
     ];
     for (name, n, note) in lines {
-        println!("  {name:<16} {n:>8} {note}");
+        out.push_str(&format!("  {name:<16} {n:>8} {note}\n"));
     }
     if !c.by_result_code.is_empty() {
-        println!("by result code:");
+        out.push_str("by result code:\n");
         for (code, n) in &c.by_result_code {
-            println!("  {code:<30} {n:>8}");
+            out.push_str(&format!("  {code:<30} {n:>8}\n"));
         }
     }
     if !c.last_runs.is_empty() {
-        println!("last runs:");
+        out.push_str("last runs:\n");
         for r in &c.last_runs {
-            println!(
-                "  #{:<4} {}  {:<11} read {} succeeded {} circled {} failed {} rejected {} drifted {}{}",
+            out.push_str(&format!(
+                "  #{:<4} {}  {:<11} read {} succeeded {} circled {} failed {} rejected {} drifted {}{}\n",
                 r.id,
                 r.started_at,
                 r.outcome,
@@ -66,8 +67,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .map(|m| format!("  ({m})"))
                     .unwrap_or_default()
-            );
+            ));
         }
     }
+    printer.out(&out);
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use crate::cli::ValidateArgs;
 use crate::input::{Input, Item, RejectsWriter};
+use crate::output::Printer;
 
-pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ValidateArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let input = Input::open(&args.files, args.encoding)?;
     let mut rejects_csv = match &args.rejects {
         Some(path) => Some(RejectsWriter::new(super::output(Some(path))?)?),
@@ -19,7 +20,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             Item::Duplicate { .. } => duplicates += 1,
             Item::Reject(r) => {
                 rejected += 1;
-                eprintln!("{r}");
+                printer.reject(&r);
                 if let Some(w) = rejects_csv.as_mut() {
                     w.write(&r)?;
                 }
@@ -29,7 +30,9 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = rejects_csv {
         w.finish()?;
     }
-    println!("{valid} valid rows, {rejected} rejected, {duplicates} duplicates skipped");
+    printer.out_line(&format!(
+        "{valid} valid rows, {rejected} rejected, {duplicates} duplicates skipped"
+    ));
     Ok(ExitCode::from(if rejected > 0 {
         super::exit::PROBLEMS
     } else {

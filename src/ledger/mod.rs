@@ -3,16 +3,21 @@
 //! the same command again.
 //!
 //! - [`open`] creates or upgrades the file from `migrations/` (embedded at build time), in WAL
-//!   mode with `synchronous=FULL`: a committed outcome survives a crash or a power cut.
-//! - [`RunLock`] keeps two runs from interleaving on one ledger.
-//! - [`writer`] is the single writer thread: it group-commits what the workers send.
+//!   mode with `synchronous=FULL`: a committed outcome survives a crash or a power cut. It takes
+//!   in the side file of answers an earlier run could not write, before anything else.
+//! - [`lock`]: one run per ledger file, whatever path names it.
+//! - [`writer`] is the single writer thread: it group-commits what the workers send, and keeps
+//!   every answer when the ledger cannot commit; [`store`] is its SQL; [`spill`] the side file.
 //! - [`queries`] are the reads behind `status`, `export` and `reconcile`.
 
+pub mod error;
+pub mod lock;
 pub mod queries;
+pub mod spill;
+pub mod store;
 pub mod writer;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
@@ -20,49 +25,14 @@ use include_dir::{Dir, include_dir};
 use rusqlite::Connection;
 use rusqlite_migration::Migrations;
 
+pub use crate::model::State;
+pub use error::LedgerError;
+pub use lock::{LedgerLock, LockError};
+
 static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::from_directory(&MIGRATIONS_DIR).expect("migrations/ is embedded and well formed")
 });
-
-/// Row states, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum State {
-    Pending,
-    InFlight,
-    Succeeded,
-    AlreadyCircled,
-    Failed,
-}
-
-impl State {
-    pub const ALL: [State; 5] = [
-        State::Pending,
-        State::InFlight,
-        State::Succeeded,
-        State::AlreadyCircled,
-        State::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::InFlight => "in_flight",
-            State::Succeeded => "succeeded",
-            State::AlreadyCircled => "already_circled",
-            State::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<State> {
-        State::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// Done: never sent again.
-    pub fn is_done(self) -> bool {
-        matches!(self, State::Succeeded | State::AlreadyCircled)
-    }
-}
 
 /// A row of `rows` by its SQLite rowid: how the workers name a row to the writer. Looking a row
 /// up by rowid goes straight to it; by key, it would first descend the key's index, and the writer
@@ -70,8 +40,8 @@ impl State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowId(pub i64);
 
-/// Opens (creating or upgrading) the ledger for reading and writing.
-pub fn open(path: &Path) -> anyhow::Result<Connection> {
+/// Opens (creating or upgrading) the ledger; the caller holds its lock or only reads it.
+pub fn open_unlocked(path: &Path) -> anyhow::Result<Connection> {
     let mut conn = Connection::open(path)
         .with_context(|| format!("cannot open the ledger {}", path.display()))?;
     configure(&conn).with_context(|| format!("cannot use the ledger {}", path.display()))?;
@@ -84,7 +54,24 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens an existing ledger for reading; a missing file is an error that says what to do.
+/// Opens (creating or upgrading) the ledger, and first takes in the answers an earlier run left
+/// in the side file, when no run holds the ledger (a run takes them in itself as it starts).
+pub fn open(path: &Path) -> anyhow::Result<Connection> {
+    let conn = open_unlocked(path)?;
+    if spill::path_for(path).exists()
+        && let Ok(_lock) = LedgerLock::acquire(path)
+        && let Some(taken) = take_in_side_file(&conn, path)?
+    {
+        tracing::warn!(
+            "took in {} answer(s) that an earlier run could not write to the ledger ({})",
+            taken.answers,
+            taken.from.display()
+        );
+    }
+    Ok(conn)
+}
+
+/// Opens an existing ledger; a missing file is an error that says what to do.
 pub fn open_existing(path: &Path) -> anyhow::Result<Connection> {
     if !path.exists() {
         anyhow::bail!(
@@ -95,45 +82,43 @@ pub fn open_existing(path: &Path) -> anyhow::Result<Connection> {
     open(path)
 }
 
+/// What [`take_in_side_file`] took in.
+#[derive(Debug, Clone)]
+pub struct TakenIn {
+    pub answers: usize,
+    pub from: std::path::PathBuf,
+}
+
+/// Writes the answers of the side file into the ledger (one transaction), then removes the file.
+/// The caller holds the ledger's lock. `None` when there is no side file.
+pub fn take_in_side_file(conn: &Connection, ledger: &Path) -> anyhow::Result<Option<TakenIn>> {
+    let from = spill::path_for(ledger);
+    if !from.exists() {
+        return Ok(None);
+    }
+    let answers = spill::read(&from)?;
+    let name = from.display().to_string();
+    let tx = conn.unchecked_transaction()?;
+    for a in &answers {
+        store::take_in(&tx, a, &name)
+            .with_context(|| format!("cannot take in the answers kept in {name}"))?;
+    }
+    tx.commit()
+        .with_context(|| format!("cannot take in the answers kept in {name}"))?;
+    std::fs::remove_file(&from)
+        .with_context(|| format!("took in {name}, but cannot remove it: remove it by hand"))?;
+    Ok(Some(TakenIn {
+        answers: answers.len(),
+        from,
+    }))
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
-}
-
-/// An exclusive lock on a ledger, held for the whole of a run.
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-impl RunLock {
-    /// Takes the lock beside the ledger (`LEDGER.lock`), or says who to wait for.
-    pub fn acquire(ledger: &Path) -> anyhow::Result<Self> {
-        let mut name = ledger.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot create the lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                "the ledger {} is in use by another pms-onboard run (lock {}); wait for it to finish, \
-                 or use another --ledger",
-                ledger.display(),
-                path.display()
-            ),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
-    }
 }
 
 /// Now, as stored in the ledger (RFC 3339, UTC, milliseconds).
@@ -151,20 +136,9 @@ mod tests {
     }
 
     #[test]
-    fn a_second_lock_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = dir.path().join("l.db");
-        let first = RunLock::acquire(&ledger).unwrap();
-        let err = RunLock::acquire(&ledger).unwrap_err().to_string();
-        assert!(err.contains("in use"), "{err}");
-        drop(first);
-        RunLock::acquire(&ledger).unwrap();
-    }
-
-    #[test]
     fn the_ledger_is_wal_and_plain_sql() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("l.db")).unwrap();
+        let conn = open_unlocked(&dir.path().join("l.db")).unwrap();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
@@ -194,7 +168,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let conn = open(&path).unwrap();
+        let conn = open_unlocked(&path).unwrap();
         let (state, label, name): (String, String, String) = conn
             .query_row(
                 "SELECT state, pms_label, merchant_name FROM rows WHERE key = 'MERCHANT_PMS|p|m|s'",

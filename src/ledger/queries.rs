@@ -28,10 +28,15 @@ pub struct LedgerRow {
     pub source_file: String,
     pub source_line: u64,
     pub updated_at: String,
+    /// The last attempt's `Tracer-Id` (what AlipayHK support asks for).
+    pub tracer_id: String,
     #[serde(skip)]
     pub failure: Option<String>,
     #[serde(skip)]
     pub maybe_sent: bool,
+    /// `pms_label` came from an answer whose signature did not verify.
+    #[serde(skip)]
+    pub label_unverified: bool,
 }
 
 impl LedgerRow {
@@ -57,7 +62,8 @@ impl LedgerRow {
 const ROW_COLUMNS: &str =
     "key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name,
     store_id, store_name, mall_group_label, mall_label, state, ambiguous, pms_label, result_code,
-    result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent, seq";
+    result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent, seq,
+    tracer_id, label_unverified";
 
 fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
     Ok(LedgerRow {
@@ -82,27 +88,36 @@ fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
         updated_at: r.get(18)?,
         failure: r.get(19)?,
         maybe_sent: r.get(20)?,
+        tracer_id: r.get::<_, Option<String>>(22)?.unwrap_or_default(),
+        label_unverified: r.get(23)?,
     })
 }
 
-/// Rows of this run still to send, in input order, after `after_seq`: `(seq, rowid, row)`.
+/// Rows of this run still to send, in input order, after `after_seq`: `(seq, rowid, row)`. Rows
+/// holding a label from an answer that did not verify come in a pass of their own
+/// (`unverified`).
 pub fn pending_page(
     conn: &Connection,
     run_id: i64,
     after_seq: u64,
     limit: usize,
+    unverified: bool,
 ) -> rusqlite::Result<Vec<(u64, RowId, LedgerRow)>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS}, rowid FROM rows
-         WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 ORDER BY seq LIMIT ?3"
+         WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 AND label_unverified = ?4
+         ORDER BY seq LIMIT ?3"
     ))?;
-    let rows = st.query_map(params![run_id, after_seq as i64, limit as i64], |r| {
-        Ok((
-            r.get::<_, i64>(21)? as u64,
-            RowId(r.get(22)?),
-            ledger_row(r)?,
-        ))
-    })?;
+    let rows = st.query_map(
+        params![run_id, after_seq as i64, limit as i64, unverified],
+        |r| {
+            Ok((
+                r.get::<_, i64>(21)? as u64,
+                RowId(r.get(24)?),
+                ledger_row(r)?,
+            ))
+        },
+    )?;
     rows.collect()
 }
 

@@ -1,102 +1,125 @@
-//! The single writer. Workers and the reader send it commands; it applies everything that has
-//! queued up in one transaction and commits once (group commit), then answers each sender. A
-//! worker waits for the answer to "mark in flight" before its request leaves, so the ledger on
-//! disk always knows which requests may have reached the gateway.
+//! The single writer: an actor on its own thread. Workers and the reader send it commands; it
+//! applies everything that has queued up in one transaction and commits once (group commit),
+//! then answers each sender. The SQL is in `store`; this module owns the batching, and what
+//! happens when the ledger cannot commit.
+//!
+//! - A worker waits for its row's "in flight" mark to be on disk before its request leaves, so
+//!   the ledger always knows which requests may have reached the gateway.
+//! - An answer is handed over and not waited for ([`Writer::record`]): from then on the writer
+//!   owns it. Until it is committed it is also held in [`Held`], where it can be written to the
+//!   side file from any thread (a second Ctrl-C included).
+//! - When a commit fails because the ledger is unavailable (locked by another program, disk
+//!   full, an I/O error), the batch is kept and tried again; meanwhile no mark is answered, so no
+//!   new request leaves, and answers keep arriving into the batch. A lock is waited for as long
+//!   as it takes; a full disk or an I/O error for [`GIVE_UP_AFTER`]. When the run must end first
+//!   (Ctrl-C, giving up, the ledger file deleted or replaced, a damaged file), every answer held
+//!   goes to the side file (`spill`), and the writer answers no more marks.
 
-use std::path::Path;
-use std::sync::mpsc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
-use tokio::sync::oneshot;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{oneshot, watch};
 
-use super::{RowId, State, now};
+use super::RowId;
+use super::error::LedgerError;
+use super::lock::LedgerLock;
+use super::spill::{self, Spilled};
+use super::store::{self, Answered, FileInfo, KeptAnswer};
 use crate::api::outcome::Attempt;
-use crate::input::{Reject, Row, SaveWay, SourceRow};
+use crate::input::{Reject, SourceRow};
+use crate::model::{RowUpdate, RunCounts, RunEnd, Sighting};
 
 /// How many commands at most go into one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// What the ledger decided for one input row.
+/// How long a full disk or an I/O error is retried before the run ends (a lock held by another
+/// program is waited for until Ctrl-C: a person is about to let go of it).
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+
+/// The writer's connection waits this long for a lock before the writer takes control again
+/// (to take in more commands, to see whether it must spill).
+const BUSY_SLICE: Duration = Duration::from_millis(250);
+
+/// How the ledger is doing, for the person watching the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ingested {
-    /// Not done yet: this run sends it.
-    Send,
-    /// Succeeded or already circled earlier, same payload: not sent again.
-    Done,
-    /// Done earlier, but the sheet now says something else: not sent, reported.
-    Drifted(String),
-    /// Failed for good earlier with the same payload: sent again only with `--retry-failed`.
-    FailedBefore,
+pub enum Health {
+    Ok,
+    /// Commits fail for now and are being retried; no new request leaves.
+    Waiting {
+        reason: String,
+        since: Instant,
+        held: usize,
+    },
+    /// The writer gave up: what it held went to the side file.
+    Failed {
+        reason: String,
+    },
 }
 
-/// Why a row failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Transient,
-    Permanent,
+/// What was written to the side file.
+#[derive(Debug, Clone, Default)]
+pub struct SpillReport {
+    pub path: PathBuf,
+    /// One line per answer, to show on stderr too.
+    pub answers: Vec<String>,
+    /// When the side file itself could not be written.
+    pub error: Option<String>,
 }
 
-impl Failure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::Transient => "transient",
-            Failure::Permanent => "permanent",
-        }
+/// Answers handed to the writer and not yet committed, by attempt id.
+#[derive(Default)]
+pub struct Held {
+    answers: Mutex<BTreeMap<i64, Arc<Answered>>>,
+    side_file: PathBuf,
+    /// What the writer thread spilled, for the pipeline to show (the writer does not print).
+    reports: Mutex<Vec<SpillReport>>,
+}
+
+impl Held {
+    /// Writes every answer held to the side file (each once) and says what it wrote.
+    pub fn spill(&self) -> SpillReport {
+        let taken: Vec<Arc<Answered>> = {
+            let mut map = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut *map).into_values().collect()
+        };
+        let spilled: Vec<Spilled> = taken
+            .iter()
+            .map(|a| Spilled::new(a, String::new(), 0))
+            .collect();
+        write_side_file(&self.side_file, spilled)
+    }
+
+    /// Takes the reports of what the writer thread spilled so far.
+    pub fn take_reports(&self) -> Vec<SpillReport> {
+        std::mem::take(&mut *self.reports.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn report(&self, report: SpillReport) {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(report);
+    }
+
+    fn len(&self) -> usize {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
-/// The row's new state after an attempt.
-#[derive(Debug, Clone)]
-pub struct RowUpdate {
-    pub state: State,
-    pub failure: Option<Failure>,
-    pub ambiguous: bool,
-    pub maybe_sent: bool,
-    pub pms_label: Option<String>,
-    pub result_code: Option<String>,
-    pub result_message: Option<String>,
-}
-
-/// How a run ended, as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunEnd {
-    Completed,
-    Interrupted,
-    Aborted,
-}
-
-impl RunEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunEnd::Completed => "completed",
-            RunEnd::Interrupted => "interrupted",
-            RunEnd::Aborted => "aborted",
-        }
+fn write_side_file(path: &Path, spilled: Vec<Spilled>) -> SpillReport {
+    SpillReport {
+        path: path.to_owned(),
+        answers: spilled.iter().map(Spilled::describe).collect(),
+        error: spill::append(path, &spilled)
+            .err()
+            .map(|e| format!("cannot write {}: {e}", path.display())),
     }
-}
-
-/// The counts a run ends with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RunCounts {
-    pub rows_read: u64,
-    pub to_send: u64,
-    pub succeeded: u64,
-    pub already_circled: u64,
-    pub failed: u64,
-    pub rejected: u64,
-    pub duplicates: u64,
-    pub already_done: u64,
-    pub drifted: u64,
-}
-
-/// An input file as recorded with its run.
-#[derive(Debug, Clone)]
-pub struct FileInfo {
-    pub path: String,
-    pub sha256: String,
-    pub bytes: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -114,75 +137,110 @@ enum Cmd {
         run_id: i64,
         rows: Vec<(u64, SourceRow)>,
         retry_failed: bool,
-        reply: Reply<Vec<Ingested>>,
+        reply: Reply<Vec<Sighting>>,
     },
     Reject {
         run_id: i64,
         reject: Reject,
     },
-    MarkInFlight {
+    Mark {
         run_id: i64,
         row: RowId,
-        reply: Reply<i64>,
+        reply: Reply<Option<i64>>,
     },
     Unsend {
         attempt_id: i64,
         row: RowId,
-        reply: Reply<()>,
     },
-    Record {
-        attempt_id: i64,
-        row: RowId,
+    Record(Arc<Answered>),
+    Reverified {
+        kept: Box<KeptAnswer>,
         attempt: Box<Attempt>,
         update: RowUpdate,
-        reply: Reply<()>,
-    },
-    /// [`Cmd::Record`] then [`Cmd::MarkInFlight`] for the worker's next row, in one transaction.
-    RecordAndMark {
-        attempt_id: i64,
-        row: RowId,
-        attempt: Box<Attempt>,
-        update: RowUpdate,
-        run_id: i64,
-        next: RowId,
-        reply: Reply<i64>,
     },
     FinishRun {
         run_id: i64,
         end: RunEnd,
         counts: RunCounts,
         message: Option<String>,
-        reply: Reply<()>,
+        reply: Reply<RunCounts>,
     },
+}
+
+/// A command's result, sent to its caller once the batch is committed.
+enum Done {
+    Id(i64),
+    MaybeId(Option<i64>),
+    Count(u64),
+    Sightings(Vec<Sighting>),
+    Counts(RunCounts),
+    Nothing,
 }
 
 /// A handle to the writer thread. Clone it freely; the thread ends when every handle is dropped.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Cmd>,
+    held: Arc<Held>,
+    spill_now: Arc<AtomicBool>,
+    health: watch::Receiver<Health>,
 }
 
 /// Joins the writer thread once every [`Writer`] is gone.
 pub struct WriterThread(JoinHandle<()>);
 
 impl WriterThread {
-    pub fn join(self) {
-        let _ = self.0.join();
+    /// Waits for the thread, at most `limit` (a thread stuck in a system call is left behind:
+    /// everything it held was spilled or committed).
+    pub fn join(self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.0.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.0.is_finished() {
+            let _ = self.0.join();
+        }
     }
 }
 
-/// Starts the writer on its own connection to `path`.
-pub fn start(path: &Path) -> anyhow::Result<(Writer, WriterThread)> {
-    let conn = super::open(path)?;
+/// Starts the writer on its own connection to the ledger `lock` holds.
+pub fn start(lock: LedgerLock) -> anyhow::Result<(Writer, WriterThread)> {
+    let conn = super::open_unlocked(lock.path())?;
+    conn.busy_timeout(BUSY_SLICE)?;
     let (tx, rx) = mpsc::channel();
+    let held = Arc::new(Held {
+        answers: Mutex::default(),
+        side_file: spill::path_for(lock.path()),
+        reports: Mutex::default(),
+    });
+    let spill_now = Arc::new(AtomicBool::new(false));
+    let (health_tx, health) = watch::channel(Health::Ok);
+    let actor = Actor {
+        conn,
+        lock,
+        rx,
+        held: held.clone(),
+        spill_now: spill_now.clone(),
+        health: health_tx,
+        run_id: None,
+        failed: None,
+    };
     let handle = std::thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || writer_loop(conn, rx))
+        .spawn(move || actor.run())
         .context("cannot start the ledger writer")?;
-    Ok((Writer { tx }, WriterThread(handle)))
+    Ok((
+        Writer {
+            tx,
+            held,
+            spill_now,
+            health,
+        },
+        WriterThread(handle),
+    ))
 }
 
-fn gone<T>() -> Result<T, anyhow::Error> {
+fn gone<T>() -> anyhow::Result<T> {
     Err(anyhow::anyhow!("the ledger writer has stopped"))
 }
 
@@ -193,7 +251,7 @@ impl Writer {
             return gone();
         }
         match rx.await {
-            Ok(r) => r.map_err(|e| anyhow::anyhow!("ledger: {e}")),
+            Ok(r) => r.map_err(|e| anyhow::anyhow!("{e}")),
             Err(_) => gone(),
         }
     }
@@ -204,9 +262,24 @@ impl Writer {
             return gone();
         }
         match rx.blocking_recv() {
-            Ok(r) => r.map_err(|e| anyhow::anyhow!("ledger: {e}")),
+            Ok(r) => r.map_err(|e| anyhow::anyhow!("{e}")),
             Err(_) => gone(),
         }
+    }
+
+    /// How the ledger is doing (watch it to tell the person, and to stop when it failed).
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+
+    /// The answers held and not yet committed, and how to spill them from any thread.
+    pub fn held(&self) -> Arc<Held> {
+        self.held.clone()
+    }
+
+    /// Asks the writer to stop retrying: it spills what it holds and answers no more marks.
+    pub fn give_up(&self) {
+        self.spill_now.store(true, Relaxed);
     }
 
     /// Records a new run and returns its id.
@@ -219,7 +292,7 @@ impl Writer {
     }
 
     /// Rows left `in_flight` by a process that ended abruptly go back to `pending`, marked as
-    /// possibly sent; their open attempts become `lost`. Returns how many rows.
+    /// possibly sent. Returns how many rows.
     pub fn recover(&self) -> anyhow::Result<u64> {
         self.ask_blocking(|reply| Cmd::Recover { reply })
     }
@@ -234,7 +307,7 @@ impl Writer {
         run_id: i64,
         rows: Vec<(u64, SourceRow)>,
         retry_failed: bool,
-    ) -> anyhow::Result<Vec<Ingested>> {
+    ) -> anyhow::Result<Vec<Sighting>> {
         self.ask_blocking(|reply| Cmd::Ingest {
             run_id,
             rows,
@@ -250,72 +323,48 @@ impl Writer {
             .or_else(|_| gone())
     }
 
-    /// Marks the row in flight and opens an attempt; returns once that is on disk.
-    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<i64> {
-        self.ask(|reply| Cmd::MarkInFlight { run_id, row, reply })
-            .await
+    /// Marks a row in flight and returns its new attempt's id once that is on disk; `None` when
+    /// the row is not this run's to send (no longer pending, or another run took it).
+    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<Option<i64>> {
+        self.ask(|reply| Cmd::Mark { run_id, row, reply }).await
     }
 
-    /// The request of this attempt never left: the row is pending again and the attempt erased.
-    pub async fn unsend(&self, attempt_id: i64, row: RowId) -> anyhow::Result<()> {
-        self.ask(|reply| Cmd::Unsend {
-            attempt_id,
-            row,
-            reply,
-        })
-        .await
+    /// Undoes a mark whose request never left.
+    pub fn unsend(&self, attempt_id: i64, row: RowId) {
+        let _ = self.tx.send(Cmd::Unsend { attempt_id, row });
     }
 
-    /// Records what an attempt came to and the row's new state.
-    pub async fn record(
-        &self,
-        attempt_id: i64,
-        row: RowId,
-        attempt: Attempt,
-        update: RowUpdate,
-    ) -> anyhow::Result<()> {
-        self.ask(|reply| Cmd::Record {
-            attempt_id,
-            row,
+    /// Hands an answer over. It is committed with the next batch, or spilled to the side file if
+    /// that cannot be; either way the caller need not wait.
+    pub fn record(&self, answered: Answered) {
+        let answered = Arc::new(answered);
+        self.held
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(answered.attempt_id, answered.clone());
+        if self.tx.send(Cmd::Record(answered)).is_err() {
+            // The writer is gone: the answer is still held, and spilled with the rest.
+        }
+    }
+
+    /// An answer kept unverified by an earlier run verifies now.
+    pub fn reverified(&self, kept: KeptAnswer, attempt: Attempt, update: RowUpdate) {
+        let _ = self.tx.send(Cmd::Reverified {
+            kept: Box::new(kept),
             attempt: Box::new(attempt),
             update,
-            reply,
-        })
-        .await
+        });
     }
 
-    /// Records what an attempt came to and, in the same transaction, marks the worker's next row
-    /// in flight and opens its attempt; returns that attempt's id once both are on disk. The
-    /// outcome is committed no later than [`Writer::record`] would have committed it.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_and_mark(
-        &self,
-        attempt_id: i64,
-        row: RowId,
-        attempt: Attempt,
-        update: RowUpdate,
-        run_id: i64,
-        next: RowId,
-    ) -> anyhow::Result<i64> {
-        self.ask(|reply| Cmd::RecordAndMark {
-            attempt_id,
-            row,
-            attempt: Box::new(attempt),
-            update,
-            run_id,
-            next,
-            reply,
-        })
-        .await
-    }
-
+    /// Ends the run record; returns the counts as stored (drift counted by the ledger).
     pub async fn finish_run(
         &self,
         run_id: i64,
         end: RunEnd,
         counts: RunCounts,
         message: Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<RunCounts> {
         self.ask(|reply| Cmd::FinishRun {
             run_id,
             end,
@@ -327,426 +376,241 @@ impl Writer {
     }
 }
 
-/// A reply waiting for the commit.
-enum Answer {
-    Id(Reply<i64>, rusqlite::Result<i64>),
-    Count(Reply<u64>, rusqlite::Result<u64>),
-    Unit(Reply<()>, rusqlite::Result<()>),
-    Ingest(Reply<Vec<Ingested>>, rusqlite::Result<Vec<Ingested>>),
-    None,
+struct Actor {
+    conn: Connection,
+    lock: LedgerLock,
+    rx: mpsc::Receiver<Cmd>,
+    held: Arc<Held>,
+    spill_now: Arc<AtomicBool>,
+    health: watch::Sender<Health>,
+    /// The run this writer records (for the answers to save if the file disappears).
+    run_id: Option<i64>,
+    /// Set once the writer gave up: nothing is committed any more.
+    failed: Option<String>,
 }
 
-impl Answer {
-    fn send(self, commit: &Result<(), String>) {
-        fn go<T>(reply: Reply<T>, r: rusqlite::Result<T>, commit: &Result<(), String>) {
-            let r = match commit {
-                Ok(()) => r.map_err(|e| e.to_string()),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = reply.send(r);
-        }
-        match self {
-            Answer::Id(reply, r) => go(reply, r, commit),
-            Answer::Count(reply, r) => go(reply, r, commit),
-            Answer::Unit(reply, r) => go(reply, r, commit),
-            Answer::Ingest(reply, r) => go(reply, r, commit),
-            Answer::None => {}
-        }
-    }
-}
-
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
-            }
-        }
-        let mut answers = Vec::with_capacity(batch.len());
-        let commit = match conn.transaction() {
-            Ok(tx) => {
-                for cmd in batch {
-                    answers.push(apply(&tx, cmd));
+impl Actor {
+    fn run(mut self) {
+        let mut batch: Vec<Cmd> = Vec::new();
+        let mut unavailable_since: Option<Instant> = None;
+        loop {
+            if batch.is_empty() {
+                match self.rx.recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => return,
                 }
-                tx.commit().map_err(|e| format!("cannot commit: {e}"))
             }
-            Err(e) => {
-                let e = format!("cannot start a transaction: {e}");
-                answers.extend(batch.into_iter().map(|c| apply_failed(c, &e)));
-                Err(e)
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
             }
+            if let Some(reason) = self.failed.clone() {
+                self.refuse(std::mem::take(&mut batch), &reason);
+                continue;
+            }
+            match self.commit(&batch) {
+                Ok(results) => {
+                    unavailable_since = None;
+                    self.done(std::mem::take(&mut batch), results);
+                    if !matches!(*self.health.borrow(), Health::Ok) {
+                        self.health.send_replace(Health::Ok);
+                    }
+                }
+                Err(e) if e.is_unavailable() => {
+                    let since = *unavailable_since.get_or_insert_with(Instant::now);
+                    let give_up = self.spill_now.load(Relaxed)
+                        || (!e.is_busy() && since.elapsed() >= GIVE_UP_AFTER);
+                    if give_up {
+                        self.fail(format!("{e}"), &mut batch);
+                        continue;
+                    }
+                    self.health.send_replace(Health::Waiting {
+                        reason: e.to_string(),
+                        since,
+                        held: self.held.len(),
+                    });
+                    // The busy slice already waited for a lock; other errors wait here.
+                    if !e.is_busy() {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                Err(e) => {
+                    if let LedgerError::Gone(_) = e
+                        && let Some(run_id) = self.run_id
+                    {
+                        // The answers this run committed are in the file it still has open.
+                        self.save_run_from_lost_file(run_id);
+                    }
+                    self.fail(format!("{e}"), &mut batch);
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. An unavailable ledger fails the whole batch (it is
+    /// kept and tried again); any other error fails only its own command.
+    fn commit(&mut self, batch: &[Cmd]) -> Result<Vec<Result<Done, String>>, LedgerError> {
+        if let Some(gone) = self.lock.check() {
+            return Err(LedgerError::Gone(gone));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for cmd in batch {
+            match apply(&tx, cmd) {
+                Ok(done) => results.push(Ok(done)),
+                Err(e) => {
+                    let e = LedgerError::from(e);
+                    if e.is_unavailable() || matches!(e, LedgerError::Corrupt(_)) {
+                        return Err(e);
+                    }
+                    results.push(Err(e.to_string()));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    fn done(&mut self, batch: Vec<Cmd>, results: Vec<Result<Done, String>>) {
+        let mut committed = Vec::new();
+        for (cmd, result) in batch.into_iter().zip(results) {
+            match cmd {
+                Cmd::Record(a) => committed.push(a.attempt_id),
+                Cmd::BeginRun { reply, .. } => {
+                    if let Ok(Done::Id(id)) = &result {
+                        self.run_id = Some(*id);
+                    }
+                    send(reply, result, |d| match d {
+                        Done::Id(id) => Some(id),
+                        _ => None,
+                    })
+                }
+                cmd => reply_to(cmd, result),
+            }
+        }
+        if !committed.is_empty() {
+            let mut held = self.held.answers.lock().unwrap_or_else(|e| e.into_inner());
+            for id in committed {
+                held.remove(&id);
+            }
+        }
+    }
+
+    /// Gives up: every answer held goes to the side file, the batch's callers are told, and
+    /// nothing more is committed.
+    fn fail(&mut self, reason: String, batch: &mut Vec<Cmd>) {
+        self.failed = Some(reason.clone());
+        self.refuse(std::mem::take(batch), &reason);
+        self.health.send_replace(Health::Failed { reason });
+    }
+
+    /// Answers a batch the writer will not commit: answers to the side file, errors to callers.
+    fn refuse(&mut self, batch: Vec<Cmd>, reason: &str) {
+        let has_answers = batch.iter().any(|c| matches!(c, Cmd::Record(_)));
+        for cmd in batch {
+            reply_to(cmd, Err(format!("the ledger cannot be written: {reason}")));
+        }
+        if has_answers || self.held.len() > 0 {
+            let report = self.held.spill();
+            self.held.report(report);
+        }
+    }
+
+    fn save_run_from_lost_file(&mut self, run_id: i64) {
+        let Ok(answers) = store::answers_of_run(&self.conn, run_id) else {
+            return;
         };
-        if let Err(e) = &commit {
-            tracing::error!("ledger: {e}");
-        }
-        for a in answers {
-            a.send(&commit);
+        let report = write_side_file(&self.held.side_file, answers);
+        self.held.report(report);
+    }
+}
+
+fn send<T>(reply: Reply<T>, result: Result<Done, String>, pick: impl FnOnce(Done) -> Option<T>) {
+    let r = result.and_then(|d| pick(d).ok_or_else(|| "internal error: wrong reply".to_owned()));
+    let _ = reply.send(r);
+}
+
+fn reply_to(cmd: Cmd, result: Result<Done, String>) {
+    match cmd {
+        Cmd::BeginRun { reply, .. } => send(reply, result, |d| match d {
+            Done::Id(id) => Some(id),
+            _ => None,
+        }),
+        Cmd::Recover { reply } => send(reply, result, |d| match d {
+            Done::Count(n) => Some(n),
+            _ => None,
+        }),
+        Cmd::Ingest { reply, .. } => send(reply, result, |d| match d {
+            Done::Sightings(s) => Some(s),
+            _ => None,
+        }),
+        Cmd::Mark { reply, .. } => send(reply, result, |d| match d {
+            Done::MaybeId(id) => Some(id),
+            _ => None,
+        }),
+        Cmd::FinishRun { reply, .. } => send(reply, result, |d| match d {
+            Done::Counts(c) => Some(c),
+            _ => None,
+        }),
+        Cmd::Record(_) | Cmd::Reject { .. } | Cmd::Unsend { .. } | Cmd::Reverified { .. } => {
+            if let Err(e) = result {
+                tracing::error!("ledger: {e}");
+            }
         }
     }
 }
 
-fn apply_failed(cmd: Cmd, e: &str) -> Answer {
-    let err = || rusqlite::Error::InvalidParameterName(e.to_owned());
-    match cmd {
-        Cmd::BeginRun { reply, .. }
-        | Cmd::MarkInFlight { reply, .. }
-        | Cmd::RecordAndMark { reply, .. } => Answer::Id(reply, Err(err())),
-        Cmd::Recover { reply } => Answer::Count(reply, Err(err())),
-        Cmd::Ingest { reply, .. } => Answer::Ingest(reply, Err(err())),
-        Cmd::Unsend { reply, .. } | Cmd::Record { reply, .. } | Cmd::FinishRun { reply, .. } => {
-            Answer::Unit(reply, Err(err()))
-        }
-        Cmd::Reject { .. } => Answer::None,
-    }
-}
-
-fn apply(tx: &Transaction<'_>, cmd: Cmd) -> Answer {
-    match cmd {
-        Cmd::BeginRun {
-            config,
-            files,
-            reply,
-        } => Answer::Id(reply, begin_run(tx, &config, &files)),
-        Cmd::Recover { reply } => Answer::Count(reply, recover(tx)),
+fn apply(tx: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
+    Ok(match cmd {
+        Cmd::BeginRun { config, files, .. } => Done::Id(store::begin_run(tx, config, files)?),
+        Cmd::Recover { .. } => Done::Count(store::recover(tx)?),
         Cmd::Ingest {
             run_id,
             rows,
             retry_failed,
-            reply,
-        } => Answer::Ingest(
-            reply,
+            ..
+        } => Done::Sightings(
             rows.iter()
-                .map(|(seq, row)| ingest_one(tx, run_id, *seq, row, retry_failed))
-                .collect(),
+                .map(|(seq, row)| store::ingest(tx, *run_id, *seq, row, *retry_failed))
+                .collect::<rusqlite::Result<_>>()?,
         ),
         Cmd::Reject { run_id, reject } => {
-            let r = tx
-                .prepare_cached(
-                    "INSERT INTO rejects (run_id, file, line, column_name, value, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        run_id,
-                        reject.file,
-                        reject.line as i64,
-                        reject.column,
-                        reject.value,
-                        reject.reason
-                    ])
-                });
-            if let Err(e) = r {
-                tracing::error!("ledger: cannot record a reject: {e}");
-            }
-            Answer::None
+            store::reject(tx, *run_id, reject)?;
+            Done::Nothing
         }
-        Cmd::MarkInFlight { run_id, row, reply } => {
-            Answer::Id(reply, mark_in_flight(tx, run_id, row))
+        Cmd::Mark { run_id, row, .. } => Done::MaybeId(store::mark_in_flight(tx, *run_id, *row)?),
+        Cmd::Unsend { attempt_id, row } => {
+            store::unsend(tx, *attempt_id, *row)?;
+            Done::Nothing
         }
-        Cmd::Unsend {
-            attempt_id,
-            row,
-            reply,
-        } => Answer::Unit(reply, unsend(tx, attempt_id, row)),
-        Cmd::Record {
-            attempt_id,
-            row,
+        Cmd::Record(a) => {
+            store::record(tx, a)?;
+            Done::Nothing
+        }
+        Cmd::Reverified {
+            kept,
             attempt,
             update,
-            reply,
-        } => Answer::Unit(reply, record(tx, attempt_id, row, &attempt, &update)),
-        Cmd::RecordAndMark {
-            attempt_id,
-            row,
-            attempt,
-            update,
-            run_id,
-            next,
-            reply,
-        } => Answer::Id(
-            reply,
-            record(tx, attempt_id, row, &attempt, &update)
-                .and_then(|()| mark_in_flight(tx, run_id, next)),
-        ),
+        } => {
+            store::accept_reverified(tx, kept, attempt, update)?;
+            Done::Nothing
+        }
         Cmd::FinishRun {
             run_id,
             end,
             counts,
             message,
-            reply,
-        } => Answer::Unit(
-            reply,
-            finish_run(tx, run_id, end, &counts, message.as_deref()),
-        ),
-    }
-}
-
-fn begin_run(tx: &Transaction<'_>, config: &str, files: &[FileInfo]) -> rusqlite::Result<i64> {
-    // The run lock is held, so a run still marked running ended without saying so.
-    tx.execute(
-        "UPDATE runs SET outcome = 'crashed', ended_at = COALESCE(ended_at, ?1) WHERE outcome = 'running'",
-        params![now()],
-    )?;
-    tx.execute(
-        "INSERT INTO runs (started_at, config) VALUES (?1, ?2)",
-        params![now(), config],
-    )?;
-    let run_id = tx.last_insert_rowid();
-    for f in files {
-        tx.execute(
-            "INSERT INTO run_files (run_id, path, sha256, bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![run_id, f.path, f.sha256, f.bytes as i64],
-        )?;
-    }
-    Ok(run_id)
-}
-
-fn recover(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
-    tx.execute(
-        "UPDATE attempts SET outcome = 'lost',
-             error = 'the process ended while this request was in flight; its outcome is unknown'
-         WHERE outcome IS NULL",
-        [],
-    )?;
-    let n = tx.execute(
-        "UPDATE rows SET state = 'pending', maybe_sent = 1, updated_at = ?1 WHERE state = 'in_flight'",
-        params![now()],
-    )?;
-    Ok(n as u64)
-}
-
-/// The stored row with the fields that decide what happens to a new sighting of it.
-struct Stored {
-    row: Row,
-    state: State,
-    failure: Option<String>,
-}
-
-fn stored(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<Stored>> {
-    tx.prepare_cached(
-        "SELECT save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, store_id,
-                store_name, mall_group_label, mall_label, state, failure
-         FROM rows WHERE key = ?1",
-    )?
-    .query_row([key], |r| {
-        let way: String = r.get(0)?;
-        let state: String = r.get(9)?;
-        Ok(Stored {
-            row: Row {
-                save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
-                ipay_trade_no: r.get(1)?,
-                partner_id: r.get(2)?,
-                merchant_id: r.get(3)?,
-                merchant_name: r.get(4)?,
-                store_id: r.get(5)?,
-                store_name: r.get(6)?,
-                mall_group_label: r.get(7)?,
-                mall_label: r.get(8)?,
-            },
-            state: State::parse(&state).unwrap_or(State::Pending),
-            failure: r.get(10)?,
-        })
+            ..
+        } => Done::Counts(store::finish_run(
+            tx,
+            *run_id,
+            *end,
+            counts,
+            message.as_deref(),
+        )?),
     })
-    .optional()
-}
-
-fn ingest_one(
-    tx: &Transaction<'_>,
-    run_id: i64,
-    seq: u64,
-    src: &SourceRow,
-    retry_failed: bool,
-) -> rusqlite::Result<Ingested> {
-    let key = src.row.key();
-    let decision = match stored(tx, &key)? {
-        None => {
-            let r = &src.row;
-            let t = now();
-            tx.prepare_cached(
-                "INSERT INTO rows (key, save_way_type, ipay_trade_no, partner_id, merchant_id,
-                     merchant_name, store_id, store_name, mall_group_label, mall_label, state,
-                     source_file, source_line, run_id, seq, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?14, ?15, ?15)",
-            )?
-            .execute(params![
-                key,
-                r.save_way.as_str(),
-                r.ipay_trade_no,
-                r.partner_id,
-                r.merchant_id,
-                r.merchant_name,
-                r.store_id,
-                r.store_name,
-                r.mall_group_label,
-                r.mall_label,
-                src.file,
-                src.line as i64,
-                run_id,
-                seq as i64,
-                t
-            ])?;
-            return Ok(Ingested::Send);
-        }
-        Some(s) if s.state.is_done() => {
-            if s.row.same_payload(&src.row) {
-                Ingested::Done
-            } else {
-                let detail = format!(
-                    "{} earlier; the sheet now says {}",
-                    s.state.as_str(),
-                    s.row.payload_differences(&src.row).join(", ")
-                );
-                tx.prepare_cached(
-                    "INSERT INTO drift (run_id, key, source_file, source_line, detail)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    run_id,
-                    key,
-                    src.file,
-                    src.line as i64,
-                    detail
-                ])?;
-                Ingested::Drifted(detail)
-            }
-        }
-        Some(s)
-            if s.state == State::Failed
-                && s.failure.as_deref() == Some("permanent")
-                && !retry_failed
-                && s.row.same_payload(&src.row) =>
-        {
-            Ingested::FailedBefore
-        }
-        // pending, failed (transient, or permanent with a new payload or --retry-failed): send it,
-        // with the payload the sheet now gives.
-        Some(_) => Ingested::Send,
-    };
-    // Every sighting moves the row's source to this run's input; only rows to send take the
-    // payload the sheet now gives and become pending again.
-    let r = &src.row;
-    if decision == Ingested::Send {
-        tx.prepare_cached(
-            "UPDATE rows SET state = 'pending', failure = NULL, merchant_name = ?3, store_name = ?4,
-                 mall_group_label = ?5, mall_label = ?6, source_file = ?7, source_line = ?8,
-                 run_id = ?1, seq = ?9, updated_at = ?10
-             WHERE key = ?2",
-        )?
-        .execute(params![
-            run_id,
-            key,
-            r.merchant_name,
-            r.store_name,
-            r.mall_group_label,
-            r.mall_label,
-            src.file,
-            src.line as i64,
-            seq as i64,
-            now()
-        ])?;
-    } else {
-        tx.prepare_cached(
-            "UPDATE rows SET source_file = ?3, source_line = ?4, run_id = ?1, seq = ?5 WHERE key = ?2",
-        )?
-        .execute(params![run_id, key, src.file, src.line as i64, seq as i64])?;
-    }
-    Ok(decision)
-}
-
-fn mark_in_flight(tx: &Transaction<'_>, run_id: i64, row: RowId) -> rusqlite::Result<i64> {
-    let t = now();
-    tx.prepare_cached(
-        "UPDATE rows SET state = 'in_flight', attempts = attempts + 1, updated_at = ?2 WHERE rowid = ?1",
-    )?
-    .execute(params![row.0, t])?;
-    tx.prepare_cached(
-        "INSERT INTO attempts (key, run_id, attempt, started_at)
-         SELECT key, ?2, attempts, ?3 FROM rows WHERE rowid = ?1",
-    )?
-    .execute(params![row.0, run_id, t])?;
-    Ok(tx.last_insert_rowid())
-}
-
-fn unsend(tx: &Transaction<'_>, attempt_id: i64, row: RowId) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM attempts WHERE id = ?1")?
-        .execute([attempt_id])?;
-    tx.prepare_cached(
-        "UPDATE rows SET state = 'pending', attempts = attempts - 1, updated_at = ?2 WHERE rowid = ?1",
-    )?
-    .execute(params![row.0, now()])?;
-    Ok(())
-}
-
-fn record(
-    tx: &Transaction<'_>,
-    attempt_id: i64,
-    row: RowId,
-    a: &Attempt,
-    u: &RowUpdate,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE attempts SET latency_ms = ?2, http_status = ?3, result_code = ?4, result_status = ?5,
-             result_message = ?6, error = ?7, outcome = ?8
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        attempt_id,
-        a.latency.as_millis() as i64,
-        a.http_status,
-        a.result_code,
-        a.result_status,
-        a.result_message,
-        a.error,
-        a.outcome.kind()
-    ])?;
-    tx.prepare_cached(
-        "UPDATE rows SET state = ?2, failure = ?3, ambiguous = ?4, maybe_sent = (maybe_sent OR ?5),
-             pms_label = COALESCE(?6, pms_label), result_code = ?7, result_message = ?8, updated_at = ?9
-         WHERE rowid = ?1",
-    )?
-    .execute(params![
-        row.0,
-        u.state.as_str(),
-        u.failure.map(Failure::as_str),
-        u.ambiguous,
-        u.maybe_sent,
-        u.pms_label,
-        u.result_code,
-        u.result_message,
-        now()
-    ])?;
-    Ok(())
-}
-
-fn finish_run(
-    tx: &Transaction<'_>,
-    run_id: i64,
-    end: RunEnd,
-    c: &RunCounts,
-    message: Option<&str>,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE runs SET ended_at = ?2, outcome = ?3, rows_read = ?4, to_send = ?5, succeeded = ?6,
-             already_circled = ?7, failed = ?8, rejected = ?9, duplicates = ?10, already_done = ?11,
-             drifted = ?12, message = ?13
-         WHERE id = ?1",
-        params![
-            run_id,
-            now(),
-            end.as_str(),
-            c.rows_read as i64,
-            c.to_send as i64,
-            c.succeeded as i64,
-            c.already_circled as i64,
-            c.failed as i64,
-            c.rejected as i64,
-            c.duplicates as i64,
-            c.already_done as i64,
-            c.drifted as i64,
-            message
-        ],
-    )?;
-    Ok(())
 }

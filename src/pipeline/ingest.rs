@@ -2,21 +2,26 @@
 //! recorded (pending, or found done, drifted or failed before) and every reject kept, before a
 //! single request leaves: a file that turns out unreadable halfway stops the run with nothing sent.
 
-use crate::input::{Input, Item};
-use crate::ledger::writer::{Ingested, RunCounts, Writer};
+use serde_json::json;
 
 use super::shutdown::Shutdown;
+use crate::input::{Input, Item};
+use crate::ledger::writer::Writer;
+use crate::model::{RunCounts, Sighting};
+use crate::output::Printer;
 
 /// Rows sent to the ledger writer per transaction.
 const BATCH: usize = 1024;
 
-/// Reads every row of `input` into the ledger for `run_id`; returns the counts so far.
+/// Reads every row of `input` into the ledger for `run_id`; returns the counts so far. Rejects,
+/// duplicates and drift are shown as they are found.
 pub fn ingest(
     input: Input,
     writer: &Writer,
     run_id: i64,
     retry_failed: bool,
     shutdown: &Shutdown,
+    printer: &Printer,
 ) -> anyhow::Result<RunCounts> {
     let mut counts = RunCounts::default();
     let mut batch = Vec::with_capacity(BATCH);
@@ -26,23 +31,36 @@ pub fn ingest(
             return Ok(());
         }
         let rows: Vec<(u64, crate::input::SourceRow)> = std::mem::take(batch);
-        let places: Vec<(String, u64)> =
-            rows.iter().map(|(_, r)| (r.file.clone(), r.line)).collect();
-        for (decision, (file, line)) in writer
+        let places: Vec<(String, u64, String)> = rows
+            .iter()
+            .map(|(_, r)| (r.file.clone(), r.line, r.row.key()))
+            .collect();
+        for (decision, (file, line, key)) in writer
             .ingest(run_id, rows, retry_failed)?
             .into_iter()
             .zip(places)
         {
             match decision {
-                Ingested::Send => counts.to_send += 1,
-                Ingested::Done => counts.already_done += 1,
-                Ingested::Drifted(detail) => {
+                Sighting::Send => counts.to_send += 1,
+                Sighting::Done => counts.already_done += 1,
+                Sighting::Drifted(detail) => {
                     counts.drifted += 1;
-                    eprintln!(
-                        "{file}:{line}: drift: {detail}; not sent (the API cannot move a store)"
+                    let fields = serde_json::Map::from_iter([
+                        ("file".to_owned(), json!(file)),
+                        ("line".to_owned(), json!(line)),
+                        ("key".to_owned(), json!(key)),
+                        ("detail".to_owned(), json!(detail)),
+                    ]);
+                    printer.event(
+                        "warn",
+                        "drift",
+                        &format!(
+                            "{file}:{line}: drift: {detail}; not sent (the API cannot move a store)"
+                        ),
+                        fields,
                     );
                 }
-                Ingested::FailedBefore => counts.failed += 1,
+                Sighting::FailedBefore => counts.failed += 1,
             }
         }
         Ok(())
@@ -63,7 +81,7 @@ pub fn ingest(
             Item::Reject(reject) => {
                 counts.rows_read += 1;
                 counts.rejected += 1;
-                eprintln!("{reject}");
+                printer.reject(&reject);
                 writer.reject(run_id, reject)?;
             }
             Item::Duplicate {
@@ -71,12 +89,24 @@ pub fn ingest(
                 line,
                 first_file,
                 first_line,
-                ..
+                key,
             } => {
                 counts.rows_read += 1;
                 counts.duplicates += 1;
-                eprintln!(
-                    "{file}:{line}: same store and payload as line {first_line} of {first_file}: skipped"
+                let fields = serde_json::Map::from_iter([
+                    ("file".to_owned(), json!(file)),
+                    ("line".to_owned(), json!(line)),
+                    ("key".to_owned(), json!(key)),
+                    ("first_file".to_owned(), json!(first_file)),
+                    ("first_line".to_owned(), json!(first_line)),
+                ]);
+                printer.event(
+                    "info",
+                    "duplicate",
+                    &format!(
+                        "{file}:{line}: same store and payload as line {first_line} of {first_file}: skipped"
+                    ),
+                    fields,
                 );
             }
         }

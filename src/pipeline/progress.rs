@@ -1,27 +1,36 @@
-//! What the person (or cron) sees while a run goes: an indicatif bar on a terminal, a plain line
-//! every few seconds otherwise (a JSON log line with `--log-format json`), and the summary table.
+//! What the person (or cron) sees while a run goes: the counters the workers keep, a progress
+//! report every few seconds (a bar on a terminal), the advice when `concurrency` held the run
+//! back, and the summary table at the end. Everything is shown through the [`Printer`].
 
-use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 
 use crate::config::MAX_CONCURRENCY;
-use crate::ledger::writer::RunCounts;
+use crate::model::RunCounts;
+use crate::output::Printer;
 
 /// Live counters, shared by the workers.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub to_send: AtomicU64,
+    /// Fresh rows handed to the workers (what `--limit` counts).
+    pub fed: AtomicU64,
+    /// Rows at least one request of this run left for.
+    pub sent: AtomicU64,
     pub succeeded: AtomicU64,
     pub already_circled: AtomicU64,
     pub failed: AtomicU64,
+    /// Rows whose last answer could not be verified.
+    pub unverified: AtomicU64,
     /// Rows waiting out a back-off right now.
     pub retrying: AtomicU64,
     /// Requests that left (every attempt).
     pub requests: AtomicU64,
+    /// Requests the gateway throttled.
+    pub throttled: AtomicU64,
     /// Their latencies added up, in microseconds: with `requests`, the mean time a worker waits
     /// for an answer, which decides how many requests a second `concurrency` workers can send.
     pub latency_micros: AtomicU64,
@@ -43,36 +52,6 @@ impl Counters {
             Duration::from_micros(self.latency_micros.load(Relaxed)),
             elapsed,
         )
-    }
-}
-
-/// A warning for the person, in the run's output style: above the bar, as a JSON log line, or
-/// as a plain line.
-pub fn warn(message: &str, style: Style, bar: Option<&ProgressBar>) {
-    match (bar, style) {
-        (Some(bar), _) => bar.println(format!("warning: {message}")),
-        (None, Style::Json) => tracing::warn!("{message}"),
-        (None, _) => eprintln!("warning: {message}"),
-    }
-}
-
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    Bar,
-    Lines,
-    Json,
-}
-
-impl Style {
-    pub fn detect(json: bool) -> Style {
-        if json {
-            Style::Json
-        } else if std::io::stderr().is_terminal() {
-            Style::Bar
-        } else {
-            Style::Lines
-        }
     }
 }
 
@@ -130,10 +109,10 @@ pub fn concurrency_advice(
     })
 }
 
-/// Reports until dropped.
+/// Reports until finished.
 pub struct Reporter {
     task: tokio::task::JoinHandle<()>,
-    bar: Option<ProgressBar>,
+    printer: Arc<Printer>,
 }
 
 impl Reporter {
@@ -141,23 +120,16 @@ impl Reporter {
     /// [`concurrency_advice`], given once as soon as 10 seconds of sending can judge it.
     pub fn start(
         counters: Arc<Counters>,
-        style: Style,
+        printer: Arc<Printer>,
         every: Duration,
         rate: u32,
         concurrency: usize,
     ) -> Reporter {
         let started = Instant::now();
-        let bar = (style == Style::Bar).then(|| {
-            let bar = ProgressBar::new(counters.to_send.load(Relaxed));
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} rows  {msg}  eta {eta}")
-                    .expect("a valid template"),
-            );
-            bar
-        });
-        let bar2 = bar.clone();
+        printer.start_bar(counters.to_send.load(Relaxed));
+        let p = printer.clone();
         let task = tokio::spawn(async move {
-            let tick = if bar2.is_some() {
+            let tick = if p.style() == crate::output::Style::Bar {
                 Duration::from_millis(200)
             } else {
                 every
@@ -173,79 +145,49 @@ impl Reporter {
                     && let Some(advice) = counters.advice(rate, concurrency, elapsed)
                 {
                     advised = true;
-                    warn(&advice, style, bar2.as_ref());
+                    p.warn(&advice);
                 }
-                let line = Line::read(&counters, elapsed);
-                match (&bar2, style) {
-                    (Some(bar), _) => {
-                        bar.set_position(line.finished);
-                        bar.set_message(line.message());
-                    }
-                    (None, Style::Json) => tracing::info!(
-                        finished = line.finished,
-                        to_send = line.to_send,
-                        failed = line.failed,
-                        retrying = line.retrying,
-                        rate = format!("{:.1}", line.rate),
-                        "progress"
-                    ),
-                    (None, _) => eprintln!(
-                        "progress: {}/{} rows, {}",
-                        line.finished,
-                        line.to_send,
-                        line.message()
-                    ),
-                }
+                let c = &counters;
+                let rate_now = c.requests.load(Relaxed) as f64 / elapsed.as_secs_f64().max(0.001);
+                let (failed, retrying) = (c.failed.load(Relaxed), c.retrying.load(Relaxed));
+                let fields = serde_json::Map::from_iter([
+                    ("failed".to_owned(), json!(failed)),
+                    ("retrying".to_owned(), json!(retrying)),
+                    ("rate".to_owned(), json!(format!("{rate_now:.1}"))),
+                ]);
+                p.progress(
+                    c.finished(),
+                    c.to_send.load(Relaxed),
+                    &format!("{failed} failed, {retrying} retrying, {rate_now:.1} req/s"),
+                    fields,
+                );
             }
         });
-        Reporter { task, bar }
+        Reporter { task, printer }
     }
 
     pub fn finish(self) {
         self.task.abort();
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
+        self.printer.finish_bar();
     }
 }
 
-struct Line {
-    finished: u64,
-    to_send: u64,
-    failed: u64,
-    retrying: u64,
-    rate: f64,
-}
-
-impl Line {
-    fn read(c: &Counters, elapsed: Duration) -> Line {
-        Line {
-            finished: c.finished(),
-            to_send: c.to_send.load(Relaxed),
-            failed: c.failed.load(Relaxed),
-            retrying: c.retrying.load(Relaxed),
-            rate: c.requests.load(Relaxed) as f64 / elapsed.as_secs_f64().max(0.001),
-        }
-    }
-
-    fn message(&self) -> String {
-        format!(
-            "{} failed, {} retrying, {:.1} req/s",
-            self.failed, self.retrying, self.rate
-        )
-    }
-}
-
-/// The table printed at the end of a run.
+/// The table printed at the end of a run: what happened, not what was planned.
 pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str) -> String {
-    let rows: [(&str, u64, &str); 9] = [
+    let not_sent = c.to_send.saturating_sub(c.sent);
+    let rows: [(&str, u64, &str); 12] = [
         ("rows read", c.rows_read, ""),
         (
             "already done",
             c.already_done,
             "succeeded or circled in an earlier run",
         ),
-        ("sent this run", c.to_send, ""),
+        ("sent this run", c.sent, ""),
+        (
+            "not sent",
+            not_sent,
+            "still pending: run the same command again",
+        ),
         ("succeeded", c.succeeded, "pmsLabel recorded"),
         (
             "already circled",
@@ -253,6 +195,11 @@ pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str)
             "the store had a mall already",
         ),
         ("failed", c.failed, "see: pms-onboard export --state failed"),
+        (
+            "not verified",
+            c.unverified,
+            "answer kept, label not believed: see the message above",
+        ),
         (
             "rejected",
             c.rejected,
@@ -268,13 +215,21 @@ pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str)
             c.drifted,
             "done earlier, sheet now differs: see reconcile",
         ),
+        (
+            "throttled",
+            c.throttled,
+            "requests AlipayHK held back (sent again)",
+        ),
     ];
-    let mut out = String::new();
-    out.push_str(&format!(
+    let mut out = format!(
         "run {how} in {:.1}s, {requests} requests\n",
         elapsed.as_secs_f64()
-    ));
+    );
     for (name, n, hint) in rows {
+        // Rows that only matter when something happened are left out when they are 0.
+        if n == 0 && matches!(name, "not sent" | "not verified" | "throttled") {
+            continue;
+        }
         let hint = if n > 0 && !hint.is_empty() {
             format!("  {hint}")
         } else {

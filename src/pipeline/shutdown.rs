@@ -2,9 +2,11 @@
 //! one exits at once. Fatal answers stop the run the same way. Committed outcomes are on disk
 //! either way: the ledger commits each one before the worker moves on.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+
+use crate::output::Printer;
 
 /// Why the run stopped early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,9 +15,14 @@ pub enum StopReason {
     Aborted(String),
 }
 
+/// What must happen before the process exits at a second Ctrl-C (write the answers the ledger
+/// has not taken yet to the side file).
+pub type LastWords = Box<dyn Fn() + Send + Sync>;
+
 pub struct Shutdown {
     tx: watch::Sender<bool>,
     reason: Mutex<Option<StopReason>>,
+    last_words: Mutex<Option<LastWords>>,
 }
 
 impl Default for Shutdown {
@@ -23,6 +30,7 @@ impl Default for Shutdown {
         Shutdown {
             tx: watch::channel(false).0,
             reason: Mutex::new(None),
+            last_words: Mutex::new(None),
         }
     }
 }
@@ -54,18 +62,32 @@ impl Shutdown {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// Listens for Ctrl-C and SIGTERM: the first stops the run, the second exits with 130.
-    pub fn listen_for_signals(self: &std::sync::Arc<Self>) {
+    /// What to do before exiting at a second Ctrl-C.
+    pub fn before_exit(&self, last_words: LastWords) {
+        *self.last_words.lock().unwrap_or_else(|e| e.into_inner()) = Some(last_words);
+    }
+
+    /// Listens for Ctrl-C and SIGTERM: the first stops the run, the second exits with 130 (after
+    /// the last words: no answer that arrived is dropped).
+    pub fn listen_for_signals(self: &Arc<Self>, printer: Arc<Printer>) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut signals = Signals::new();
             signals.next().await;
-            eprintln!(
-                "\nstopping: no new rows; waiting for the requests in flight (press Ctrl-C again to exit now)"
+            printer.info(
+                "stopping: no new rows; waiting for the requests in flight (press Ctrl-C again to exit now)",
             );
             me.stop(StopReason::Interrupted);
             signals.next().await;
-            eprintln!("\nexiting now; every committed outcome is in the ledger");
+            if let Some(last_words) = me
+                .last_words
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                last_words();
+            }
+            printer.info("exiting now; every committed outcome is in the ledger");
             std::process::exit(130);
         });
     }

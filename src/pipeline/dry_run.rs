@@ -1,0 +1,112 @@
+//! `run --dry-run`: what a run would do with this sheet and this ledger (send, skip as done,
+//! skip as failed before, drift, reject), decided exactly as a run decides it
+//! (`model::sighting`), with nothing sent and nothing written: the ledger is opened read-only,
+//! and not created when it does not exist.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::input::{Encoding, Input, Item, SourceRow};
+use crate::ledger::queries;
+use crate::model::{self, FailureKind, Known, Sighting, State};
+use crate::output::Printer;
+
+/// What a run would do.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rehearsal {
+    pub rows_read: u64,
+    pub would_send: u64,
+    pub already_done: u64,
+    pub failed_before: u64,
+    pub drifted: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    /// The first row that would be sent.
+    #[serde(skip)]
+    pub first: Option<SourceRow>,
+}
+
+/// Reads the sheet against the ledger (if there is one) and says what a run would do; rejects
+/// and drift are shown as a run shows them.
+pub fn rehearse(
+    files: &[PathBuf],
+    encoding: Encoding,
+    ledger: &Path,
+    retry_failed: bool,
+    printer: &Printer,
+) -> anyhow::Result<Rehearsal> {
+    let input = Input::open(files, encoding)?;
+    let conn = if ledger.exists() {
+        // Read-only, and never upgraded: a dry run leaves the file as it found it.
+        Some(
+            Connection::open_with_flags(
+                ledger,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .with_context(|| format!("cannot read the ledger {}", ledger.display()))?,
+        )
+    } else {
+        None
+    };
+    let mut r = Rehearsal::default();
+    for item in input {
+        match item? {
+            Item::Row(src) => {
+                r.rows_read += 1;
+                let stored = match &conn {
+                    Some(c) => queries::row_by_key(c, &src.row.key())
+                        .with_context(|| format!("cannot read the ledger {}", ledger.display()))?,
+                    None => None,
+                };
+                let stored_row = stored.as_ref().map(|s| s.row());
+                let known = stored
+                    .as_ref()
+                    .zip(stored_row.as_ref())
+                    .map(|(s, row)| Known {
+                        row,
+                        state: State::parse(&s.state).unwrap_or(State::Pending),
+                        failure: s.failure.as_deref().and_then(FailureKind::parse),
+                    });
+                match model::sighting(known.as_ref(), &src.row, retry_failed) {
+                    Sighting::Send => {
+                        r.would_send += 1;
+                        r.first.get_or_insert(src);
+                    }
+                    Sighting::Done => r.already_done += 1,
+                    Sighting::FailedBefore => r.failed_before += 1,
+                    Sighting::Drifted(detail) => {
+                        r.drifted += 1;
+                        let fields = serde_json::Map::from_iter([
+                            ("file".to_owned(), json!(src.file)),
+                            ("line".to_owned(), json!(src.line)),
+                            ("detail".to_owned(), json!(detail)),
+                        ]);
+                        printer.event(
+                            "warn",
+                            "drift",
+                            &format!(
+                                "{}:{}: drift: {detail}; would not be sent (the API cannot move a store)",
+                                src.file, src.line
+                            ),
+                            fields,
+                        );
+                    }
+                }
+            }
+            Item::Reject(reject) => {
+                r.rows_read += 1;
+                r.rejected += 1;
+                printer.reject(&reject);
+            }
+            Item::Duplicate { .. } => {
+                r.rows_read += 1;
+                r.duplicates += 1;
+            }
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,374 @@
+//! The retry policy: the one place that decides, from an attempt's outcome, whether a row is
+//! finished (and in which state), tried again after a short back-off, set aside to be tried
+//! again later while the rest of the sheet goes on, sent again after the gateway's throttling
+//! pause, or whether the whole run must stop; and what the row then holds. Pure functions: the
+//! worker carries them out, the ledger stores them.
+//!
+//! AlipayHK's guidance for this solution: retry a request that failed or got no answer after
+//! 2 s, three times, then after 10 minutes, then after 30 minutes. So a transient failure is
+//! retried `max_attempts − 1` times with exponential back-off and full jitter from `backoff`
+//! (the worker keeps the row). Then, if the gateway is down — it received the row's requests
+//! (not a refused connection, an unknown host or an untrusted certificate, which waiting does not
+//! mend) but gave no believable answer to any request since the row began to fail — the row is
+//! set aside for each pause of `retry_later` in turn while the rest of the sheet goes on (and
+//! comes back early once the gateway answers again). If other rows got answers meanwhile, the
+//! trouble is this row's (or bad luck): it is failed (transient) for this run and tried again by
+//! the next.
+
+use std::time::Duration;
+
+use rand::Rng as _;
+
+use crate::api::outcome::{Attempt, Outcome};
+use crate::model::{FailureKind, RowUpdate, State};
+
+/// What happens after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The row is finished for this run, in this state.
+    Finish {
+        state: State,
+        failure: Option<FailureKind>,
+    },
+    /// Try again after this pause (the worker keeps the row).
+    RetryIn(Duration),
+    /// Set the row aside; it comes back after this pause, or once the rest of the sheet is done.
+    SetAside(Later),
+    /// The gateway throttled it (not processed): send again once the pause is over.
+    Throttled,
+    /// The configuration is wrong; the row stays pending and the run may have to stop.
+    Fatal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Later {
+    After(Duration),
+    /// Once no fresh row is left: an answer that could not be verified is not asked again at
+    /// once (with a wrong key the run stops first; with one bad answer the row comes back last).
+    AtTheEnd,
+}
+
+/// Where a row stands in this run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tries {
+    /// Attempts this run that were not throttled, this one included.
+    pub attempts: u32,
+    /// Pauses of `retry_later` used.
+    pub later: usize,
+    /// Throttled attempts this run.
+    pub throttled: u32,
+    /// The gateway gave a believable answer to some request since this row began to fail.
+    pub gateway_answered: bool,
+    /// Some request of the row reached the gateway (not only failed connections).
+    pub reached: bool,
+}
+
+/// A row throttled this many times in one run is handled like a transient failure (a gateway
+/// that throttles everything must not keep one row forever).
+const THROTTLED_AT_MOST: u32 = 20;
+
+/// Exponential back-off with full jitter for the first attempts, then the long pauses.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub later: Vec<Duration>,
+}
+
+impl RetryPolicy {
+    pub fn new(max_attempts: u32, base: Duration, later: Vec<Duration>) -> Self {
+        RetryPolicy {
+            max_attempts,
+            base,
+            cap: (base * 64).min(Duration::from_secs(60)).max(base),
+            later,
+        }
+    }
+
+    pub fn decide(&self, outcome: &Outcome, tries: Tries) -> Decision {
+        match outcome {
+            Outcome::Success { .. } => Decision::Finish {
+                state: State::Succeeded,
+                failure: None,
+            },
+            Outcome::AlreadyCircled => Decision::Finish {
+                state: State::AlreadyCircled,
+                failure: None,
+            },
+            Outcome::Permanent { .. } => Decision::Finish {
+                state: State::Failed,
+                failure: Some(FailureKind::Permanent),
+            },
+            Outcome::Fatal { .. } => Decision::Fatal,
+            Outcome::Throttled { .. } if tries.throttled < THROTTLED_AT_MOST => Decision::Throttled,
+            Outcome::Unverified { .. } if tries.attempts < self.max_attempts => {
+                Decision::SetAside(Later::AtTheEnd)
+            }
+            Outcome::Transient { retry_after, .. } if tries.attempts < self.max_attempts => {
+                Decision::RetryIn(self.backoff(tries.attempts, *retry_after))
+            }
+            Outcome::Throttled { .. } | Outcome::Unverified { .. } | Outcome::Transient { .. } => {
+                match self.later.get(tries.later) {
+                    Some(pause) if tries.reached && !tries.gateway_answered => {
+                        Decision::SetAside(Later::After(*pause))
+                    }
+                    _ => Decision::Finish {
+                        state: State::Failed,
+                        failure: Some(FailureKind::Transient),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Full jitter: uniform in `[0, min(cap, base * 2^(attempt-1))]`, never less than the
+    /// gateway's `Retry-After`.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.cap);
+        let jittered = exp.mul_f64(rand::rng().random::<f64>());
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+/// What the row holds after an attempt and the decision about it. `maybe_sent`: this or an
+/// earlier attempt of the row may have reached the gateway without a believable answer.
+pub fn row_update(attempt: &Attempt, decision: &Decision, maybe_sent: bool) -> RowUpdate {
+    let (state, failure) = match decision {
+        Decision::Finish { state, failure } => (*state, *failure),
+        _ => (State::Pending, None),
+    };
+    let unverified = matches!(attempt.outcome, Outcome::Unverified { .. });
+    let pms_label = match &attempt.outcome {
+        Outcome::Success { pms_label } => Some(pms_label.clone()),
+        // Kept, though not believed: a label AlipayHK did send is never lost.
+        Outcome::Unverified { .. } => attempt.pms_label.clone(),
+        _ => None,
+    };
+    // Circled already after an unknown outcome: most likely our own earlier call went through.
+    let ambiguous = state == State::AlreadyCircled && maybe_sent;
+    let code = attempt.result_code.clone().or_else(|| {
+        Some(match attempt.http_status {
+            Some(h) if !(200..300).contains(&h) => format!("HTTP_{h}"),
+            _ => "NO_VALID_ANSWER".to_owned(),
+        })
+    });
+    let tracer = attempt
+        .tracer_id
+        .as_deref()
+        .map(|t| format!(" (Tracer-Id {t})"))
+        .unwrap_or_default();
+    let message = if unverified {
+        Some(unverified_message(attempt))
+    } else if ambiguous {
+        Some(format!(
+            "{}; an earlier request of this row had an unknown outcome, so this is most likely \
+             our own call: ask AlipayHK for the pmsLabel if you need it{tracer}",
+            attempt
+                .result_message
+                .as_deref()
+                .unwrap_or("store already circled")
+        ))
+    } else {
+        match (&attempt.error, &attempt.result_message, failure) {
+            (Some(e), _, _) => Some(e.clone()),
+            (None, Some(m), Some(FailureKind::Permanent)) => Some(format!("{m}{tracer}")),
+            (None, m, _) => m.clone(),
+        }
+    };
+    RowUpdate {
+        state,
+        failure,
+        ambiguous,
+        maybe_sent,
+        label_unverified: pms_label.is_some() && unverified,
+        pms_label,
+        result_code: code,
+        result_message: message,
+        tracer_id: attempt.tracer_id.clone(),
+    }
+}
+
+/// What a person reads for a row whose last answer could not be verified.
+fn unverified_message(a: &Attempt) -> String {
+    let said = match (&a.result_code, &a.pms_label) {
+        (Some(code), Some(label)) => format!("{code} with pmsLabel {label}"),
+        (Some(code), None) => code.clone(),
+        _ => "something".to_owned(),
+    };
+    format!(
+        "NOT VERIFIED: the answer said {said}, but {}. The label is kept; check \
+         alipay_public_key (the AlipayHK public key from the portal; AlipayHK may have rotated \
+         it) and any proxy that rewrites answers, then run again: the kept answer is checked \
+         again first{}",
+        a.error.as_deref().unwrap_or("its signature did not verify"),
+        a.tracer_id
+            .as_deref()
+            .map(|t| format!(" (Tracer-Id {t})"))
+            .unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transient(retry_after: Option<Duration>) -> Outcome {
+        Outcome::Transient {
+            reason: "x".into(),
+            retry_after,
+            maybe_processed: true,
+        }
+    }
+
+    fn tries(attempts: u32, later: usize) -> Tries {
+        Tries {
+            attempts,
+            later,
+            reached: true,
+            ..Tries::default()
+        }
+    }
+
+    #[test]
+    fn transient_is_retried_then_set_aside_then_failed() {
+        let p = RetryPolicy::new(
+            3,
+            Duration::from_millis(100),
+            vec![Duration::from_secs(600), Duration::from_secs(1800)],
+        );
+        assert!(matches!(
+            p.decide(&transient(None), tries(1, 0)),
+            Decision::RetryIn(_)
+        ));
+        assert!(matches!(
+            p.decide(&transient(None), tries(2, 0)),
+            Decision::RetryIn(_)
+        ));
+        assert_eq!(
+            p.decide(&transient(None), tries(3, 0)),
+            Decision::SetAside(Later::After(Duration::from_secs(600)))
+        );
+        assert_eq!(
+            p.decide(&transient(None), tries(4, 1)),
+            Decision::SetAside(Later::After(Duration::from_secs(1800)))
+        );
+        assert_eq!(
+            p.decide(&transient(None), tries(5, 2)),
+            Decision::Finish {
+                state: State::Failed,
+                failure: Some(FailureKind::Transient)
+            }
+        );
+        // Nothing reached the gateway (an untrusted certificate, say): waiting does not mend it.
+        let unreachable = Tries {
+            reached: false,
+            ..tries(3, 0)
+        };
+        assert!(matches!(
+            p.decide(&transient(None), unreachable),
+            Decision::Finish { .. }
+        ));
+        // Other rows got answers meanwhile: the gateway is up, the trouble is this row's.
+        let unlucky = Tries {
+            gateway_answered: true,
+            ..tries(3, 0)
+        };
+        assert_eq!(
+            p.decide(&transient(None), unlucky),
+            Decision::Finish {
+                state: State::Failed,
+                failure: Some(FailureKind::Transient)
+            }
+        );
+    }
+
+    #[test]
+    fn permanent_and_fatal_are_not_retried_and_throttled_is_not_an_attempt() {
+        let p = RetryPolicy::new(5, Duration::from_millis(100), vec![]);
+        let perm = Outcome::Permanent {
+            code: "PROCESS_FAIL".into(),
+            message: String::new(),
+        };
+        assert_eq!(
+            p.decide(&perm, tries(1, 0)),
+            Decision::Finish {
+                state: State::Failed,
+                failure: Some(FailureKind::Permanent)
+            }
+        );
+        let fatal = Outcome::Fatal {
+            code: "INVALID_SIGNATURE".into(),
+            message: String::new(),
+        };
+        assert_eq!(p.decide(&fatal, tries(1, 0)), Decision::Fatal);
+        let throttled = Outcome::Throttled {
+            reason: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(p.decide(&throttled, tries(5, 0)), Decision::Throttled);
+        let worn = Tries {
+            throttled: THROTTLED_AT_MOST,
+            ..tries(5, 0)
+        };
+        assert!(matches!(
+            p.decide(&throttled, worn),
+            Decision::Finish { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unverified_answer_comes_back_at_the_end_and_keeps_its_label() {
+        let p = RetryPolicy::new(5, Duration::from_millis(100), vec![]);
+        let unverified = Outcome::Unverified {
+            reason: "bad".into(),
+        };
+        let decision = p.decide(&unverified, tries(1, 0));
+        assert_eq!(decision, Decision::SetAside(Later::AtTheEnd));
+        let attempt = Attempt {
+            outcome: unverified,
+            result_code: Some("SUCCESS".into()),
+            pms_label: Some("2026".into()),
+            verified: Some(false),
+            tracer_id: Some("abc".into()),
+            error: Some("response signature not accepted: the signature does not match".into()),
+            ..Attempt::default()
+        };
+        let u = row_update(&attempt, &decision, true);
+        assert_eq!(u.state, State::Pending);
+        assert_eq!(u.pms_label.as_deref(), Some("2026"));
+        assert!(u.label_unverified);
+        let m = u.result_message.unwrap();
+        assert!(m.contains("alipay_public_key") && m.contains("abc"), "{m}");
+    }
+
+    #[test]
+    fn circled_after_an_unknown_outcome_is_ambiguous_and_says_whom_to_ask() {
+        let p = RetryPolicy::new(5, Duration::from_millis(100), vec![]);
+        let attempt = Attempt {
+            outcome: Outcome::AlreadyCircled,
+            result_code: Some("STORE_IS_CIRCLED".into()),
+            tracer_id: Some("t9".into()),
+            ..Attempt::default()
+        };
+        let d = p.decide(&attempt.outcome, tries(1, 0));
+        let u = row_update(&attempt, &d, true);
+        assert!(u.ambiguous);
+        assert!(u.result_message.unwrap().contains("Tracer-Id t9"));
+        assert!(!row_update(&attempt, &d, false).ambiguous);
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_retry_after() {
+        let p = RetryPolicy::new(10, Duration::from_millis(100), vec![]);
+        for attempt in 1..10 {
+            let d = p.backoff(attempt, None);
+            assert!(d <= p.cap, "{d:?}");
+            assert!(d <= Duration::from_millis(100) * (1 << (attempt - 1)));
+        }
+        assert!(p.backoff(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+    }
+}
