@@ -47,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(args) => commands::sandbox::run(args),
         Command::Sign(args) => commands::sign::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
+        Command::Doctor(args) => commands::doctor::run(args),
     }
 }
 
