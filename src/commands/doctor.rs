@@ -432,7 +432,7 @@ async fn gateway(endpoint: &str, timeout: Duration, out: &mut Checks) -> bool {
                 ),
             );
             out.skip_each(
-                &["DNS", "answer", "clock"],
+                &["DNS", "TLS", "answer", "clock"],
                 "the endpoint is the wrong gateway",
             );
             return false;
@@ -455,7 +455,11 @@ async fn gateway(endpoint: &str, timeout: Duration, out: &mut Checks) -> bool {
         );
     } else {
         if !dns(&url, &host, port, connect_limit, out).await {
-            out.skip_each(&["answer", "clock"], "needs the host's address");
+            let later: &[&str] = match url.scheme() {
+                "https" => &["TLS", "answer", "clock"],
+                _ => &["answer", "clock"],
+            };
+            out.skip_each(later, "needs the host's address");
             return false;
         }
         if url.scheme() == "https" && !tls(&host, port, connect_limit, out).await {
