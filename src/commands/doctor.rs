@@ -673,7 +673,7 @@ fn clock(answer: &Answered, out: &mut Checks) {
         .date
         .as_deref()
         .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-        .map(|d| d + TimeDelta::milliseconds(500));
+        .and_then(|d| d.checked_add_signed(TimeDelta::milliseconds(500)));
     let (theirs, source) = match (response_time, date) {
         (Some(t), _) => (t.to_utc(), "response-time"),
         (None, Some(d)) => (d.to_utc(), "Date header"),
