@@ -48,6 +48,8 @@ pub enum Command {
     Sign(SignArgs),
     /// Write a throw-away key pair for the sandbox and tests.
     Keygen(KeygenArgs),
+    /// Check keys, endpoint, clock, settings and ledger before a real run.
+    Doctor(DoctorArgs),
 }
 
 /// The settings that flags, `PMS_ONBOARD_*` variables and the TOML file can give.
@@ -268,6 +270,17 @@ pub struct SignArgs {
     /// The response's signature header (instead of --response-headers).
     #[arg(long)]
     pub response_signature: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also send one signed request that changes nothing (every field empty, which the gateway
+    /// refuses after checking the signature): proves the signature is accepted and the answer
+    /// verifies with alipay_public_key.
+    #[arg(long)]
+    pub probe: bool,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
 }
 
 #[derive(Debug, Args)]

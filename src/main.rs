@@ -48,6 +48,7 @@ fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
         Command::Sandbox(args) => commands::sandbox::run(args),
         Command::Sign(args) => commands::sign::run(args, printer),
         Command::Keygen(args) => commands::keygen::run(args, printer),
+        Command::Doctor(args) => commands::doctor::run(args),
     }
 }
 

@@ -11,7 +11,10 @@ mod util;
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use pms_onboard::sandbox::{Faults, Stats, load_malls, load_trades};
+use pms_onboard::api::signing::API_PATH;
+use pms_onboard::sandbox::{
+    Code, Faults, Outage, OutageAnswer, RateLimitAnswer, Sandbox, Stats, load_malls, load_trades,
+};
 use util::*;
 
 fn assert_status_f(reply: &Reply, code: &str) {
@@ -585,24 +588,32 @@ async fn the_same_seed_gives_the_same_run() {
     assert!(a.iter().collect::<HashSet<_>>().len() >= 4, "{a:?}");
 }
 
+/// `n` saves of distinct stores sent at once, signed beforehand, so that all arrive within a
+/// second.
+async fn burst(sandbox: &Sandbox, keys: &Keys, n: usize) -> Vec<Reply> {
+    let client = client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let body = store(i);
+        let headers = signed_headers(keys, &body, "1", "RSA256");
+        let (client, endpoint) = (client.clone(), sandbox.endpoint());
+        tasks.spawn(async move { send(&client, &endpoint, &headers, body).await.unwrap() });
+    }
+    tasks.join_all().await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rate_limit_answers_429_and_counts_it() {
     let _turn = crate::util::together();
     let keys = keys();
     let sandbox = start(&keys, |c| c.rate_limit = Some(5)).await;
     let client = client();
-    // 20 requests at once, signed beforehand, all arrive within a second.
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let body = store(i);
-        let headers = signed_headers(&keys, &body, "1", "RSA256");
-        let (client, endpoint) = (client.clone(), sandbox.endpoint());
-        tasks.spawn(async move { send(&client, &endpoint, &headers, body).await.unwrap() });
-    }
-    let replies = tasks.join_all().await;
+    let replies = burst(&sandbox, &keys, 20).await;
     let limited: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
     assert_eq!(limited.len(), 15, "5 pass, 15 are over the limit");
     assert!(limited.iter().all(|r| r.header("retry-after") == Some("1")));
+    let ids: HashSet<String> = replies.iter().map(Reply::tracer_id).collect();
+    assert_eq!(ids.len(), 20, "a Tracer-Id on every answer, 429 included");
     let stats = sandbox.stats();
     assert_eq!(stats.requests, 20);
     assert_eq!(stats.rate_limited, 15);
@@ -616,6 +627,332 @@ async fn the_rate_limit_answers_429_and_counts_it() {
     let reply = post(&client, &sandbox, &keys, store(100)).await.unwrap();
     assert_eq!(reply.code(), "SUCCESS");
     sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_can_answer_with_alipayhks_throttling_code() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let sandbox = start(&keys, |c| {
+        c.rate_limit = Some(5);
+        c.rate_limit_answer = RateLimitAnswer::Code;
+    })
+    .await;
+    let replies = burst(&sandbox, &keys, 20).await;
+    assert!(replies.iter().all(|r| r.status == 200), "{replies:?}");
+    let limited: Vec<_> = replies
+        .iter()
+        .filter(|r| r.code() == "REQUEST_TRAFFIC_EXCEED_LIMIT")
+        .collect();
+    assert_eq!(limited.len(), 15, "5 pass, 15 are over the limit");
+    for reply in limited {
+        let result = reply.json().result;
+        assert_eq!(result.result_status, "U");
+        assert_eq!(
+            result.result_message,
+            "The request traffic exceeds the limit."
+        );
+        assert_eq!(reply.verify(&keys), Ok(()), "signed like every answer");
+        reply.tracer_id();
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.rate_limited, 15);
+    assert_eq!(stats.by_result_code["REQUEST_TRAFFIC_EXCEED_LIMIT"], 15);
+    assert!(!stats.by_result_code.contains_key("RATE_LIMITED"));
+    assert_eq!(stats.by_result_code["SUCCESS"], 5);
+    assert_eq!(stats.stores_circled, 5, "a throttled request has no effect");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_gateway_cannot_route_gets_its_documented_code() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let sandbox = start(&keys, |_| {}).await;
+    let client = client();
+    let body = store(1);
+    let signed = signed_headers(&keys, &body, "1", "RSA256");
+    let as_text: Headers = signed
+        .iter()
+        .map(|(n, v)| match n.as_str() {
+            "content-type" => (n.clone(), "text/plain".to_owned()),
+            _ => (n.clone(), v.clone()),
+        })
+        .collect();
+    let api = format!("{}{API_PATH}", sandbox.endpoint());
+    let unknown_path = "/api/open/alipayhk/businessdistrict/circleStore/delete";
+    let unknown = format!("{}{unknown_path}", sandbox.endpoint());
+    use reqwest::Method;
+    let cases = [
+        (
+            "an unknown API",
+            Method::POST,
+            &unknown,
+            &signed,
+            "INVALID_API",
+            unknown_path,
+        ),
+        (
+            "GET",
+            Method::GET,
+            &api,
+            &signed,
+            "METHOD_NOT_SUPPORTED",
+            API_PATH,
+        ),
+        (
+            "PUT",
+            Method::PUT,
+            &api,
+            &signed,
+            "METHOD_NOT_SUPPORTED",
+            API_PATH,
+        ),
+        (
+            "plain text",
+            Method::POST,
+            &api,
+            &as_text,
+            "MEDIA_TYPE_NOT_ACCEPTABLE",
+            API_PATH,
+        ),
+    ];
+    for (what, method, url, headers, code, signed_over) in cases {
+        let reply = request(&client, method, url, headers, body.clone())
+            .await
+            .unwrap();
+        assert_status_f(&reply, code);
+        assert_eq!(
+            reply.json().result.result_message,
+            Code::parse(code).unwrap().message()
+        );
+        assert_eq!(reply.verify_at(&keys, signed_over), Ok(()), "{what}");
+        reply.tracer_id();
+    }
+    // Outside /api/ there is no gateway: a plain 404, not counted.
+    let reply = request(
+        &client,
+        Method::POST,
+        &format!("{}/other", sandbox.endpoint()),
+        &signed,
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 404);
+    let stats = sandbox.stats();
+    assert_eq!(stats.requests, 4);
+    assert_eq!(stats.stores_circled, 0);
+    assert_eq!(stats.by_result_code["METHOD_NOT_SUPPORTED"], 2);
+    // The same request with its JSON content type goes through.
+    let reply = post_raw(&client, &sandbox, &signed, body).await.unwrap();
+    assert_eq!(reply.code(), "SUCCESS");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_code_can_be_injected() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let client = client();
+    for code in Code::ALL.into_iter().filter(|&c| c != Code::Success) {
+        let sandbox = start(&keys, |c| c.faults.codes = vec![(code, 1.0)]).await;
+        let reply = post(&client, &sandbox, &keys, store(1)).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let result = reply.json().result;
+        assert_eq!(
+            (result.result_code.as_str(), result.result_status.as_str()),
+            (code.as_str(), code.status()),
+        );
+        assert_eq!(result.result_message, code.message());
+        assert_eq!(reply.verify(&keys), Ok(()), "{code:?}");
+        let stats = sandbox.stats();
+        assert_eq!(stats.by_result_code[code.as_str()], 1);
+        assert_eq!(
+            stats.stores_circled, 0,
+            "{code:?} is injected before any effect"
+        );
+        sandbox.shutdown().await;
+    }
+    for (code, status) in [
+        (Code::ProcessFail, "F"),
+        (Code::InvalidApi, "F"),
+        (Code::MethodNotSupported, "F"),
+        (Code::MediaTypeNotAcceptable, "F"),
+        (Code::AccessDenied, "F"),
+        (Code::RequestTrafficExceedLimit, "U"),
+    ] {
+        assert_eq!(code.status(), status, "{code:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn injected_codes_strike_at_their_rate_and_leave_the_seeded_faults_alone() {
+    let _turn = crate::util::together();
+    let faults = Faults {
+        http500: 0.3,
+        seed: 13,
+        ..Faults::default()
+    };
+    let (plain, _) = sequential(faults.clone(), N, LONG, None).await;
+    let with_code = Faults {
+        codes: vec![(Code::ProcessFail, 0.3)],
+        ..faults
+    };
+    let (seen, stats) = sequential(with_code, N, LONG, None).await;
+    let http500 = |seen: &[Seen]| -> Vec<bool> {
+        seen.iter()
+            .map(|s| matches!(s, Seen::Http(500, _)))
+            .collect()
+    };
+    assert_eq!(
+        http500(&plain),
+        http500(&seen),
+        "the same seed, the same HTTP 500s"
+    );
+    let answered: Vec<_> = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Answer(..)))
+        .cloned()
+        .collect();
+    let process_fail = Seen::Answer("PROCESS_FAIL".into(), true);
+    assert_about(rate(&answered, |s| *s == process_fail), "PROCESS_FAIL");
+    assert_eq!(
+        stats.by_result_code["PROCESS_FAIL"] as usize,
+        rate_count(&seen, &process_fail)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_has_its_own_tracer_id() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let sandbox = start(&keys, |c| {
+        c.faults = Faults {
+            http500: 0.3,
+            http429: 0.3,
+            bad_signature: 0.2,
+            seed: 5,
+            ..Faults::default()
+        }
+    })
+    .await;
+    let client = client();
+    let mut ids = HashSet::new();
+    let mut statuses = BTreeSet::new();
+    for i in 0..40 {
+        let reply = post(&client, &sandbox, &keys, store(i % 30)).await.unwrap();
+        statuses.insert(reply.status);
+        assert!(ids.insert(reply.tracer_id()), "unique");
+    }
+    assert_eq!(statuses, [200, 429, 500].into_iter().collect());
+    // The stats endpoints are the sandbox's own, not the gateway's.
+    let response = client
+        .get(format!("{}/sandbox/stats", sandbox.endpoint()))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("tracer-id").is_none());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clock_offset_shifts_response_time_and_date() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let sandbox = start(&keys, |c| c.clock_offset_secs = -3600).await;
+    let reply = post(&client(), &sandbox, &keys, store(1)).await.unwrap();
+    assert_eq!(reply.code(), "SUCCESS", "no skew check unless asked");
+    assert_eq!(reply.verify(&keys), Ok(()));
+    let now = chrono::Utc::now();
+    let response_time =
+        chrono::DateTime::parse_from_rfc3339(reply.header("response-time").unwrap()).unwrap();
+    let behind = now.signed_duration_since(response_time).num_seconds();
+    assert!(
+        (3590..=3610).contains(&behind),
+        "response-time {behind} s behind"
+    );
+    let dates: Vec<_> = reply.headers.get_all("date").iter().collect();
+    assert_eq!(dates.len(), 1, "hyper's own Date is not added: {dates:?}");
+    let date = chrono::DateTime::parse_from_rfc2822(dates[0].to_str().unwrap()).unwrap();
+    let behind = now.signed_duration_since(date).num_seconds();
+    assert!((3590..=3610).contains(&behind), "Date {behind} s behind");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_time_far_from_the_clock_is_refused_only_when_asked() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let sandbox = start(&keys, |c| {
+        c.clock_offset_secs = 3600;
+        c.max_clock_skew = Some(Duration::from_secs(300));
+    })
+    .await;
+    let client = client();
+    let body = store(1);
+    let now = signed_headers(&keys, &body, "1", "RSA256");
+    let reply = post_raw(&client, &sandbox, &now, body.clone())
+        .await
+        .unwrap();
+    assert_status_f(&reply, "INVALID_SIGNATURE");
+    let message = reply.json().result.result_message;
+    assert!(
+        message.contains("clock") && message.contains("300 seconds"),
+        "{message}"
+    );
+    let in_an_hour = pms_onboard::api::signing::hong_kong_iso8601(
+        chrono::Utc::now() + chrono::TimeDelta::seconds(3600),
+    );
+    let shifted = signed_headers_at(&keys, &body, in_an_hour);
+    let reply = post_raw(&client, &sandbox, &shifted, body).await.unwrap();
+    assert_eq!(reply.code(), "SUCCESS");
+    sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_fails_every_request_then_the_sandbox_recovers() {
+    let _turn = crate::util::together();
+    let keys = keys();
+    let client = client();
+    let outage = Duration::from_millis(800);
+    for answer in [OutageAnswer::Http503, OutageAnswer::Unknown] {
+        let sandbox = start(&keys, |c| {
+            c.outage = Some(Outage {
+                duration: outage,
+                answer,
+            })
+        })
+        .await;
+        for i in 0..3 {
+            let reply = post(&client, &sandbox, &keys, store(i)).await.unwrap();
+            reply.tracer_id();
+            match answer {
+                OutageAnswer::Http503 => assert_eq!(reply.status, 503),
+                OutageAnswer::Unknown => {
+                    assert_eq!(reply.json().result.result_status, "U");
+                    assert_eq!(reply.code(), "UNKNOWN_EXCEPTION");
+                    assert_eq!(reply.verify(&keys), Ok(()));
+                }
+            }
+        }
+        assert_eq!(
+            sandbox.stats().stores_circled,
+            0,
+            "nothing done during the outage"
+        );
+        tokio::time::sleep(outage).await;
+        let reply = post(&client, &sandbox, &keys, store(0)).await.unwrap();
+        assert_eq!(reply.code(), "SUCCESS", "{answer:?}: recovered");
+        let stats = sandbox.stats();
+        let counted = match answer {
+            OutageAnswer::Http503 => "HTTP_503",
+            OutageAnswer::Unknown => "UNKNOWN_EXCEPTION",
+        };
+        assert_eq!(stats.by_result_code[counted], 3);
+        assert_eq!((stats.requests, stats.stores_circled), (4, 1));
+        sandbox.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

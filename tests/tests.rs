@@ -1,6 +1,7 @@
 //! The integration tests: one crate driving the real binary and the real sandbox over loopback.
 
 mod cli;
+mod doctor;
 mod reconcile;
 mod run;
 mod sandbox;

@@ -163,7 +163,8 @@ pub fn now_iso8601() -> String {
     hong_kong_iso8601(chrono::Utc::now())
 }
 
-fn hong_kong_iso8601(utc: chrono::DateTime<chrono::Utc>) -> String {
+/// `utc` in the form of [`now_iso8601`] (the sandbox shifts its clock with it).
+pub fn hong_kong_iso8601(utc: chrono::DateTime<chrono::Utc>) -> String {
     use chrono::{Datelike as _, Timelike as _};
     // Hong Kong time: UTC+8 all year (no daylight saving), so the offset is a constant.
     let t = utc.naive_utc() + chrono::Duration::hours(8);

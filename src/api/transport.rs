@@ -268,8 +268,8 @@ where
 }
 
 /// rustls with the platform's certificate roots (as reqwest uses them), HTTP/1.1 only. `host`
-/// without brackets.
-fn tls(
+/// without brackets. Also `doctor`'s TLS check, so that it checks what a run will use.
+pub(crate) fn tls(
     host: &str,
 ) -> anyhow::Result<(
     tokio_rustls::TlsConnector,

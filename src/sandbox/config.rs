@@ -1,8 +1,10 @@
 //! What the sandbox is told at start: keys, accepted key version, known malls and trade
-//! numbers, faults and the rate limit; and reading the malls CSV and the trades list.
+//! numbers, faults, the rate limit, its clock and an outage; and reading the malls CSV and the
+//! trades list.
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
@@ -24,9 +26,46 @@ pub struct SandboxConfig {
     /// iPay trade numbers that exist; `None`: every numeric trade number exists.
     pub trades: Option<HashSet<String>>,
     pub faults: Faults,
-    /// Requests per trailing second beyond which the answer is HTTP 429 (`Retry-After: 1`).
-    /// Every arrival counts, refused ones too, as a gateway counts them.
+    /// Requests per trailing second beyond which the request is refused, as `rate_limit_answer`
+    /// says. Every arrival counts, refused ones too, as a gateway counts them.
     pub rate_limit: Option<u32>,
+    pub rate_limit_answer: RateLimitAnswer,
+    /// Seconds added to the sandbox's clock (`response-time`, `Date`), to play a gateway whose
+    /// clock differs from the client's; negative is behind.
+    pub clock_offset_secs: i64,
+    /// When set, a `request-time` further than this from the sandbox's (shifted) clock is
+    /// refused with `INVALID_SIGNATURE`. AlipayHK publishes no tolerance, so it is off by default.
+    pub max_clock_skew: Option<Duration>,
+    /// Every request fails for a while from the first one, then the sandbox recovers.
+    pub outage: Option<Outage>,
+}
+
+/// How a request beyond the rate limit is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RateLimitAnswer {
+    /// HTTP 429 with `Retry-After: 1` and a plain-text body (counted as `RATE_LIMITED`).
+    #[default]
+    Http429,
+    /// HTTP 200 with the signed JSON answer `REQUEST_TRAFFIC_EXCEED_LIMIT`, status `U`, as
+    /// AlipayHK documents it (counted under that code).
+    Code,
+}
+
+/// A gateway that is down for `duration` from the first request, answering every request with
+/// `answer` before any effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    pub duration: Duration,
+    pub answer: OutageAnswer,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OutageAnswer {
+    /// HTTP 503 with a plain-text body (counted as `HTTP_503`).
+    #[default]
+    Http503,
+    /// The signed JSON answer `UNKNOWN_EXCEPTION`, status `U`.
+    Unknown,
 }
 
 impl SandboxConfig {
@@ -47,6 +86,10 @@ impl SandboxConfig {
             trades: None,
             faults: Faults::default(),
             rate_limit: None,
+            rate_limit_answer: RateLimitAnswer::default(),
+            clock_offset_secs: 0,
+            max_clock_skew: None,
+            outage: None,
         })
     }
 }

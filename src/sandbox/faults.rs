@@ -4,11 +4,18 @@
 //! Every request draws every fault, always in the same order, from one generator under a lock.
 //! So the n-th request to arrive gets the same faults for the same seed whatever the
 //! probabilities of the other faults are, and a sequential client sees a reproducible run.
+//!
+//! Injected result codes (`--fault-code CODE=P`) are drawn under the same lock from a second
+//! stream seeded from the same seed, one draw per configured code in the order of
+//! [`Code::ALL`]. A second stream, not more draws from the first: adding a `--fault-code` then
+//! changes nothing in when the other seven faults strike, so a seed keeps its meaning.
 
 use std::sync::Mutex;
 
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
+
+use super::rules::Code;
 
 /// Fault probabilities (each in `[0, 1]`) and their parameters. The default injects nothing.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +34,9 @@ pub struct Faults {
     pub reset: f64,
     /// The real answer with a signature that does not verify.
     pub bad_signature: f64,
+    /// A signed answer with this result code (and its documented status and message) before any
+    /// effect, each with its probability. `SUCCESS` cannot be injected.
+    pub codes: Vec<(Code, f64)>,
     /// Added to every request.
     pub latency_ms: u64,
     pub seed: u64,
@@ -44,6 +54,7 @@ impl Default for Faults {
             hang: 0.0,
             reset: 0.0,
             bad_signature: 0.0,
+            codes: Vec::new(),
             latency_ms: 0,
             seed: 0,
             retry_after_secs: 1,
@@ -66,11 +77,24 @@ impl Faults {
         ]
     }
 
-    /// Refuses a probability outside `[0, 1]` (or NaN), naming its flag.
+    /// Refuses a probability outside `[0, 1]` (or NaN), naming its flag, and a code that
+    /// cannot be injected or is given twice.
     pub fn validate(&self) -> anyhow::Result<()> {
         for (flag, p) in self.probabilities() {
             if !(0.0..=1.0).contains(&p) {
                 anyhow::bail!("{flag} must be a probability between 0 and 1, got {p}");
+            }
+        }
+        for (i, &(code, p)) in self.codes.iter().enumerate() {
+            let name = code.as_str();
+            if !(0.0..=1.0).contains(&p) {
+                anyhow::bail!("--fault-code {name}={p}: the probability must be between 0 and 1");
+            }
+            if code == Code::Success {
+                anyhow::bail!("--fault-code SUCCESS: only failures can be injected");
+            }
+            if self.codes[..i].iter().any(|&(c, _)| c == code) {
+                anyhow::bail!("--fault-code {name} is given twice");
             }
         }
         Ok(())
@@ -87,19 +111,32 @@ pub struct Draw {
     pub unknown: bool,
     pub unknown_after_commit: bool,
     pub bad_signature: bool,
+    /// The first injected code (in the order of [`Code::ALL`]) that struck.
+    pub code: Option<Code>,
 }
 
-/// The seeded generator shared by every request.
+/// Mixed into the seed of the injected codes' stream, so that it differs from the first.
+const CODE_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The seeded generators shared by every request.
 pub struct Dice {
     faults: Faults,
-    rng: Mutex<SmallRng>,
+    /// The injected codes, in the order of [`Code::ALL`] whatever the order of the flags.
+    codes: Vec<(Code, f64)>,
+    rng: Mutex<(SmallRng, SmallRng)>,
 }
 
 impl Dice {
     pub fn new(faults: Faults) -> Self {
-        let rng = SmallRng::seed_from_u64(faults.seed);
+        let rng = (
+            SmallRng::seed_from_u64(faults.seed),
+            SmallRng::seed_from_u64(faults.seed ^ CODE_STREAM),
+        );
+        let mut codes = faults.codes.clone();
+        codes.sort_by_key(|&(code, _)| code);
         Dice {
             faults,
+            codes,
             rng: Mutex::new(rng),
         }
     }
@@ -108,12 +145,14 @@ impl Dice {
         &self.faults
     }
 
-    /// Draws all seven faults, in the documented order, under one lock.
+    /// Draws all seven faults, in the documented order, then every injected code, under one
+    /// lock.
     pub fn draw(&self) -> Draw {
         let f = &self.faults;
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let (rng, code_rng) = &mut *guard;
         let mut hit = |p: f64| rng.random::<f64>() < p;
-        Draw {
+        let mut draw = Draw {
             hang: hit(f.hang),
             reset: hit(f.reset),
             http500: hit(f.http500),
@@ -121,7 +160,16 @@ impl Dice {
             unknown: hit(f.unknown),
             unknown_after_commit: hit(f.unknown_after_commit),
             bad_signature: hit(f.bad_signature),
+            code: None,
+        };
+        // Every code is drawn even after one struck: the next request's draws must not depend
+        // on this one's.
+        for &(code, p) in &self.codes {
+            if code_rng.random::<f64>() < p && draw.code.is_none() {
+                draw.code = Some(code);
+            }
         }
+        draw
     }
 }
 
@@ -154,6 +202,58 @@ mod tests {
             let d = dice.draw();
             assert!(d.http500 && !d.unknown && !d.hang);
         }
+    }
+
+    #[test]
+    fn injected_codes_leave_the_other_draws_alone_and_strike_in_a_fixed_order() {
+        let plain = Faults {
+            http500: 0.3,
+            reset: 0.3,
+            seed: 9,
+            ..Faults::default()
+        };
+        let with_codes = Faults {
+            codes: vec![(Code::AccessDenied, 0.5), (Code::ProcessFail, 0.5)],
+            ..plain.clone()
+        };
+        let flags_reversed = Faults {
+            codes: vec![(Code::ProcessFail, 0.5), (Code::AccessDenied, 0.5)],
+            ..plain.clone()
+        };
+        let (a, b, c) = (
+            Dice::new(plain),
+            Dice::new(with_codes),
+            Dice::new(flags_reversed),
+        );
+        let mut struck = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let (da, db, dc) = (a.draw(), b.draw(), c.draw());
+            assert_eq!(Draw { code: None, ..db }, da);
+            assert_eq!(db, dc, "the order of the flags does not matter");
+            struck.insert(db.code);
+        }
+        let expected = [None, Some(Code::ProcessFail), Some(Code::AccessDenied)];
+        assert_eq!(struck, expected.into_iter().collect());
+    }
+
+    #[test]
+    fn a_bad_injected_code_is_refused() {
+        let with = |codes| Faults {
+            codes,
+            ..Faults::default()
+        };
+        for (codes, says) in [
+            (vec![(Code::Success, 0.5)], "only failures"),
+            (vec![(Code::ProcessFail, 1.5)], "PROCESS_FAIL=1.5"),
+            (
+                vec![(Code::ProcessFail, 0.1), (Code::ProcessFail, 0.2)],
+                "twice",
+            ),
+        ] {
+            let err = with(codes).validate().unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        assert!(with(vec![(Code::AccessDenied, 1.0)]).validate().is_ok());
     }
 
     #[test]

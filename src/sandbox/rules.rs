@@ -8,8 +8,9 @@ use crate::input::{Row, SaveWay};
 
 use super::config::is_digits;
 
-/// The result codes the sandbox answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The result codes the sandbox answers with: every code documented for this API and for the
+/// AlipayHK open-API gateway in front of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Code {
     Success,
     StoreIsCircled,
@@ -17,13 +18,41 @@ pub enum Code {
     BusinessDistrictNotExist,
     IpayTradeNoNotExist,
     UnknownCircleStoreWayType,
+    CircleStoreFailure,
+    ProcessFail,
     UnknownException,
+    RequestTrafficExceedLimit,
     InvalidClient,
     InvalidSignature,
     KeyNotFound,
+    AccessDenied,
+    InvalidApi,
+    MethodNotSupported,
+    MediaTypeNotAcceptable,
 }
 
 impl Code {
+    /// Every code, in the order `--fault-code` draws them.
+    pub const ALL: [Code; 17] = [
+        Code::Success,
+        Code::StoreIsCircled,
+        Code::ParamIllegal,
+        Code::BusinessDistrictNotExist,
+        Code::IpayTradeNoNotExist,
+        Code::UnknownCircleStoreWayType,
+        Code::CircleStoreFailure,
+        Code::ProcessFail,
+        Code::UnknownException,
+        Code::RequestTrafficExceedLimit,
+        Code::InvalidClient,
+        Code::InvalidSignature,
+        Code::KeyNotFound,
+        Code::AccessDenied,
+        Code::InvalidApi,
+        Code::MethodNotSupported,
+        Code::MediaTypeNotAcceptable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Success => "SUCCESS",
@@ -32,19 +61,61 @@ impl Code {
             Code::BusinessDistrictNotExist => "BUSINESS_DISTRICT_NOT_EXIST",
             Code::IpayTradeNoNotExist => "IPAY_TRADE_NO_NOT_EXIST",
             Code::UnknownCircleStoreWayType => "UNKNOWN_CIRCLE_STORE_WAY_TYPE",
+            Code::CircleStoreFailure => "CIRCLE_STORE_FAILURE",
+            Code::ProcessFail => "PROCESS_FAIL",
             Code::UnknownException => "UNKNOWN_EXCEPTION",
+            Code::RequestTrafficExceedLimit => "REQUEST_TRAFFIC_EXCEED_LIMIT",
             Code::InvalidClient => "INVALID_CLIENT",
             Code::InvalidSignature => "INVALID_SIGNATURE",
             Code::KeyNotFound => "KEY_NOT_FOUND",
+            Code::AccessDenied => "ACCESS_DENIED",
+            Code::InvalidApi => "INVALID_API",
+            Code::MethodNotSupported => "METHOD_NOT_SUPPORTED",
+            Code::MediaTypeNotAcceptable => "MEDIA_TYPE_NOT_ACCEPTABLE",
         }
+    }
+
+    /// The code spelled `s` (exactly, as the gateway spells it).
+    pub fn parse(s: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
     /// `resultStatus`: `S` success, `U` unknown, `F` failed.
     pub fn status(self) -> &'static str {
         match self {
             Code::Success => "S",
-            Code::UnknownException => "U",
+            Code::UnknownException | Code::RequestTrafficExceedLimit => "U",
             _ => "F",
+        }
+    }
+
+    /// The gateway's documented message for the code, for answers the sandbox does not word
+    /// itself (injected codes, the rate limit, routing).
+    pub fn message(self) -> &'static str {
+        match self {
+            Code::Success => "success.",
+            Code::StoreIsCircled => "The store is already circled.",
+            Code::ParamIllegal => "Illegal parameters.",
+            Code::BusinessDistrictNotExist => {
+                "The business district (mall group and mall) does not exist."
+            }
+            Code::IpayTradeNoNotExist => "The iPay trade number does not exist.",
+            Code::UnknownCircleStoreWayType => "saveWayType must be MERCHANT_PMS or IPAY_TRADE_NO.",
+            Code::CircleStoreFailure => "Circling the store failed.",
+            Code::ProcessFail => "A general business failure occurred. Do not retry.",
+            Code::UnknownException => {
+                "An API calling is failed, which is caused by unknown reasons."
+            }
+            Code::RequestTrafficExceedLimit => "The request traffic exceeds the limit.",
+            Code::InvalidClient => "The client is invalid.",
+            Code::InvalidSignature => "The signature is invalid.",
+            Code::KeyNotFound => "The key is not found.",
+            Code::AccessDenied => "Access is denied.",
+            Code::InvalidApi => "The called API is invalid or not active.",
+            Code::MethodNotSupported => "The server does not implement the requested HTTP method.",
+            Code::MediaTypeNotAcceptable => {
+                "The server does not implement the media type that is acceptable to the client."
+            }
         }
     }
 }
@@ -71,6 +142,11 @@ impl Answer {
             Code::UnknownException,
             "An unknown exception occurred (sandbox fault).",
         )
+    }
+
+    /// The code with the gateway's own message.
+    pub fn documented(code: Code) -> Self {
+        Answer::fail(code, code.message())
     }
 
     fn success(pms_label: String) -> Self {
@@ -113,10 +189,7 @@ pub fn check(
         .into_iter()
         .find(|w| w.as_str() == request.save_way_type)
     else {
-        return Err(Answer::fail(
-            Code::UnknownCircleStoreWayType,
-            "saveWayType must be MERCHANT_PMS or IPAY_TRADE_NO.",
-        ));
+        return Err(Answer::documented(Code::UnknownCircleStoreWayType));
     };
     let pms = &request.circle_store.merchant_pms;
     let mall = &request.circle_store.business_district_subject;
@@ -156,19 +229,13 @@ pub fn check(
     if let Some(malls) = malls {
         let pair = (mall.mall_group_label.clone(), mall.mall_label.clone());
         if !malls.contains(&pair) {
-            return Err(Answer::fail(
-                Code::BusinessDistrictNotExist,
-                "The business district (mall group and mall) does not exist.",
-            ));
+            return Err(Answer::documented(Code::BusinessDistrictNotExist));
         }
     }
     if let (SaveWay::IpayTradeNo, Some(trades)) = (save_way, trades)
         && !trades.contains(&request.ipay_trade_no)
     {
-        return Err(Answer::fail(
-            Code::IpayTradeNoNotExist,
-            "The iPay trade number does not exist.",
-        ));
+        return Err(Answer::documented(Code::IpayTradeNoNotExist));
     }
     let row = Row {
         save_way,
@@ -202,7 +269,7 @@ impl Register {
     /// Circles the store and answers `SUCCESS` with a fresh label, or `STORE_IS_CIRCLED`.
     pub fn circle(&mut self, identity: String) -> Answer {
         if self.stores.contains_key(&identity) {
-            return Answer::fail(Code::StoreIsCircled, "The store is already circled.");
+            return Answer::documented(Code::StoreIsCircled);
         }
         self.labels_issued += 1;
         let pms_label = new_label(self.labels_issued);

@@ -1,9 +1,11 @@
-//! The HTTP side of the sandbox: routes, the order in which one request is handled (count, rate
-//! limit, faults, authentication, business rules), signed answers, and start/stop.
+//! The HTTP side of the sandbox: routes, the order in which one request is handled (count,
+//! outage, rate limit, routing, faults, authentication, business rules), signed answers stamped
+//! with a `Tracer-Id` and the sandbox's `Date`, and start/stop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -12,14 +14,15 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State as AxumState};
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::{CONTENT_TYPE, DATE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::config::SandboxConfig;
+use super::config::{OutageAnswer, RateLimitAnswer, SandboxConfig};
 use super::faults::{Dice, Draw};
 use super::rules::{self, Answer, Code, Register};
 use super::stats::{Arrivals, Stats};
@@ -30,6 +33,8 @@ const MAX_BODY: usize = 64 * 1024;
 const JSON: &str = "application/json; charset=UTF-8";
 /// How long `shutdown` waits for requests in flight (a hang, say) before it stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The largest `clock_offset_secs` taken: a century, far inside what the clock arithmetic holds.
+const MAX_CLOCK_OFFSET_SECS: i64 = 100 * 366 * 86_400;
 
 /// A running sandbox. Dropping it stops the server too (gracefully, in the background).
 pub struct Sandbox {
@@ -44,15 +49,21 @@ impl Sandbox {
     /// and returns at once.
     pub async fn start(config: SandboxConfig, listen: SocketAddr) -> anyhow::Result<Sandbox> {
         config.faults.validate()?;
+        if config.clock_offset_secs.abs() > MAX_CLOCK_OFFSET_SECS {
+            anyhow::bail!(
+                "--clock-offset {} is more than a century: give the offset in seconds",
+                config.clock_offset_secs
+            );
+        }
         let shared = Arc::new(Shared::new(config)?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("the sandbox cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let app = Router::new()
-            .route(API_PATH, post(save))
             .route("/sandbox/stats", get(stats))
             .route("/sandbox/labels", get(labels))
+            .fallback(gateway)
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -116,6 +127,18 @@ struct Shared {
     state: Mutex<MutableState>,
     /// Arrival times in the stats are counted from here.
     started: Instant,
+    /// The first half of every `Tracer-Id`: random, so that two sandboxes do not share ids.
+    tracer_prefix: u32,
+    tracer_counter: AtomicU64,
+}
+
+/// What the arrival of a request decided.
+enum Arrival {
+    Admitted,
+    /// Within the outage: refused before anything else.
+    Outage,
+    /// Beyond the rate limit.
+    RateLimited,
 }
 
 #[derive(Default)]
@@ -145,6 +168,8 @@ impl Shared {
             config,
             state: Mutex::new(MutableState::default()),
             started: Instant::now(),
+            tracer_prefix: rand::random(),
+            tracer_counter: AtomicU64::new(0),
         })
     }
 
@@ -164,8 +189,8 @@ impl Shared {
         stats
     }
 
-    /// Counts an arrival; `Some(429)` when it is beyond the rate limit.
-    fn arrive(&self) -> Option<Response> {
+    /// Counts an arrival and decides whether it is refused by the outage or the rate limit.
+    fn arrive(&self) -> Arrival {
         let mut state = self.lock();
         // The instant is taken under the lock so the window sees arrivals in order.
         let now = Instant::now();
@@ -173,20 +198,109 @@ impl Shared {
         let stats = &mut state.stats;
         stats.requests += 1;
         let ms = now.duration_since(self.started).as_millis() as u64;
-        stats.first_request_ms.get_or_insert(ms);
+        let first = *stats.first_request_ms.get_or_insert(ms);
         stats.last_request_ms = Some(ms);
         stats.max_requests_in_one_second = stats.max_requests_in_one_second.max(in_last_second);
-        let limit = u64::from(self.config.rate_limit?);
-        if in_last_second <= limit {
-            return None;
+        if let Some(outage) = &self.config.outage
+            && u128::from(ms - first) < outage.duration.as_millis()
+        {
+            return Arrival::Outage;
+        }
+        let Some(limit) = self.config.rate_limit else {
+            return Arrival::Admitted;
+        };
+        if in_last_second <= u64::from(limit) {
+            return Arrival::Admitted;
         }
         stats.rate_limited += 1;
-        stats.count("RATE_LIMITED");
-        Some(too_many_requests(1, "rate limit exceeded"))
+        if self.config.rate_limit_answer == RateLimitAnswer::Http429 {
+            stats.count("RATE_LIMITED");
+        }
+        Arrival::RateLimited
     }
 
-    /// Faults, then authentication, then the business rules. Runs in its own task, so it
-    /// completes (a store may be circled) even when the client has given up.
+    /// Every request to the gateway (anything but `/sandbox/...`), in the order the module
+    /// header gives. Answers are signed over the path the request named, as the gateway does.
+    async fn route(self: Arc<Self>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_owned();
+        if !path.starts_with("/api/") {
+            return (
+                StatusCode::NOT_FOUND,
+                "not found: the gateway's APIs are under /api/\n",
+            )
+                .into_response();
+        }
+        match self.arrive() {
+            Arrival::Admitted => {}
+            Arrival::Outage => return self.outage_answer(&path),
+            Arrival::RateLimited => return self.rate_limited(&path),
+        }
+        let refused = if path != API_PATH {
+            Some(Code::InvalidApi)
+        } else if parts.method != Method::POST {
+            Some(Code::MethodNotSupported)
+        } else if !json_or_unsaid(&parts.headers) {
+            Some(Code::MediaTypeNotAcceptable)
+        } else {
+            None
+        };
+        if let Some(code) = refused {
+            return self.answer(&path, &Answer::documented(code), false);
+        }
+        let body = axum::body::to_bytes(body, MAX_BODY).await;
+        // Its own task: it completes (a store may be circled) even when the client has given up.
+        let task = tokio::spawn(async move { self.handle(parts.headers, body).await });
+        task.await.unwrap_or_else(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sandbox internal error\n",
+            )
+                .into_response()
+        })
+    }
+
+    fn outage_answer(&self, path: &str) -> Response {
+        let answer = self.config.outage.map(|o| o.answer).unwrap_or_default();
+        match answer {
+            OutageAnswer::Http503 => {
+                self.count("HTTP_503");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "sandbox outage: HTTP 503\n",
+                )
+                    .into_response()
+            }
+            OutageAnswer::Unknown => self.answer(path, &Answer::unknown(), false),
+        }
+    }
+
+    fn rate_limited(&self, path: &str) -> Response {
+        match self.config.rate_limit_answer {
+            RateLimitAnswer::Http429 => too_many_requests(1, "rate limit exceeded"),
+            RateLimitAnswer::Code => self.answer(
+                path,
+                &Answer::documented(Code::RequestTrafficExceedLimit),
+                false,
+            ),
+        }
+    }
+
+    /// `32` hex digits: the sandbox's random prefix, the time in milliseconds and a counter, so
+    /// unique per request (as AlipayHK's `Tracer-Id` is) and roughly ordered.
+    fn tracer_id(&self) -> String {
+        let n = self.tracer_counter.fetch_add(1, Relaxed);
+        let ms = Utc::now().timestamp_millis() as u64;
+        const LOW_48: u64 = (1 << 48) - 1;
+        format!(
+            "{:08x}{:012x}{:012x}",
+            self.tracer_prefix,
+            ms & LOW_48,
+            n & LOW_48
+        )
+    }
+
+    /// Faults, then authentication, then the business rules.
     async fn handle(&self, headers: HeaderMap, body: Result<Bytes, axum::Error>) -> Response {
         let faults = self.dice.faults();
         let draw = self.dice.draw();
@@ -215,6 +329,8 @@ impl Shared {
         }
         let answer = if draw.unknown {
             Answer::unknown()
+        } else if let Some(code) = draw.code {
+            Answer::documented(code)
         } else {
             match body {
                 Err(_) => Answer::fail(
@@ -227,7 +343,7 @@ impl Shared {
                 },
             }
         };
-        self.answer(&answer, draw.bad_signature)
+        self.answer(API_PATH, &answer, draw.bad_signature)
     }
 
     /// The business rules, and the effect (circling the store) when they pass.
@@ -252,14 +368,16 @@ impl Shared {
     }
 
     /// Serialises the answer once and signs those exact bytes (or, for the bad-signature fault,
-    /// other bytes, so that the signature is well-formed but does not verify).
-    fn answer(&self, answer: &Answer, bad_signature: bool) -> Response {
+    /// other bytes, so that the signature is well-formed but does not verify). `uri` is the path
+    /// the request named; the signed content says `POST` whatever the method was (the one
+    /// method `signing::content` knows).
+    fn answer(&self, uri: &str, answer: &Answer, bad_signature: bool) -> Response {
         self.count(answer.code.as_str());
         tracing::debug!(code = answer.code.as_str(), bad_signature, "sandbox answer");
         let body = serde_json::to_vec(&answer.to_response())
             .expect("a struct of strings always serialises");
-        let time = signing::now_iso8601();
-        let mut signed = signing::content(API_PATH, &self.config.client_id, &time, &body);
+        let time = signing::hong_kong_iso8601(clock(self.config.clock_offset_secs));
+        let mut signed = signing::content(uri, &self.config.client_id, &time, &body);
         if bad_signature {
             signed.push(b' ');
         }
@@ -333,7 +451,50 @@ fn authenticate(config: &SandboxConfig, headers: &HeaderMap, body: &[u8]) -> Res
             "The signature does not match the request (wrong key, or the body, time or client-id differ).",
         );
     }
+    if let Some(max) = config.max_clock_skew {
+        check_skew(time, clock(config.clock_offset_secs), max)
+            .map_err(|message| Answer::fail(Code::InvalidSignature, message))?;
+    }
     Ok(())
+}
+
+/// Refuses a `request-time` further than `max` from the gateway's clock `now`, saying how far.
+fn check_skew(request_time: &str, now: DateTime<Utc>, max: Duration) -> Result<(), String> {
+    let Ok(sent) = DateTime::parse_from_rfc3339(request_time) else {
+        return Err(format!(
+            "The request-time {request_time:?} is not an ISO-8601 time with an offset."
+        ));
+    };
+    let apart = (sent.with_timezone(&Utc) - now).abs();
+    let allowed = TimeDelta::from_std(max).unwrap_or(TimeDelta::MAX);
+    if apart <= allowed {
+        return Ok(());
+    }
+    Err(format!(
+        "The request-time {request_time} is {} seconds from the gateway's clock, more than the {} \
+         seconds allowed: check the client's clock.",
+        apart.num_seconds(),
+        allowed.num_seconds()
+    ))
+}
+
+/// The sandbox's clock: now, shifted by the configured offset (checked at start to fit).
+fn clock(offset_secs: i64) -> DateTime<Utc> {
+    let now = Utc::now();
+    TimeDelta::try_seconds(offset_secs)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}
+
+/// True when the request says nothing of its media type, or says JSON. What it says is all that
+/// is checked: the gateway refuses a form or plain text before reading it.
+fn json_or_unsaid(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return true;
+    };
+    let media = value.to_str().unwrap_or("").split(';').next().unwrap_or("");
+    let media = media.trim();
+    media.eq_ignore_ascii_case("application/json") || media.to_ascii_lowercase().ends_with("+json")
 }
 
 /// Header values the sandbox builds itself are ASCII; should one not be, an empty header is
@@ -348,20 +509,17 @@ fn too_many_requests(retry_after_secs: u64, text: &str) -> Response {
     (StatusCode::TOO_MANY_REQUESTS, headers, format!("{text}\n")).into_response()
 }
 
-async fn save(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
-    if let Some(limited) = shared.arrive() {
-        return limited;
-    }
-    let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, MAX_BODY).await;
-    let task = tokio::spawn(async move { shared.handle(parts.headers, body).await });
-    task.await.unwrap_or_else(|_| {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "sandbox internal error\n",
-        )
-            .into_response()
-    })
+/// Every answer of the gateway, JSON or not, carries a fresh `Tracer-Id` and the sandbox's
+/// `Date` (hyper adds its own `Date` only when the answer has none).
+async fn gateway(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+    let mut response = Arc::clone(&shared).route(request).await;
+    let date = clock(shared.config.clock_offset_secs)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let headers = response.headers_mut();
+    headers.insert("tracer-id", ascii_header(shared.tracer_id()));
+    headers.insert(DATE, ascii_header(date));
+    response
 }
 
 async fn stats(AxumState(shared): AxumState<Arc<Shared>>) -> Response {

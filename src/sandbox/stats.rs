@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 /// `GET /sandbox/stats`.
 ///
 /// `by_result_code` counts every answer by its `resultCode`, plus these pseudo codes:
-/// `HTTP_500` and `HTTP_429` (injected faults), `RATE_LIMITED` (HTTP 429 from the rate limit),
-/// `RESET` (connection dropped), `HANG` (a hang began; the request is counted a second time under
-/// the answer it eventually got, so the sum can exceed `requests`).
+/// `HTTP_500` and `HTTP_429` (injected faults), `RATE_LIMITED` (HTTP 429 from the rate limit; a
+/// rate limit that answers with the code counts `REQUEST_TRAFFIC_EXCEED_LIMIT` instead),
+/// `HTTP_503` (the outage), `RESET` (connection dropped), `HANG` (a hang began; the request is
+/// counted a second time under the answer it eventually got, so the sum can exceed `requests`).
+/// `rate_limited` counts the rate limit's refusals whichever way they are answered.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub requests: u64,

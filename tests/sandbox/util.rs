@@ -86,7 +86,21 @@ pub fn store(n: usize) -> Vec<u8> {
 
 /// The headers a real client sends, signed over `body` with the given key version and algorithm.
 pub fn signed_headers(keys: &Keys, body: &[u8], key_version: &str, algorithm: &str) -> Headers {
-    let time = signing::now_iso8601();
+    signed_headers_full(keys, body, key_version, algorithm, signing::now_iso8601())
+}
+
+/// The same, with `request-time` set to `time` (a client whose clock is elsewhere).
+pub fn signed_headers_at(keys: &Keys, body: &[u8], time: String) -> Headers {
+    signed_headers_full(keys, body, "1", "RSA256", time)
+}
+
+fn signed_headers_full(
+    keys: &Keys,
+    body: &[u8],
+    key_version: &str,
+    algorithm: &str,
+    time: String,
+) -> Headers {
     let content = signing::content(API_PATH, CLIENT_ID, &time, body);
     let signature = signing::sign_header(&keys.client_private, algorithm, key_version, &content);
     vec![
@@ -126,14 +140,34 @@ impl Reply {
 
     /// Verifies the response signature exactly as the client must.
     pub fn verify(&self, keys: &Keys) -> Result<(), VerifyError> {
+        self.verify_at(keys, API_PATH)
+    }
+
+    /// Verifies the response signature as signed over another request path.
+    pub fn verify_at(&self, keys: &Keys, uri: &str) -> Result<(), VerifyError> {
         signing::verify(
             &keys.alipay_public,
-            API_PATH,
+            uri,
             CLIENT_ID,
             self.header("response-time"),
             &self.body,
             self.header("signature"),
         )
+    }
+
+    /// The `Tracer-Id` header, checked to be 32 lower-case hex digits.
+    pub fn tracer_id(&self) -> String {
+        let id = self
+            .header("tracer-id")
+            .unwrap_or_else(|| panic!("no Tracer-Id: {self:?}"));
+        assert!(
+            id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{id}"
+        );
+        id.to_owned()
     }
 }
 
@@ -162,7 +196,19 @@ pub async fn send(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> reqwest::Result<Reply> {
-    let mut request = client.post(format!("{endpoint}{API_PATH}"));
+    let url = format!("{endpoint}{API_PATH}");
+    request(client, reqwest::Method::POST, &url, headers, body).await
+}
+
+/// Any method to any URL, with exactly `headers`.
+pub async fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> reqwest::Result<Reply> {
+    let mut request = client.request(method, url);
     for (name, value) in headers {
         request = request.header(name, value);
     }
