@@ -68,7 +68,7 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     let style = progress::Style::detect(log_json);
     let plan = Plan {
         files: args.files.clone(),
-        encoding: args.encoding,
+        input: args.input.options(),
         ledger: settings.ledger.clone(),
         rate: settings.rate,
         concurrency: settings.concurrency,

@@ -7,7 +7,7 @@ use crate::cli::ValidateArgs;
 use crate::input::{Input, Item, RejectsWriter};
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let input = Input::open(&args.files, args.encoding)?;
+    let input = Input::open(&args.files, args.input.options())?;
     let mut rejects_csv = match &args.rejects {
         Some(path) => Some(RejectsWriter::new(super::output(Some(path))?)?),
         None => None,
