@@ -6,3 +6,4 @@ mod run;
 mod sandbox;
 mod transport;
 mod util;
+mod workbook;

@@ -22,6 +22,22 @@ HEADER = [
     "store_id", "store_name", "mall_group_label", "mall_label", "expect",
 ]  # fmt: skip
 
+# The first rows of every fixture, in this order.
+COMMON = [
+    # Text ids exactly as typed, a leading zero kept, Traditional Chinese names.
+    ["MERCHANT_PMS", None, "2088021966641234", "SECM0001", "海港城餐飲集團", "00123",
+     "荃灣店 1號舖", "20230512", "20230512002", "row"],
+    # A 15-digit number id: Excel holds it exactly; labels typed as numbers.
+    ["MERCHANT_PMS", None, 208802196664123, "SECM0002", "翠華餐廳", "STORE00002",
+     "銅鑼灣分店", 20230316, 20230316001, "row"],
+    # A 16-digit number id: Excel keeps 15 digits, the last may be lost.
+    ["MERCHANT_PMS", None, 2088021966641236, "SECM0003", "美心集團", "STORE00003",
+     "沙田分店", "20230512", "20230512001", "reject partner_id"],
+    # A date where the mall label was.
+    ["MERCHANT_PMS", None, "2088021966641237", "SECM0004", "大家樂", "STORE00004",
+     "荃灣店", "20230316", datetime.datetime(2023, 3, 16), "reject mall_label"],
+]  # fmt: skip
+
 
 def openpyxl_workbook():
     from openpyxl import Workbook
@@ -35,19 +51,8 @@ def openpyxl_workbook():
     # Row 3 is blank; the header is row 4.
     for col, name in enumerate(HEADER, start=1):
         ws.cell(row=4, column=col, value=name)
-    rows = {
-        # Text ids exactly as typed, a leading zero kept, Traditional Chinese names.
-        5: ["MERCHANT_PMS", None, "2088021966641234", "SECM0001", "海港城餐飲集團", "00123",
-            "荃灣店 1號舖", "20230512", "20230512002", "row"],
-        # A 15-digit number id: Excel holds it exactly.
-        6: ["MERCHANT_PMS", None, 208802196664123, "SECM0002", "翠華餐廳", "STORE00002",
-            "銅鑼灣分店", 20230316, 20230316001, "row"],
-        # A 16-digit number id: Excel keeps 15 digits, the last may be lost.
-        7: ["MERCHANT_PMS", None, 2088021966641236, "SECM0003", "美心集團", "STORE00003",
-            "沙田分店", "20230512", "20230512001", "reject partner_id"],
-        # A date where the mall label was.
-        8: ["MERCHANT_PMS", None, "2088021966641237", "SECM0004", "大家樂", "STORE00004",
-            "荃灣店", "20230316", datetime.datetime(2023, 3, 16), "reject mall_label"],
+    rows = dict(enumerate(COMMON, start=5))
+    rows |= {
         # An error cell.
         9: ["MERCHANT_PMS", None, "2088021966641238", "#N/A", "譚仔雲南米線", "STORE00005",
             "沙田分店", "20230620", "20230620001", "reject merchant_id"],
@@ -64,8 +69,7 @@ def openpyxl_workbook():
         14: ["IPAY_TRADE_NO", 20230000041219162776, None, None, None, None, None,
              "20230401", "20230401001", "reject ipay_trade_no"],
         # The same store as row 5, same payload: a duplicate.
-        15: ["MERCHANT_PMS", None, "2088021966641234", "SECM0001", "海港城餐飲集團", "00123",
-             "荃灣店 1號舖", "20230512", "20230512002", "dup 5"],
+        15: COMMON[0][:-1] + ["dup 5"],
         # The same store as row 6, another mall: a conflict.
         16: ["MERCHANT_PMS", None, "208802196664123", "SECM0002", "翠華餐廳", "STORE00002",
              "銅鑼灣分店", "20230316", "20230316004", "reject mall_label"],
@@ -105,15 +109,8 @@ def xlwt_workbook():
     for col, name in enumerate(HEADER):
         ws.write(1, col, name)
     date = xlwt.easyxf(num_format_str="yyyy-mm-dd")
-    rows = {
-        2: ["MERCHANT_PMS", None, "2088021966641234", "SECM0001", "海港城餐飲集團", "STORE00001",
-            "荃灣店", "20230512", "20230512002", "row"],
-        3: ["MERCHANT_PMS", None, 208802196664123.0, "SECM0002", "翠華餐廳", "STORE00002",
-            "銅鑼灣分店", 20230316, 20230316001, "row"],
-        4: ["MERCHANT_PMS", None, 2088021966641236.0, "SECM0003", "美心集團", "STORE00003",
-            "沙田分店", "20230512", "20230512001", "reject partner_id"],
-        5: ["MERCHANT_PMS", None, "2088021966641237", "SECM0004", "大家樂", "STORE00004",
-            "荃灣店", "20230316", datetime.date(2023, 3, 16), "reject mall_label"],
+    rows = dict(enumerate(COMMON, start=2))
+    rows |= {
         # Row 7 (index 6) is blank.
         7: ["MERCHANT_PMS", None, "2088021966641238", "SECM0005", "譚仔雲南米線", "STORE00005",
             "沙田分店", "20230620", "20230620001", "row"],
@@ -173,16 +170,12 @@ def odfpy_workbook():
             ["Store list (title row)"],
             [],
             HEADER,
-            ["MERCHANT_PMS", None, "2088021966641234", "SECM0001", "海港城餐飲集團", "STORE00001",
-             "荃灣店", "20230512", "20230512002", "row"],
-            ["MERCHANT_PMS", None, 208802196664123, "SECM0002", "翠華餐廳", "STORE00002",
-             "銅鑼灣分店", 20230316, 20230316001, "row"],
-            ["MERCHANT_PMS", None, 2088021966641236, "SECM0003", "美心集團", "STORE00003",
-             "沙田分店", "20230512", "20230512001", "reject partner_id"],
-            ["MERCHANT_PMS", None, "2088021966641237", "SECM0004", "大家樂", "STORE00004",
-             "荃灣店", "20230316", datetime.date(2023, 3, 16), "reject mall_label"],
+            *COMMON,
             ["MERCHANT_PMS", None, "2088021966641238", "SECM0005", "譚仔", "STORE00005",
              "沙田分店", "20230620", 20230620.5, "reject mall_label"],
+            # LibreOffice keeps a formula's error as its text (calamine reads it so).
+            ["MERCHANT_PMS", None, "2088021966641239", "#N/A", "一蘭", "STORE00006",
+             "旺角店", "20230316", "20230316001", "reject merchant_id"],
         ],  # fmt: skip
     )
     sheet("Other", [HEADER, ["MERCHANT_PMS", None, "2088000000000001", "M1", "另一張表", "S1",

@@ -28,6 +28,20 @@ pub struct Cell<'a> {
     pub formula: bool,
 }
 
+/// The errors a spreadsheet cell shows.
+const ERRORS: [&str; 10] = [
+    "#N/A",
+    "#VALUE!",
+    "#REF!",
+    "#DIV/0!",
+    "#NUM!",
+    "#NAME?",
+    "#NULL!",
+    "#SPILL!",
+    "#CALC!",
+    "#GETTING_DATA",
+];
+
 /// Integers below this are held exactly by Excel whatever was typed (15 digits).
 const EXACT: f64 = 1e15;
 
@@ -67,6 +81,13 @@ pub(crate) fn text(
             ),
         }),
         DataRef::Error(e) => problem(e.to_string(), &format!("shows the error {e}")),
+        // OpenDocument keeps a formula's error as its text: `#N/A` is no id and no name.
+        DataRef::String(s) if ERRORS.contains(&s.trim()) => {
+            problem(s.clone(), &format!("shows the error {}", s.trim()))
+        }
+        DataRef::SharedString(s) if ERRORS.contains(&s.trim()) => {
+            problem(s.to_string(), &format!("shows the error {}", s.trim()))
+        }
         _ if !id => {
             shown(&cell.value, out);
             Ok(())

@@ -400,3 +400,218 @@ pub(crate) fn fill(
     }
     problem.map(|(_, p)| p)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::input::{Input, Item, Options, SourceRow};
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")).join(name)
+    }
+
+    fn options(sheet: Option<&str>) -> Options {
+        Options {
+            sheet: sheet.map(str::to_string),
+            ..Options::default()
+        }
+    }
+
+    fn items(name: &str, sheet: Option<&str>) -> Vec<Item> {
+        Input::open(&[fixture(name)], options(sheet))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Each item as `(line, "row" | "reject COLUMN" | "dup FIRST_LINE")`.
+    fn outcomes(name: &str, sheet: Option<&str>) -> Vec<(u64, String)> {
+        items(name, sheet)
+            .into_iter()
+            .map(|item| match item {
+                Item::Row(r) => (r.line, "row".to_string()),
+                Item::Reject(r) => (r.line, format!("reject {}", r.column)),
+                Item::Duplicate {
+                    line, first_line, ..
+                } => (line, format!("dup {first_line}")),
+            })
+            .collect()
+    }
+
+    /// What the fixture's own `expect` column says of each row below the header.
+    fn expected(name: &str, sheet: Option<&str>) -> Vec<(u64, String)> {
+        let mut book = Workbook::open_sheet(&fixture(name), sheet).unwrap();
+        let header = book.header_row();
+        let mut expect_col = None;
+        let mut out = Vec::new();
+        book.rows(header, |row, cells| {
+            let texts = row_texts(cells);
+            match expect_col {
+                None => expect_col = texts.iter().position(|t| t == "expect"),
+                Some(col) => {
+                    if let Some(e) = texts.get(col).filter(|e| !e.is_empty()) {
+                        out.push((u64::from(row) + 1, e.clone()));
+                    }
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        })
+        .unwrap();
+        assert!(!out.is_empty(), "{name}: no expect column");
+        out
+    }
+
+    fn valid_rows(name: &str) -> Vec<SourceRow> {
+        items(name, None)
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn formats_are_known_by_content_not_by_name() {
+        assert_eq!(
+            detect(&fixture("workbook_openpyxl.xlsx")).unwrap(),
+            Format::Xlsx
+        );
+        assert_eq!(detect(&fixture("workbook_xlwt.xls")).unwrap(), Format::Xls);
+        assert_eq!(detect(&fixture("workbook_odfpy.ods")).unwrap(), Format::Ods);
+        assert_eq!(detect(&fixture("excel_bom_crlf.csv")).unwrap(), Format::Csv);
+        assert_eq!(detect(&fixture("empty.csv")).unwrap(), Format::Csv);
+        // A workbook saved under a CSV name is still read as the workbook it is.
+        let dir = tempfile::tempdir().unwrap();
+        let renamed = dir.path().join("stores.csv");
+        std::fs::copy(fixture("workbook_odfpy.ods"), &renamed).unwrap();
+        let input = Input::open(std::slice::from_ref(&renamed), Options::default()).unwrap();
+        let valid = input.filter(|i| matches!(i, Ok(Item::Row(_)))).count();
+        assert_eq!(valid, 2);
+    }
+
+    #[test]
+    fn every_row_of_each_producer_is_read_as_its_expect_column_says() {
+        for name in [
+            "workbook_openpyxl.xlsx",
+            "workbook_xlwt.xls",
+            "workbook_odfpy.ods",
+        ] {
+            assert_eq!(outcomes(name, None), expected(name, None), "{name}");
+        }
+        // `--sheet`: the second sheet, its header in its first row.
+        for name in ["workbook_openpyxl.xlsx", "workbook_odfpy.ods"] {
+            assert_eq!(
+                outcomes(name, Some("Other")),
+                [(2, "row".to_string())],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_read_as_typed_and_numbers_without_a_decimal_point() {
+        let rows = valid_rows("workbook_openpyxl.xlsx");
+        let file = format!("{}[Stores]", fixture("workbook_openpyxl.xlsx").display());
+        // The title, a note and a blank row are above the header (row 4).
+        let first = &rows[0];
+        assert_eq!((first.file.as_str(), first.line), (file.as_str(), 5));
+        assert_eq!(
+            first.row.key(),
+            "MERCHANT_PMS|2088021966641234|SECM0001|00123"
+        );
+        assert_eq!(first.row.merchant_name, "海港城餐飲集團");
+        assert_eq!(first.row.store_name, "荃灣店 1號舖");
+        // 15 digits typed as a number, and labels as numbers.
+        let second = &rows[1];
+        assert_eq!(second.row.partner_id, "208802196664123");
+        assert_eq!(
+            (
+                second.row.mall_group_label.as_str(),
+                second.row.mall_label.as_str()
+            ),
+            ("20230316", "20230316001")
+        );
+        // A hidden row (and a hidden column, merchant_name) are read like the others.
+        let hidden = &rows[2];
+        assert_eq!(hidden.line, 12);
+        assert_eq!(hidden.row.merchant_name, "稻香集團");
+        assert_eq!(rows[3].row.key(), "IPAY_TRADE_NO|20230000041219162813");
+        for name in ["workbook_xlwt.xls", "workbook_odfpy.ods"] {
+            let read = valid_rows(name);
+            assert_eq!(read[1].row.partner_id, "208802196664123", "{name}");
+            assert_eq!(read[1].row.mall_label, "20230316001", "{name}");
+            assert_eq!(read[1].row.store_name, "銅鑼灣分店", "{name}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_cell_is_rejected_with_its_value_and_the_text_hint() {
+        let rejects: Vec<_> = items("workbook_openpyxl.xlsx", None)
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Reject(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let at = |line| rejects.iter().find(|r| r.line == line).unwrap();
+        assert_eq!(at(7).value, "2088021966641236");
+        assert!(at(7).reason.contains("15 digits"), "{}", at(7).reason);
+        assert_eq!(at(8).value, "2023-03-16");
+        assert_eq!(at(9).value, "#N/A");
+        assert!(
+            at(10).reason.contains("never calculated"),
+            "{}",
+            at(10).reason
+        );
+        for line in [7, 8, 9, 13, 14] {
+            assert!(
+                at(line).reason.contains("format the column as Text"),
+                "{}",
+                at(line).reason
+            );
+        }
+        let file = format!("{}[Stores]", fixture("workbook_openpyxl.xlsx").display());
+        assert_eq!(
+            at(16).reason,
+            format!(
+                "conflicts with line 6 of {file} (same store, different mall_label): keep only \
+                 the row that is right"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_sheet_lists_the_sheets_and_a_sheet_without_header_says_what_it_found() {
+        let err = Input::open(&[fixture("workbook_openpyxl.xlsx")], options(Some("Shops")))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .ends_with("no sheet named \"Shops\"; the workbook has: Stores, Other. Pass one of them with --sheet"),
+            "{err}"
+        );
+        // Sheet names match ignoring case, as in Excel.
+        assert!(Input::open(&[fixture("workbook_odfpy.ods")], options(Some("other"))).is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no_header.xlsx");
+        let mut wb = rust_xlsxwriter::Workbook::new();
+        let ws = wb.add_worksheet().set_name("Notes").unwrap();
+        ws.write(0, 0, "Read me first").unwrap();
+        ws.write(2, 0, "Store ID").unwrap();
+        ws.write(2, 1, "Mall Label").unwrap();
+        wb.add_worksheet();
+        wb.save(&path).unwrap();
+        let err = Input::open(&[path], Options::default()).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("[Notes]: no row names the column(s) mall_group_label")
+                && msg.contains("the nearest row has: Store ID, Mall Label")
+                && msg.contains("sheets: Notes, Sheet2 (choose one with --sheet NAME)"),
+            "{msg}"
+        );
+    }
+}
