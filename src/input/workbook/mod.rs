@@ -302,12 +302,10 @@ impl Workbook {
         Ok(None)
     }
 
-    /// The number of columns the sheet uses (one past its last non-empty cell). Reads an
-    /// `.xlsx` sheet once more: the `dimension` it declares may be missing or wrong.
+    /// The number of columns the sheet uses (one past its last non-empty cell). Reads the
+    /// sheet once more: an `.xlsx` may declare no `dimension` or a wrong one, and an `.ods`
+    /// range runs on over the empty cells its rows repeat.
     pub fn width(&mut self) -> io::Result<u32> {
-        if let Book::Loaded(range) = &self.book {
-            return Ok(range.end().map_or(0, |(_, col)| col + 1));
-        }
         let mut width = 0;
         self.rows(0, |_, cells| {
             width = width.max(cells.last().map_or(0, |c| c.col + 1));
