@@ -344,6 +344,12 @@ fn an_annotated_workbook_keeps_every_cell_and_adds_each_rows_outcome() {
         err.contains("name it with -o, e.g. -o v2-annotated.xlsx"),
         "{err}"
     );
+    let (code, _, err) = annotate(&s, &v2, &["-o", v2.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("that is the workbook being annotated"),
+        "{err}"
+    );
     let result = s.path("result.xlsx");
     let (code, out, err) = annotate(&s, &v2, &["-o", result.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}\n{err}");

@@ -10,6 +10,7 @@
 //! The sheet is read as a stream and the workbook written in rust_xlsxwriter's constant-memory
 //! mode (rows go to a temporary file as they are written), so memory stays flat for `.xlsx`.
 
+use std::iter::Peekable;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
@@ -52,21 +53,28 @@ pub fn annotate(
             output.display()
         );
     }
+    if let (Ok(a), Ok(b)) = (output.canonicalize(), sheet.canonicalize())
+        && a == b
+    {
+        bail!(
+            "-o {}: that is the workbook being annotated, which is never changed: write the \
+             result to another file, e.g. -o {stem}-annotated.xlsx",
+            output.display()
+        );
+    }
     let mut items = Input::open(&[sheet.to_path_buf()], options.clone())?.peekable();
     let mut book = Workbook::open_sheet(sheet, options.sheet.as_deref())?;
     let header = book.header_row();
     let name = book.name().to_string();
     let cannot_read = || format!("cannot read {name}");
     // The results go right of every used cell, not just of the header.
-    let first = book.width().with_context(cannot_read)?;
-    let result_col = |i: u32| {
-        u16::try_from(first + i)
-            .ok()
-            .filter(|c| *c < 16_384)
-            .with_context(|| {
-                format!("{name}: no room right of the sheet for the four result columns")
-            })
-    };
+    let width = book.width().with_context(cannot_read)?;
+    let first = u16::try_from(width)
+        .ok()
+        .filter(|c| *c < MAX_COLUMNS - 4)
+        .with_context(|| {
+            format!("{name}: no room right of the sheet for the four result columns")
+        })?;
 
     let mut out = rust_xlsxwriter::Workbook::new();
     let styles = Styles::new();
@@ -75,34 +83,24 @@ pub fn annotate(
         .context("cannot create a temporary file for the annotated workbook")?;
     // Excel's rules for a sheet name are stricter than OpenDocument's: then the default stays.
     let _ = ws.set_name(book.sheet());
-    for (i, width) in [14, 34, 30, 60].into_iter().enumerate() {
-        ws.set_column_width(result_col(i as u32)?, width)?;
+    for (col, width) in (first..).zip([14, 34, 30, 60]) {
+        ws.set_column_width(col, width)?;
     }
     let mut last_row = header;
-    let written = book
+    let failed = book
         .rows(0, |row, cells| {
             last_row = row;
-            let results = if row == header {
-                Some((RESULT_COLUMNS.map(str::to_owned), &styles.header))
-            } else if row > header {
-                match item_at(&mut items, u64::from(row) + 1)
-                    .and_then(|item| item.map(|item| annotation(&item, conn)).transpose())
-                {
-                    Ok(cells) => cells.map(|cells| {
-                        let style = styles.status(&cells[0]);
-                        (cells, style)
-                    }),
-                    Err(e) => return ControlFlow::Break(e),
-                }
-            } else {
-                None
-            };
-            let written = write_cells(ws, &styles, row, cells, row == header).and_then(|()| {
-                let Some((results, style)) = results else {
-                    return Ok(());
-                };
-                for (i, text) in results.iter().enumerate() {
-                    ws.write_string_with_format(row, result_col(i as u32)?, text, style)?;
+            let written = outcome(row, header, &mut items, conn).and_then(|results| {
+                write_cells(ws, &styles, row, cells, row == header)?;
+                if let Some(texts) = results {
+                    let style = if row == header {
+                        &styles.header
+                    } else {
+                        styles.status(&texts[0])
+                    };
+                    for (col, text) in (first..).zip(&texts) {
+                        ws.write_string_with_format(row, col, text, style)?;
+                    }
                 }
                 Ok(())
             });
@@ -112,14 +110,38 @@ pub fn annotate(
             }
         })
         .with_context(cannot_read)?;
-    if let Some(e) = written {
+    if let Some(e) = failed {
         return Err(e);
     }
     ws.set_freeze_panes(header + 1, 0)?;
-    ws.autofilter(header, 0, last_row, result_col(3)?)?;
+    ws.autofilter(header, 0, last_row, first + 3)?;
     out.save(output)
         .with_context(|| format!("cannot write {}", output.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Columns in an Excel sheet.
+const MAX_COLUMNS: u16 = 16_384;
+
+/// The four cells appended to sheet row `row` (0-based): the column names on the header, the
+/// outcome of the reader's item for a row below it, nothing above it or for a row the reader
+/// skips.
+fn outcome(
+    row: u32,
+    header: u32,
+    items: &mut Peekable<Input>,
+    conn: &Connection,
+) -> anyhow::Result<Option<[String; 4]>> {
+    if row == header {
+        return Ok(Some(RESULT_COLUMNS.map(str::to_owned)));
+    }
+    if row < header {
+        return Ok(None);
+    }
+    match item_at(items, u64::from(row) + 1)? {
+        Some(item) => annotation(&item, conn).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The formats of the new workbook.

@@ -100,33 +100,9 @@ impl Workbook {
             file: file_name.clone(),
             message,
         };
-        let reader = BufReader::new(file);
-        let (sheets, book) = match format {
-            Format::Xlsx => match Xlsx::new(reader) {
-                Ok(x) => (x.sheets_metadata().to_vec(), Opened::Xlsx(Box::new(x))),
-                // Not every ODF writer puts `mimetype` first: try the file as one.
-                Err(e) => match Ods::new(BufReader::new(File::open(path).map_err(|source| {
-                    InputError::Io {
-                        file: file_name.clone(),
-                        source,
-                    }
-                })?)) {
-                    Ok(o) => (o.sheets_metadata().to_vec(), Opened::Ods(o)),
-                    Err(_) => return Err(fail(e.to_string())),
-                },
-            },
-            Format::Ods => {
-                let o = Ods::new(reader).map_err(|e| fail(e.to_string()))?;
-                (o.sheets_metadata().to_vec(), Opened::Ods(o))
-            }
-            Format::Xls => {
-                let x = Xls::new(reader).map_err(|e| fail(e.to_string()))?;
-                (x.sheets_metadata().to_vec(), Opened::Xls(Box::new(x)))
-            }
-            Format::Csv => return Err(fail("it is a CSV file".to_string())),
-        };
-        let names: Vec<String> = sheets.iter().map(|s| s.name.clone()).collect();
-        let chosen = choose(&sheets, sheet).ok_or_else(|| match sheet {
+        let opened = Opened::new(path, file, format).map_err(fail)?;
+        let names: Vec<String> = opened.sheets().iter().map(|s| s.name.clone()).collect();
+        let chosen = choose(opened.sheets(), sheet).ok_or_else(|| match sheet {
             Some(wanted) => InputError::UnknownSheet {
                 file: file_name.clone(),
                 sheet: wanted.to_string(),
@@ -135,17 +111,7 @@ impl Workbook {
             None => fail("it has no worksheet".to_string()),
         })?;
         let name = format!("{file_name}[{chosen}]");
-        let book = match book {
-            Opened::Xlsx(x) => Book::Xlsx(x),
-            Opened::Xls(mut x) => Book::Loaded(
-                x.worksheet_range(&chosen)
-                    .map_err(|e| fail(e.to_string()))?,
-            ),
-            Opened::Ods(mut o) => Book::Loaded(
-                o.worksheet_range(&chosen)
-                    .map_err(|e| fail(e.to_string()))?,
-            ),
-        };
+        let book = opened.into_book(&chosen).map_err(fail)?;
         let mut workbook = Workbook {
             name,
             sheet: chosen,
@@ -320,6 +286,54 @@ enum Opened {
     Xlsx(Box<Xlsx<BufReader<File>>>),
     Xls(Box<Xls<BufReader<File>>>),
     Ods(Ods<BufReader<File>>),
+}
+
+impl Opened {
+    /// Opens `file` (at its start) as a workbook of `format`; `Err` says why it cannot be.
+    fn new(path: &Path, file: File, format: Format) -> Result<Opened, String> {
+        let reader = BufReader::new(file);
+        match format {
+            Format::Xlsx => Xlsx::new(reader)
+                .map(|x| Opened::Xlsx(Box::new(x)))
+                .or_else(|e| {
+                    // Not every ODF writer puts `mimetype` first: try the file as one.
+                    File::open(path)
+                        .ok()
+                        .and_then(|f| Ods::new(BufReader::new(f)).ok())
+                        .map(Opened::Ods)
+                        .ok_or_else(|| e.to_string())
+                }),
+            Format::Xls => Xls::new(reader)
+                .map(|x| Opened::Xls(Box::new(x)))
+                .map_err(|e| e.to_string()),
+            Format::Ods => Ods::new(reader).map(Opened::Ods).map_err(|e| e.to_string()),
+            Format::Csv => Err("it is a CSV file".to_string()),
+        }
+    }
+
+    fn sheets(&self) -> &[calamine::Sheet] {
+        match self {
+            Opened::Xlsx(x) => x.sheets_metadata(),
+            Opened::Xls(x) => x.sheets_metadata(),
+            Opened::Ods(o) => o.sheets_metadata(),
+        }
+    }
+
+    /// The workbook, ready to read `sheet`: an `.xlsx` as it is (streamed), another format's
+    /// sheet loaded.
+    fn into_book(self, sheet: &str) -> Result<Book, String> {
+        match self {
+            Opened::Xlsx(x) => Ok(Book::Xlsx(x)),
+            Opened::Xls(mut x) => x
+                .worksheet_range(sheet)
+                .map(Book::Loaded)
+                .map_err(|e| e.to_string()),
+            Opened::Ods(mut o) => o
+                .worksheet_range(sheet)
+                .map(Book::Loaded)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// `--sheet NAME` (exactly, else ignoring case as Excel does), or the first visible worksheet.
