@@ -172,6 +172,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
+    /// CSV files or workbooks (.xlsx, .xlsm, .xls, .ods).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Write the rejected rows here as CSV (file,line,column,value,reason).
@@ -219,6 +220,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
+    /// The master sheet: CSV files or workbooks (.xlsx, .xlsm, .xls, .ods).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Write every row that is not done here as CSV.
