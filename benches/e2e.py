@@ -4,6 +4,8 @@
     python3 benches/e2e.py cpu      [--rows N] [--repeat K] [--concurrency default,8]
                                                                client CPU per row vs openssl rsa2048 sign
     python3 benches/e2e.py validate [--rows N] [--repeat K]   `validate` vs Python's csv.reader
+    python3 benches/e2e.py workbook [--rows N] [--formats csv,xlsx,xls,ods]
+                                                               `validate` of the same rows in each format
     python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
     python3 benches/e2e.py rate     [--rates 1,10,...] [--seconds S]  --rate R against the sandbox's clock
                                     [--latency-ms L] [--concurrency C]  a gateway L ms away, C workers
@@ -232,6 +234,93 @@ def mode_validate(args):
     report(f"validate: {args.rows} rows, {size:.0f} MB", out)
 
 
+def write_workbook(csv_path, fmt, path):
+    """The rows of `csv_path` as a workbook, as an operator keeps them: ids as text, the mall
+    labels typed as numbers. Needs XlsxWriter (xlsx), xlwt (xls) or odfpy (ods)."""
+    import csv
+
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    labels = {i for i, name in enumerate(rows[0]) if name.endswith("label")}
+    typed = [rows[0]] + [[int(v) if i in labels else v for i, v in enumerate(r)] for r in rows[1:]]
+    if fmt == "xlsx":
+        # XlsxWriter keeps the text in a shared strings table, as Excel does (openpyxl's
+        # write-only mode writes each string in its cell, which is cheaper to read).
+        import xlsxwriter
+
+        wb = xlsxwriter.Workbook(path)
+        ws = wb.add_worksheet("Stores")
+        for i, r in enumerate(typed):
+            for j, v in enumerate(r):
+                if isinstance(v, int):
+                    ws.write_number(i, j, v)
+                else:
+                    ws.write_string(i, j, v)
+        wb.close()
+    elif fmt == "xls":
+        import xlwt
+
+        if len(typed) > 65536:
+            raise SystemExit("an .xls sheet holds at most 65,536 rows: pass --rows 65000 or fewer")
+        wb = xlwt.Workbook(encoding="utf-8")
+        ws = wb.add_sheet("Stores")
+        for i, r in enumerate(typed):
+            for j, v in enumerate(r):
+                ws.write(i, j, v)
+        wb.save(path)
+    elif fmt == "ods":
+        from odf.opendocument import OpenDocumentSpreadsheet
+        from odf.table import Table, TableCell, TableRow
+        from odf.text import P
+
+        doc = OpenDocumentSpreadsheet()
+        t = Table(name="Stores")
+        for r in typed:
+            tr = TableRow()
+            for v in r:
+                kind = {"valuetype": "float", "value": v} if isinstance(v, int) else {"valuetype": "string"}
+                c = TableCell(**kind)
+                c.addElement(P(text=str(v)))
+                tr.addElement(c)
+            t.addElement(tr)
+        doc.spreadsheet.addElement(t)
+        doc.save(path)
+    return path
+
+
+def mode_workbook(args):
+    formats = args.formats.split(",")
+    out = []
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        sheet = gen(f"{tmp}/sheet.csv", args.rows)
+        files = {fmt: sheet if fmt == "csv" else f"{tmp}/sheet.{fmt}" for fmt in formats}
+        for fmt, path in files.items():
+            if fmt != "csv":
+                # In a process of its own: a child's peak RSS counts the memory of the process
+                # it was forked from, so this one must stay small.
+                code = "import sys; sys.path.insert(0, sys.argv[1]); import e2e; e2e.write_workbook(*sys.argv[2:])"
+                subprocess.run([sys.executable, "-c", code, str(ROOT / "benches"), sheet, fmt, path], check=True)
+        sizes = ", ".join(f"{fmt} {os.path.getsize(p) / 1e6:.1f} MB" for fmt, p in files.items())
+        for _ in range(args.repeat):
+            # The formats take turns, so that a noisy minute spreads over all of them.
+            row = {}
+            for fmt, path in files.items():
+                # GNU time forks the client from its own small process: a child forked from
+                # this Python would report Python's peak RSS (it survives exec) when larger.
+                figures = f"{tmp}/time.txt"
+                argv = ["/usr/bin/time", "-o", figures, "-f", "%e %M", BIN, "validate", path]
+                t0 = time.perf_counter()
+                said = subprocess.run(argv, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+                assert said.returncode == 0 and said.stdout.startswith(f"{args.rows} valid rows"), (fmt, said)
+                kib = open(figures).read().split()[1]
+                row[f"{fmt}: validate s"] = wall
+                row[f"{fmt}: validate maxrss MiB"] = int(kib) / 1024
+            out.append(row)
+            print(out[-1], file=sys.stderr)
+    report(f"workbook: validate of {args.rows} rows ({sizes})", out)
+
+
 def mode_resume(args):
     out = []
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
@@ -301,8 +390,9 @@ def mode_rate(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["cpu", "validate", "resume", "rate", "all"])
-    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, resume 20000)")
+    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "all"])
+    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, workbook 100000, resume 20000)")
+    ap.add_argument("--formats", default="csv,xlsx", help="workbook: the formats to compare (csv,xlsx,xls,ods)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default="1,10,40,100,200,500")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
@@ -313,7 +403,7 @@ def main():
         raise SystemExit(f"{BIN} not found: cargo build --release")
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}")
     modes = ["cpu", "validate", "resume", "rate"] if args.mode == "all" else [args.mode]
-    defaults = {"cpu": 20000, "validate": 1_000_000, "resume": 20000, "rate": 0}
+    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0}
     rows = args.rows
     for m in modes:
         args.rows = rows or defaults[m]

@@ -137,9 +137,29 @@ impl LedgerArgs {
     }
 }
 
+/// How the input files are read: shared by every command that reads a sheet.
+#[derive(Debug, Args, Default)]
+pub struct InputArgs {
+    /// Encoding of CSV files: utf-8, big5, gbk or utf-16 (workbooks are read as they are).
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    pub encoding: crate::input::Encoding,
+    /// The sheet to read in a workbook (.xlsx, .xlsm, .xls, .ods) [default: the first].
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
+}
+
+impl InputArgs {
+    pub fn options(&self) -> crate::input::Options {
+        crate::input::Options {
+            encoding: self.encoding,
+            sheet: self.sheet.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// CSV files (UTF-8; see --encoding for Big5, GBK, UTF-16).
+    /// CSV files or workbooks (.xlsx, .xlsm, .xls, .ods).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Run against a built-in sandbox with throw-away keys (nothing leaves this machine).
@@ -158,22 +178,22 @@ pub struct RunArgs {
     /// nothing, change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Encoding of the input files.
-    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
-    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub input: InputArgs,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
+    /// CSV files or workbooks (.xlsx, .xlsm, .xls, .ods).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Write the rejected rows here as CSV (file,line,column,value,reason).
     #[arg(long, value_name = "PATH")]
     pub rejects: Option<PathBuf>,
-    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
-    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -202,17 +222,19 @@ pub struct ExportArgs {
     /// Write here instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Write this spreadsheet back with status, pms_label, result_code, message appended.
+    /// Write this spreadsheet back with status, pms_label, result_code, message appended (a
+    /// workbook as a new .xlsx, named with -o).
     #[arg(long, value_name = "FILE")]
     pub annotate: Option<PathBuf>,
-    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
-    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub input: InputArgs,
     #[command(flatten)]
     pub ledger: LedgerArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
+    /// The master sheet: CSV files or workbooks (.xlsx, .xlsm, .xls, .ods).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Write every row that is not done here as CSV.
@@ -221,8 +243,8 @@ pub struct ReconcileArgs {
     /// Print the six counts as one JSON object.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
-    pub encoding: crate::input::Encoding,
+    #[command(flatten)]
+    pub input: InputArgs,
     #[command(flatten)]
     pub ledger: LedgerArgs,
 }

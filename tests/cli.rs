@@ -192,20 +192,8 @@ fn a_file_without_the_mall_columns_is_refused_naming_what_it_found() {
 fn the_readme_command_runs_the_samples_on_the_sandbox() {
     let _turn = together();
     let s = Scratch::new();
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let ledger = s.path("demo.db");
-    let run = || {
-        output(
-            Command::new(bin())
-                .current_dir(s.dir.path())
-                .arg("run")
-                .arg(samples.join("stores.csv"))
-                .arg("--sandbox")
-                .arg("--ledger")
-                .arg(&ledger),
-        )
-    };
-    let (code, out, err) = run();
+    let (code, out, err) = s.run_sample("stores.csv", &ledger);
     // The samples hold a few rows that the rules or the sandbox refuse, on purpose.
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(out.contains("succeeded"), "{out}");

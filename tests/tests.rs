@@ -7,3 +7,4 @@ mod run;
 mod sandbox;
 mod transport;
 mod util;
+mod workbook;

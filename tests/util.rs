@@ -83,6 +83,20 @@ impl Scratch {
         cmd
     }
 
+    /// `pms-onboard run samples/NAME --sandbox --ledger LEDGER`, from this scratch folder.
+    pub fn run_sample(&self, name: &str, ledger: &Path) -> (i32, String, String) {
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+        output(
+            Command::new(bin())
+                .current_dir(self.dir.path())
+                .arg("run")
+                .arg(samples.join(name))
+                .arg("--sandbox")
+                .arg("--ledger")
+                .arg(ledger),
+        )
+    }
+
     pub fn ledger_query<T: rusqlite::types::FromSql>(&self, sql: &str) -> T {
         let conn = rusqlite::Connection::open(self.ledger()).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();

@@ -1,12 +1,13 @@
 //! `export`: rows of the ledger as CSV or JSON, filtered by state; `--state rejected` gives the
 //! rejects of the last run (`file,line,column,value,reason`); `--annotate FILE` writes the user's
-//! own spreadsheet back with the outcome of each row appended.
+//! own spreadsheet back with the outcome of each row appended (a workbook as a new `.xlsx`).
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use crate::cli::{ExportArgs, ExportFormat};
+use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
@@ -37,7 +38,13 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
     if let Some(sheet) = &args.annotate {
-        return super::reconcile::annotate(&conn, sheet, args.encoding, args.output.as_deref());
+        let output = args.output.as_deref();
+        let format =
+            workbook::detect(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
+        return match format {
+            Format::Csv => super::reconcile::annotate(&conn, sheet, args.input.encoding, output),
+            _ => super::annotate_xlsx::annotate(&conn, sheet, &args.input.options(), output),
+        };
     }
     let mut states = Vec::new();
     let mut rejected = false;

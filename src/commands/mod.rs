@@ -1,6 +1,7 @@
 //! One module per subcommand, each thin: it wires `input`, `api`, `ledger` and `pipeline`
 //! together and turns the result into an exit code.
 
+pub mod annotate_xlsx;
 pub mod doctor;
 pub mod export;
 pub mod keygen;

@@ -111,7 +111,7 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
-    let input = Input::open(&args.files, args.encoding)?;
+    let input = Input::open(&args.files, args.input.options())?;
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
         Some(p) => Some(csv::Writer::from_writer(super::output(Some(p))?)),
@@ -210,7 +210,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The four cells appended to each row of an annotated sheet.
-fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[String; 4]> {
+pub(super) fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[String; 4]> {
     let key = match item {
         Item::Reject(r) => {
             return Ok([
@@ -305,7 +305,10 @@ pub fn annotate(
 }
 
 /// The reader's item for the record starting at `line`, if the reader made one of it.
-fn item_at(items: &mut std::iter::Peekable<Input>, line: u64) -> anyhow::Result<Option<Item>> {
+pub(super) fn item_at(
+    items: &mut std::iter::Peekable<Input>,
+    line: u64,
+) -> anyhow::Result<Option<Item>> {
     match items.peek() {
         Some(Ok(item)) if item_line(item) < line => anyhow::bail!(
             "internal error: --annotate lost its place at line {} of the sheet",

@@ -80,7 +80,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
     }
     let plan = Plan {
         files: args.files.clone(),
-        encoding: args.encoding,
+        input: args.input.options(),
         ledger: settings.ledger.clone(),
         rate: settings.rate,
         concurrency: settings.concurrency,
@@ -210,7 +210,7 @@ fn dry_run(
 ) -> anyhow::Result<ExitCode> {
     let r = dry_run::rehearse(
         &args.files,
-        args.encoding,
+        args.input.options(),
         &settings.ledger,
         args.retry_failed,
         printer,

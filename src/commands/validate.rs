@@ -8,7 +8,7 @@ use crate::input::{Input, Item, RejectsWriter};
 use crate::output::Printer;
 
 pub fn run(args: ValidateArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let input = Input::open(&args.files, args.encoding)?;
+    let input = Input::open(&args.files, args.input.options())?;
     let mut rejects_csv = match &args.rejects {
         Some(path) => Some(RejectsWriter::new(super::output(Some(path))?)?),
         None => None,

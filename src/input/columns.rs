@@ -44,7 +44,7 @@ impl Column {
         }
     }
 
-    fn from_header(name: &str) -> Option<Column> {
+    pub(crate) fn from_header(name: &str) -> Option<Column> {
         let n = normalize_header(name);
         Column::ALL
             .into_iter()

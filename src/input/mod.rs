@@ -1,4 +1,5 @@
-//! Spreadsheet input: CSV reading (encodings, headers), the row rules, a row's identity.
+//! Spreadsheet input: CSV and workbook reading (encodings, sheets, headers), the row rules, a
+//! row's identity.
 //!
 //! [`Input`] streams the rows of one or more files as [`Item`]s: valid rows, rejects (a row
 //! that breaks a rule, never sent) and duplicates (skipped). A problem with a whole file
@@ -12,9 +13,10 @@ mod rejects;
 mod row;
 mod rules;
 mod tokenizer;
+pub mod workbook;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
-pub use reader::{Checked, Input, InputError, Item};
+pub use reader::{Checked, Input, InputError, Item, Options};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};

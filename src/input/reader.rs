@@ -6,9 +6,13 @@
 //! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
 //! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity
 //! (see `identity`).
+//!
+//! A workbook takes the same path: the reader thread turns each sheet row into a record of cell
+//! texts (see `workbook`), with the cell that cannot be read as typed, if any.
 
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
@@ -16,8 +20,27 @@ use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
 use super::identity::{Identities, Verdict};
 use super::row::{Reject, SaveWay, SourceRow};
-use super::rules::{self, Valid, Values};
+use super::rules::{self, Problem, Valid, Values};
 use super::tokenizer::{Record, Records};
+use super::workbook::{self, Format, Workbook};
+
+/// How the files of an input are read.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The encoding of CSV files (a workbook's text is Unicode whatever this says).
+    pub encoding: Encoding,
+    /// The sheet to read in each workbook (default: the first visible worksheet).
+    pub sheet: Option<String>,
+}
+
+impl From<Encoding> for Options {
+    fn from(encoding: Encoding) -> Options {
+        Options {
+            encoding,
+            sheet: None,
+        }
+    }
+}
 
 /// One record of the input, as the caller handles it. `R` is what a valid row becomes:
 /// the row and its place ([`Input`] as an iterator), or nothing ([`Input::checked`], for callers
@@ -81,6 +104,62 @@ pub enum InputError {
         line: u64,
         message: String,
     },
+    #[error(
+        "{file}: cannot read it as a workbook ({message}): open it in Excel and save it as \
+         .xlsx (Excel Workbook), or as CSV UTF-8"
+    )]
+    Workbook { file: String, message: String },
+    #[error(
+        "{file}: no sheet named {sheet:?}; the workbook has: {}. Pass one of them with --sheet",
+        sheets.join(", ")
+    )]
+    UnknownSheet {
+        file: String,
+        sheet: String,
+        sheets: Vec<String>,
+    },
+    #[error(
+        "{file}: no row names the column(s) {} (the header is the first row that names \
+         mall_group_label and mall_label; rows above it are skipped); {}. The workbook's \
+         sheets: {} (choose one with --sheet NAME)",
+        missing.join(", "),
+        if found.is_empty() {
+            "the sheet is empty".to_string()
+        } else {
+            format!("the nearest row has: {}", found.join(", "))
+        },
+        sheets.join(", ")
+    )]
+    NoHeaderRow {
+        file: String,
+        missing: Vec<String>,
+        found: Vec<String>,
+        sheets: Vec<String>,
+    },
+}
+
+impl InputError {
+    /// The error for a header that `ColumnMap` refuses, in `file`.
+    pub(crate) fn from_header(file: &str, problem: HeaderProblem) -> InputError {
+        match problem {
+            HeaderProblem::Missing { missing, found } => InputError::MissingColumns {
+                file: file.to_string(),
+                missing,
+                found,
+            },
+            HeaderProblem::Duplicate { column, cells } => InputError::DuplicateColumn {
+                file: file.to_string(),
+                column,
+                cells,
+            },
+        }
+    }
+}
+
+/// What the reader thread reads one file with.
+enum FileReader {
+    Csv(Box<Records>),
+    Sheet(Workbook, ColumnMap),
 }
 
 /// One open file of the input.
@@ -112,7 +191,9 @@ pub struct Input {
 impl Input {
     /// Opens all files and checks their headers (missing mandatory columns refuse the whole
     /// input before any row is read). Unknown columns produce one warning per file naming them.
-    pub fn open(files: &[PathBuf], encoding: Encoding) -> Result<Input, InputError> {
+    /// A file is a CSV or a workbook by its content, whatever its name.
+    pub fn open(files: &[PathBuf], options: impl Into<Options>) -> Result<Input, InputError> {
+        let options = options.into();
         let mut sources = Vec::with_capacity(files.len());
         let mut readers = Vec::with_capacity(files.len());
         let mut unknown = Vec::new();
@@ -122,36 +203,29 @@ impl Input {
                 file: name.clone(),
                 source,
             };
-            let file = File::open(path).map_err(io_err)?;
-            let stream = open_stream(file, encoding).map_err(io_err)?;
-            // Only LF ends a record, so that every record ends by consuming one (see
-            // `record_line`); a CR before it is trailing white space, trimmed like any.
-            let mut csv = Records::new(stream);
-            let mut header = Record::default();
-            if !csv.read(&mut header).map_err(io_err)? {
-                return Err(InputError::NoHeader { file: name });
-            }
-            let line = record_line(csv.line(), &header);
-            let cells = header
-                .iter()
-                .map(std::str::from_utf8)
-                .collect::<Result<Vec<&str>, _>>()
-                .map_err(|_| InputError::NotUtf8 {
-                    file: name.clone(),
-                    line,
-                })?;
-            let (columns, unknown_here) = ColumnMap::new(&cells).map_err(|p| match p {
-                HeaderProblem::Missing { missing, found } => InputError::MissingColumns {
-                    file: name.clone(),
-                    missing,
-                    found,
-                },
-                HeaderProblem::Duplicate { column, cells } => InputError::DuplicateColumn {
-                    file: name.clone(),
-                    column,
-                    cells,
-                },
-            })?;
+            let mut file = File::open(path).map_err(io_err)?;
+            let (name, reader, columns, unknown_here, check_utf8) =
+                match workbook::sniff(&mut file).map_err(io_err)? {
+                    Format::Csv => {
+                        let (csv, columns, unknown_here) = open_csv(file, &name, options.encoding)?;
+                        let check_utf8 = options.encoding == Encoding::Utf8;
+                        (
+                            name,
+                            FileReader::Csv(Box::new(csv)),
+                            columns,
+                            unknown_here,
+                            check_utf8,
+                        )
+                    }
+                    format => {
+                        let (book, columns, unknown_here) =
+                            Workbook::open(path, file, format, options.sheet.as_deref())?;
+                        let name = book.name().to_string();
+                        let reader = FileReader::Sheet(book, columns.clone());
+                        // Cells are text already; the per-cell check stays total (see `cell`).
+                        (name, reader, columns, unknown_here, false)
+                    }
+                };
             if !unknown_here.is_empty() {
                 tracing::warn!(
                     "{name}: unknown columns ignored: {}",
@@ -159,11 +233,11 @@ impl Input {
                 );
                 unknown.push((name.clone(), unknown_here));
             }
-            readers.push(csv);
+            readers.push(reader);
             sources.push(Source {
                 name,
                 columns,
-                check_utf8: encoding == Encoding::Utf8,
+                check_utf8,
             });
         }
         let (full_tx, full) = sync_channel(IN_FLIGHT);
@@ -266,13 +340,21 @@ impl Input {
         i: usize,
         make: &impl Fn(&Valid<'_>, &str, u64) -> R,
     ) -> Result<Option<Item<R>>, InputError> {
-        let src = &self.sources[self.current];
-        let record = &self.batch.records[i];
         let Scan {
             line,
             suspect,
             utf8,
+            unreadable,
         } = self.batch.scans[i];
+        if unreadable {
+            // A workbook cell that cannot be read as typed (a date in an id column, ...).
+            if let Some(p) = self.batch.take_problem(i) {
+                let file = self.sources[self.current].name.clone();
+                return Ok(Some(Item::Reject(reject(file, line, p))));
+            }
+        }
+        let src = &self.sources[self.current];
+        let record = &self.batch.records[i];
         let file = || src.name.clone();
         // One UTF-8 check for the whole record (by the reader thread) instead of one per cell.
         // A cell is then a slice of it; `str::get` refuses a slice that splits a character, so
@@ -322,15 +404,7 @@ impl Input {
         }
         let row = match rules::validate(&values, suspect) {
             Ok(row) => row,
-            Err(p) => {
-                return Ok(Some(Item::Reject(Reject {
-                    file: file(),
-                    line,
-                    column: p.column.to_string(),
-                    value: p.value,
-                    reason: p.reason,
-                })));
-            }
+            Err(p) => return Ok(Some(Item::Reject(reject(file(), line, p)))),
         };
         let ordinal =
             u32::try_from(self.bases[self.current] + line).map_err(|_| InputError::Csv {
@@ -382,6 +456,16 @@ impl Input {
             }
         };
         Ok(Some(item))
+    }
+}
+
+fn reject(file: String, line: u64, p: Problem) -> Reject {
+    Reject {
+        file,
+        line,
+        column: p.column.to_string(),
+        value: p.value,
+        reason: p.reason,
     }
 }
 
@@ -456,6 +540,8 @@ struct Scan {
     suspect: bool,
     /// The record's bytes are UTF-8 (and copied into the batch's text for it).
     utf8: bool,
+    /// A workbook cell of the record cannot be read as typed: the batch's `problems` say why.
+    unreadable: bool,
 }
 
 /// Scans a record just read; `after` is the reader's line after it.
@@ -480,6 +566,7 @@ fn scan(record: &Record, after: u64, text: &mut String) -> Scan {
         line,
         suspect,
         utf8,
+        unreadable: false,
     }
 }
 
@@ -493,8 +580,36 @@ struct Batch {
     /// Each record's bytes as text, when they are UTF-8 (`Scan::utf8`); reused buffers.
     texts: Vec<String>,
     len: usize,
+    /// The unreadable cell of each record flagged `Scan::unreadable`, by record index.
+    problems: Vec<(usize, Problem)>,
     /// What comes after the records.
     end: End,
+}
+
+impl Batch {
+    /// A batch back from the iterating thread (or a new one), emptied.
+    fn reuse(empty: &Receiver<Batch>) -> Batch {
+        let mut batch = empty.try_recv().unwrap_or_default();
+        batch.len = 0;
+        batch.scans.clear();
+        batch.problems.clear();
+        batch.end = End::More;
+        batch
+    }
+
+    /// The next record's buffers, made when the batch has none to reuse.
+    fn slot(&mut self) -> (&mut Record, &mut String) {
+        if self.records.len() == self.len {
+            self.records.push(Record::default());
+            self.texts.push(String::new());
+        }
+        (&mut self.records[self.len], &mut self.texts[self.len])
+    }
+
+    fn take_problem(&mut self, i: usize) -> Option<Problem> {
+        let at = self.problems.iter().position(|(r, _)| *r == i)?;
+        Some(self.problems.swap_remove(at).1)
+    }
 }
 
 #[derive(Default)]
@@ -510,50 +625,134 @@ enum End {
 
 /// The reader thread: every file in order, as batches. Ends after the last file, after an error,
 /// or as soon as the iterating side is gone.
-fn read_ahead(readers: Vec<Records>, full: SyncSender<Batch>, empty: Receiver<Batch>) {
-    for mut csv in readers {
-        loop {
-            let mut batch = empty.try_recv().unwrap_or_default();
-            batch.len = 0;
-            batch.scans.clear();
-            batch.end = End::More;
-            while batch.len < BATCH {
-                if batch.records.len() == batch.len {
-                    batch.records.push(Record::default());
-                    batch.texts.push(String::new());
-                }
-                let record = &mut batch.records[batch.len];
-                match csv.read(record) {
-                    Ok(true) => {
-                        let text = &mut batch.texts[batch.len];
-                        batch.scans.push(scan(record, csv.line(), text));
-                        batch.len += 1;
-                    }
-                    Ok(false) => {
-                        batch.end = End::File {
-                            last: csv.line() + 1,
-                        };
-                        break;
-                    }
-                    Err(e) => {
-                        batch.end = End::Failed(e);
-                        break;
-                    }
-                }
-            }
-            let (file_done, failed) = match batch.end {
-                End::More => (false, false),
-                End::File { .. } => (true, false),
-                End::Failed(_) => (false, true),
-            };
-            if full.send(batch).is_err() || failed {
-                return;
-            }
-            if file_done {
-                break;
-            }
+fn read_ahead(readers: Vec<FileReader>, full: SyncSender<Batch>, empty: Receiver<Batch>) {
+    for reader in readers {
+        let more = match reader {
+            FileReader::Csv(csv) => read_csv(*csv, &full, &empty),
+            FileReader::Sheet(mut book, columns) => read_sheet(&mut book, &columns, &full, &empty),
+        };
+        if !more {
+            return;
         }
     }
+}
+
+/// Sends every record of one CSV file; false when the input must end (an error, or the
+/// iterating side is gone).
+fn read_csv(mut csv: Records, full: &SyncSender<Batch>, empty: &Receiver<Batch>) -> bool {
+    loop {
+        let mut batch = Batch::reuse(empty);
+        while batch.len < BATCH {
+            let (record, text) = batch.slot();
+            match csv.read(record) {
+                Ok(true) => {
+                    let scan = scan(record, csv.line(), text);
+                    batch.scans.push(scan);
+                    batch.len += 1;
+                }
+                Ok(false) => {
+                    batch.end = End::File {
+                        last: csv.line() + 1,
+                    };
+                    break;
+                }
+                Err(e) => {
+                    batch.end = End::Failed(e);
+                    break;
+                }
+            }
+        }
+        let (file_done, failed) = match batch.end {
+            End::More => (false, false),
+            End::File { .. } => (true, false),
+            End::Failed(_) => (false, true),
+        };
+        if full.send(batch).is_err() || failed {
+            return false;
+        }
+        if file_done {
+            return true;
+        }
+    }
+}
+
+/// Sends every row of one sheet below its header, as records of cell texts whose line is the
+/// row number Excel shows; false when the input must end.
+fn read_sheet(
+    book: &mut Workbook,
+    columns: &ColumnMap,
+    full: &SyncSender<Batch>,
+    empty: &Receiver<Batch>,
+) -> bool {
+    let mut batch = Batch::reuse(empty);
+    let mut last = u64::from(book.header_row()) + 1;
+    let mut text = String::new();
+    let read = book.rows(book.header_row() + 1, |row, cells| {
+        let line = u64::from(row) + 1;
+        last = line;
+        let (record, _) = batch.slot();
+        let problem = workbook::fill(cells, columns, record, &mut text);
+        let suspect = rules::may_hold_control(record.bytes());
+        batch.scans.push(Scan {
+            line,
+            suspect,
+            utf8: false,
+            unreadable: problem.is_some(),
+        });
+        if let Some(p) = problem {
+            batch.problems.push((batch.len, p));
+        }
+        batch.len += 1;
+        if batch.len == BATCH {
+            let sent = std::mem::replace(&mut batch, Batch::reuse(empty));
+            if full.send(sent).is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    let (end, more) = match read {
+        // The iterating side is gone.
+        Ok(Some(())) => return false,
+        Ok(None) => (End::File { last: last + 1 }, true),
+        Err(e) => (End::Failed(e), false),
+    };
+    batch.end = end;
+    full.send(batch).is_ok() && more
+}
+
+/// Opens a CSV file: its records after the header, the column map and the unknown names.
+fn open_csv(
+    file: File,
+    name: &str,
+    encoding: Encoding,
+) -> Result<(Records, ColumnMap, Vec<String>), InputError> {
+    let io_err = |source| InputError::Io {
+        file: name.to_string(),
+        source,
+    };
+    let stream = open_stream(file, encoding).map_err(io_err)?;
+    // Only LF ends a record, so that every record ends by consuming one (see
+    // `record_line`); a CR before it is trailing white space, trimmed like any.
+    let mut csv = Records::new(stream);
+    let mut header = Record::default();
+    if !csv.read(&mut header).map_err(io_err)? {
+        return Err(InputError::NoHeader {
+            file: name.to_string(),
+        });
+    }
+    let line = record_line(csv.line(), &header);
+    let cells = header
+        .iter()
+        .map(std::str::from_utf8)
+        .collect::<Result<Vec<&str>, _>>()
+        .map_err(|_| InputError::NotUtf8 {
+            file: name.to_string(),
+            line,
+        })?;
+    let (columns, unknown) =
+        ColumnMap::new(&cells).map_err(|p| InputError::from_header(name, p))?;
+    Ok((csv, columns, unknown))
 }
 
 /// `str::trim`, without decoding a character when both ends are printable ASCII (most cells),

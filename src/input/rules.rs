@@ -43,7 +43,7 @@ const NAME_MAX: usize = 256;
 const LABEL_MAX: usize = 32;
 
 /// Columns holding identifiers or labels: where a spreadsheet may have mangled a long number.
-const NUMBER_LIKE: [Column; 6] = [
+pub(crate) const NUMBER_LIKE: [Column; 6] = [
     Column::IpayTradeNo,
     Column::PartnerId,
     Column::MerchantId,

@@ -37,9 +37,16 @@ impl Record {
         self.cells.iter().map(|&(s, e)| &self.bytes[s..e])
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.cells.clear();
+    }
+
+    /// Appends one cell (a workbook's rows are built cell by cell).
+    pub(crate) fn push_cell(&mut self, text: &str) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(text.as_bytes());
+        self.cells.push((start, self.bytes.len()));
     }
 
     /// A line without quotes: the cells are the bytes between commas.

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::input::{Encoding, Input, Item, SourceRow};
+use crate::input::{Input, Item, Options, SourceRow};
 use crate::ledger::queries;
 use crate::model::{self, FailureKind, Known, Sighting, State};
 use crate::output::Printer;
@@ -34,12 +34,12 @@ pub struct Rehearsal {
 /// and drift are shown as a run shows them.
 pub fn rehearse(
     files: &[PathBuf],
-    encoding: Encoding,
+    options: Options,
     ledger: &Path,
     retry_failed: bool,
     printer: &Printer,
 ) -> anyhow::Result<Rehearsal> {
-    let input = Input::open(files, encoding)?;
+    let input = Input::open(files, options)?;
     let conn = if ledger.exists() {
         // Read-only, and never upgraded: a dry run leaves the file as it found it.
         Some(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::api::client::Client;
-use crate::input::{Encoding, Input};
+use crate::input::{Input, Options};
 use crate::ledger::store::FileInfo;
 use crate::ledger::writer::{self, Health, SpillReport, Writer};
 use crate::ledger::{self, LedgerLock};
@@ -40,7 +40,8 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Everything a run needs besides the client.
 pub struct Plan {
     pub files: Vec<PathBuf>,
-    pub encoding: Encoding,
+    /// How the files are read (CSV encoding, workbook sheet).
+    pub input: Options,
     pub ledger: PathBuf,
     pub rate: u32,
     pub concurrency: usize,
@@ -83,7 +84,7 @@ pub fn execute(
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     // The headers are checked (and files opened) before the ledger is touched.
-    let input = Input::open(&plan.files, plan.encoding)?;
+    let input = Input::open(&plan.files, plan.input.clone())?;
     let files = plan
         .files
         .iter()
