@@ -25,7 +25,10 @@ fn done(s: &Scratch) -> i64 {
 }
 
 /// Every label the sandbox issued, by store, and the label the ledger's row holds for it.
-fn labels(s: &Scratch, sandbox: &SandboxProcess) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+fn labels(
+    s: &Scratch,
+    sandbox: &SandboxProcess,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let issued: BTreeMap<String, String> = sandbox
         .labels()
         .as_object()
@@ -50,7 +53,12 @@ fn every_label_kept(s: &Scratch, sandbox: &SandboxProcess) {
     let (issued, kept) = labels(s, sandbox);
     assert!(!issued.is_empty());
     for (key, label) in &issued {
-        assert_eq!(kept.get(key), Some(label), "{key}: issued {label}, kept {:?}", kept.get(key));
+        assert_eq!(
+            kept.get(key),
+            Some(label),
+            "{key}: issued {label}, kept {:?}",
+            kept.get(key)
+        );
     }
 }
 
@@ -66,11 +74,11 @@ fn the_clients_own_public_key_as_alipays_is_refused_before_anything_is_sent() {
     let s = Scratch::new();
     let sheet = s.sheet("stores.csv", 1, 20);
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
-    let (code, _, err) = output(
-        s.run_cmd(&sandbox.endpoint, &[&sheet])
-            .arg("--alipay-public-key")
-            .arg(s.keys().join("client_public.pem")),
-    );
+    let (code, _, err) = output(&mut s.run_cmd_overriding(
+        &sandbox.endpoint,
+        &[&sheet],
+        &[("--alipay-public-key", &s.keys().join("client_public.pem"))],
+    ));
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("`alipay_public_key`") && err.contains("`private_key`"),
@@ -88,10 +96,15 @@ fn with_an_unrelated_alipay_key_the_run_stops_keeping_every_label_and_the_right_
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let other = Scratch::new();
     let (code, out, err) = output(
-        s.run_cmd(&sandbox.endpoint, &[&sheet])
-            .arg("--alipay-public-key")
-            .arg(other.keys().join("alipay_public.pem"))
-            .args(["--rate", "20"]),
+        s.run_cmd_overriding(
+            &sandbox.endpoint,
+            &[&sheet],
+            &[(
+                "--alipay-public-key",
+                &other.keys().join("alipay_public.pem"),
+            )],
+        )
+        .args(["--rate", "20"]),
     );
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("could not be verified"), "{err}");
@@ -110,7 +123,10 @@ fn with_an_unrelated_alipay_key_the_run_stops_keeping_every_label_and_the_right_
     assert!(out.contains("NOT VERIFIED"), "export says so: {out}");
 
     // With the right key, the kept answers verify: their stores are not sent again.
-    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args(["--rate", "0"]));
+    let (code, out, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("verify now"), "{err}");
     assert_eq!(circled_twice(&sandbox), 0, "no store answered twice");
@@ -190,8 +206,9 @@ fn ctrl_c_while_the_ledger_is_locked_keeps_the_answers_in_a_side_file_taken_in_n
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(30), || done(&s) >= 20));
-    // Locked while 8 requests are on their way: their answers arrive and cannot be written.
-    let holder = hold_write_lock(&s.ledger(), Duration::from_secs(12));
+    // Locked while 8 requests are on their way: their answers arrive and cannot be written, and
+    // the lock outlasts the run's patience after Ctrl-C (5 s to drain, 5 s for the ledger).
+    let holder = hold_write_lock(&s.ledger(), Duration::from_secs(25));
     std::thread::sleep(Duration::from_secs(2));
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
@@ -199,7 +216,10 @@ fn ctrl_c_while_the_ledger_is_locked_keeps_the_answers_in_a_side_file_taken_in_n
     assert_eq!(out.status.code(), Some(130), "{err}");
     let side = s.path("ledger.db.unwritten.jsonl");
     assert!(side.exists(), "{err}");
-    assert!(err.contains("pmsLabel"), "each kept answer is on stderr too: {err}");
+    assert!(
+        err.contains("pmsLabel"),
+        "each kept answer is on stderr too: {err}"
+    );
     holder.join().unwrap();
     // Any command that opens the ledger takes them in first.
     let (code, _, err) = output(
@@ -210,7 +230,10 @@ fn ctrl_c_while_the_ledger_is_locked_keeps_the_answers_in_a_side_file_taken_in_n
     assert_eq!(code, 0, "{err}");
     assert!(!side.exists(), "taken in and removed");
     every_label_kept(&s, &sandbox);
-    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args(["--rate", "0"]));
+    let (code, out, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(circled_twice(&sandbox), 0, "no store answered twice");
     assert_eq!(done(&s), 200);
@@ -237,11 +260,8 @@ fn one_ledger_by_a_symlink_or_a_hard_link_is_refused_while_a_run_holds_it() {
     let relative = Path::new(".").join("sub").join("..").join("ledger.db");
     std::fs::create_dir(s.path("sub")).unwrap();
     for path in [alias.as_path(), hard.as_path(), relative.as_path()] {
-        let (code, _, err) = output(
-            s.run_cmd(&sandbox.endpoint, &[&sheet])
-                .arg("--ledger")
-                .arg(path),
-        );
+        let (code, _, err) =
+            output(&mut s.run_cmd_overriding(&sandbox.endpoint, &[&sheet], &[("--ledger", path)]));
         assert_eq!(code, 1, "{}: {err}", path.display());
         assert!(err.contains("in use"), "{err}");
     }
@@ -269,7 +289,10 @@ fn a_key_pasted_where_a_path_belongs_is_never_printed() {
     assert_eq!(code, 1);
     assert!(err.contains("must be the path of a key file"), "{err}");
     for line in pem.lines().filter(|l| !l.starts_with("-----")) {
-        assert!(!err.contains(line) && !out.contains(line), "a key line was printed");
+        assert!(
+            !err.contains(line) && !out.contains(line),
+            "a key line was printed"
+        );
     }
 }
 
@@ -301,7 +324,10 @@ fn a_full_disk_loses_no_answered_label() {
     let issued = sandbox.labels().as_object().unwrap().len();
     assert!(issued > 0 && issued < 300, "stopped partway: {issued}");
     // Room again: the next run takes in what was kept, and sends nothing already answered.
-    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args(["--rate", "0"]));
+    let (code, out, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(circled_twice(&sandbox), 0, "no store answered twice");
     every_label_kept(&s, &sandbox);
@@ -337,7 +363,10 @@ fn a_store_circled_by_a_request_that_died_with_its_run_is_drift_when_the_sheet_c
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&sheet, moved + "\n").unwrap();
-    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args(["--rate", "0"]));
+    let (code, out, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
     assert_eq!(code, 3, "drift needs a person: {out}\n{err}");
     // The stores whose request died in flight were found circled: AlipayHK holds the mall that
     // request sent, and the row says so, as drift.
@@ -363,5 +392,8 @@ fn a_store_circled_by_a_request_that_died_with_its_run_is_drift_when_the_sheet_c
     );
     assert_eq!(code, 3);
     let counts: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert!(counts["drifted"].as_u64().unwrap() >= circled as u64, "{counts}");
+    assert!(
+        counts["drifted"].as_u64().unwrap() >= circled as u64,
+        "{counts}"
+    );
 }

@@ -2,8 +2,10 @@
 
 mod cli;
 mod doctor;
+mod gateway;
 mod reconcile;
 mod run;
+mod safety;
 mod sandbox;
 mod transport;
 mod util;

@@ -65,6 +65,20 @@ impl Scratch {
 
     /// The same, signing with another private key.
     pub fn run_cmd_with_key(&self, endpoint: &str, files: &[&Path], key: &Path) -> Command {
+        self.run_cmd_overriding(endpoint, files, &[("--private-key", key)])
+    }
+
+    /// `pms-onboard run` with this scratch's settings, some of them replaced (`--ledger`,
+    /// `--private-key`, `--alipay-public-key`).
+    pub fn run_cmd_overriding(
+        &self,
+        endpoint: &str,
+        files: &[&Path],
+        overrides: &[(&str, &Path)],
+    ) -> Command {
+        let private = self.keys().join("client_private.pem");
+        let public = self.keys().join("alipay_public.pem");
+        let ledger = self.ledger();
         let mut cmd = Command::new(bin());
         cmd.current_dir(self.dir.path())
             .arg("run")
@@ -73,13 +87,18 @@ impl Scratch {
             .arg(endpoint)
             .arg("--client-id")
             .arg(CLIENT_ID)
-            .arg("--private-key")
-            .arg(key)
-            .arg("--alipay-public-key")
-            .arg(self.keys().join("alipay_public.pem"))
-            .arg("--ledger")
-            .arg(self.ledger())
             .env_remove("RUST_LOG");
+        for (flag, default) in [
+            ("--private-key", private.as_path()),
+            ("--alipay-public-key", public.as_path()),
+            ("--ledger", ledger.as_path()),
+        ] {
+            let value = overrides
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map_or(default, |(_, v)| *v);
+            cmd.arg(flag).arg(value);
+        }
         cmd
     }
 

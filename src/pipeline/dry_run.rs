@@ -15,6 +15,32 @@ use crate::ledger::queries;
 use crate::model::{self, FailureKind, Known, Sighting, State};
 use crate::output::Printer;
 
+/// Opens the ledger so that nothing about it changes: read-only, never upgraded, and, when no
+/// write-ahead log is there (no run has it open, nothing is waiting to be checkpointed), as an
+/// immutable file, so that SQLite creates no `-wal` or `-shm` beside it either.
+fn open_read_only(ledger: &Path) -> anyhow::Result<Connection> {
+    let mut wal = ledger.as_os_str().to_owned();
+    wal.push("-wal");
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if Path::new(&wal).exists() {
+        Connection::open_with_flags(ledger, flags)
+    } else {
+        let path = ledger.to_string_lossy();
+        let mut uri = String::from("file:");
+        for c in path.chars() {
+            match c {
+                '%' => uri.push_str("%25"),
+                '?' => uri.push_str("%3F"),
+                '#' => uri.push_str("%23"),
+                c => uri.push(c),
+            }
+        }
+        uri.push_str("?immutable=1");
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+    };
+    conn.with_context(|| format!("cannot read the ledger {}", ledger.display()))
+}
+
 /// What a run would do.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Rehearsal {
@@ -41,14 +67,7 @@ pub fn rehearse(
 ) -> anyhow::Result<Rehearsal> {
     let input = Input::open(files, options)?;
     let conn = if ledger.exists() {
-        // Read-only, and never upgraded: a dry run leaves the file as it found it.
-        Some(
-            Connection::open_with_flags(
-                ledger,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .with_context(|| format!("cannot read the ledger {}", ledger.display()))?,
-        )
+        Some(open_read_only(ledger)?)
     } else {
         None
     };

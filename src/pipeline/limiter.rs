@@ -60,13 +60,15 @@ impl Throttling {
 }
 
 /// After a throttle at an estimated N a second, the pace drops to this share of N...
-const DROP: f64 = 0.90;
-/// ...climbs over [`RAMP`] to this share, holds it for a plateau, then probes above it.
-const HOLD: f64 = 0.95;
-const RAMP: Duration = Duration::from_secs(2);
+const DROP: f64 = 0.95;
+/// ...climbs over [`RAMP`] to this share, holds it for a plateau, then probes above it. Each
+/// throttle costs a pause (an HTTP 429's `Retry-After`, often a whole second), so the pace holds
+/// just under the limit found rather than saw-toothing around it.
+const HOLD: f64 = 0.97;
+const RAMP: Duration = Duration::from_secs(1);
 /// The first plateau; it doubles each time the gateway throttles at about the same rate (up to
 /// [`MAX_PLATEAU`]), so a steady limit is probed less and less often.
-const PLATEAU: Duration = Duration::from_secs(5);
+const PLATEAU: Duration = Duration::from_secs(10);
 const MAX_PLATEAU: Duration = Duration::from_secs(120);
 /// While probing, the pace grows by this share of N a second.
 const PROBE: f64 = 0.02;
@@ -75,8 +77,8 @@ const FLOOR: f64 = 0.5;
 
 /// The adaptive pace (AIMD, with a plateau near the last limit found, like TCP CUBIC): after a
 /// throttle at an estimated N a second (the requests that left in the second before the
-/// throttled one: what the gateway let in), the pace drops to 90% of N, climbs to 95% in two
-/// seconds and holds there, then probes upwards by 2% of N a second until the next throttle.
+/// throttled one: what the gateway let in), the pace drops to 95% of N, climbs to 97% in a
+/// second and holds there, then probes upwards by 2% of N a second until the next throttle.
 #[derive(Debug, Clone)]
 struct Adaptive {
     /// The estimate of what the gateway accepts, and when it was made.
@@ -368,14 +370,14 @@ mod tests {
         let t = l.throttling().unwrap();
         assert_eq!((t.times, t.accepted), (1, 20.0));
         assert_eq!(t.advised_rate(), 19);
-        // After the pause the pace starts at 90% of it...
+        // After the pause the pace starts at 95% of it...
         tokio::time::advance(THROTTLE_PAUSE).await;
         let s = l.throttling().unwrap().settled;
-        assert!((17.9..18.1).contains(&s), "{s}");
-        // ...holds at 95% after the ramp...
+        assert!((18.9..19.1).contains(&s), "{s}");
+        // ...holds at 97% after the ramp...
         tokio::time::advance(RAMP + Duration::from_secs(1)).await;
         let s = l.throttling().unwrap().settled;
-        assert!((18.9..19.1).contains(&s), "{s}");
+        assert!((19.3..19.5).contains(&s), "{s}");
         // ...and probes upwards after the plateau.
         tokio::time::advance(PLATEAU + Duration::from_secs(5)).await;
         assert!(l.throttling().unwrap().settled > 20.0);

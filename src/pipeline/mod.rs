@@ -181,7 +181,9 @@ pub fn execute(
         plan.limit,
         DRAIN_LIMIT,
     ));
-    if let Ok((true, _)) = sent {
+    if let Ok((true, _)) = sent
+        && counters.in_flight.load(Relaxed) > 0
+    {
         printer.warn(&format!(
             "requests still in flight after {}s were abandoned; those rows will be sent again next run",
             DRAIN_LIMIT.as_secs()

@@ -29,6 +29,8 @@ pub struct Counters {
     pub retrying: AtomicU64,
     /// Requests that left (every attempt).
     pub requests: AtomicU64,
+    /// Requests out now, waiting for their answer.
+    pub in_flight: AtomicU64,
     /// Requests the gateway throttled.
     pub throttled: AtomicU64,
     /// Their latencies added up, in microseconds: with `requests`, the mean time a worker waits

@@ -484,7 +484,9 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             c.sent.fetch_add(1, Relaxed);
         }
         c.requests.fetch_add(1, Relaxed);
+        c.in_flight.fetch_add(1, Relaxed);
         let attempt = crew.client.send(&job.row).await;
+        c.in_flight.fetch_sub(1, Relaxed);
         c.latency_micros
             .fetch_add(attempt.latency.as_micros() as u64, Relaxed);
         if let Outcome::Throttled { retry_after, .. } = &attempt.outcome {
