@@ -1,6 +1,7 @@
 //! Ledger writer throughput with `synchronous=FULL`: outcomes recorded per second. One outcome
 //! is what a sent row costs the ledger: "mark in flight" (awaited before the request leaves)
-//! and "record" (the answer and the row's new state). With several workers the single writer
+//! and "record" (the answer and the row's new state, handed over without waiting: the next mark
+//! of the same worker commits with it or after it). With several workers the single writer
 //! commits whatever has queued up in one transaction (group commit); one worker alone gets a
 //! commit, and an fsync, per command: the commit-per-row baseline.
 //!
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pms_onboard::api::outcome::{Attempt, Outcome};
 use pms_onboard::input::{Row, SaveWay, SourceRow};
-use pms_onboard::ledger::writer::{self, RowUpdate, Writer};
-use pms_onboard::ledger::{RowId, State};
+use pms_onboard::ledger::store::Answered;
+use pms_onboard::ledger::writer::{self, Writer};
+use pms_onboard::ledger::{LedgerLock, RowId, State};
+use pms_onboard::model::{RowUpdate, RunCounts, RunEnd};
 
 fn row(i: u64) -> SourceRow {
     SourceRow {
@@ -33,8 +36,8 @@ fn row(i: u64) -> SourceRow {
     }
 }
 
-async fn one_outcome(w: &Writer, run_id: i64, row: RowId) {
-    let attempt_id = w.mark_in_flight(run_id, row).await.unwrap();
+async fn one_outcome(w: &Writer, run_id: i64, row_id: RowId, row: &Row) {
+    let attempt_id = w.mark_in_flight(run_id, row_id).await.unwrap().unwrap();
     let attempt = Attempt {
         outcome: Outcome::Success {
             pms_label: "PMS0001".to_owned(),
@@ -43,8 +46,15 @@ async fn one_outcome(w: &Writer, run_id: i64, row: RowId) {
         result_code: Some("SUCCESS".to_owned()),
         result_status: Some("S".to_owned()),
         result_message: Some("success".to_owned()),
-        error: None,
+        pms_label: Some("PMS0001".to_owned()),
+        verified: Some(true),
+        tracer_id: Some("0af7651916cd43dd8448eb211c80319c".to_owned()),
+        response_body: Some(
+            br#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success."},"pmsLabel":"PMS0001"}"#
+                .to_vec(),
+        ),
         latency: Duration::from_millis(3),
+        ..Attempt::default()
     };
     let update = RowUpdate {
         state: State::Succeeded,
@@ -52,23 +62,33 @@ async fn one_outcome(w: &Writer, run_id: i64, row: RowId) {
         ambiguous: false,
         maybe_sent: false,
         pms_label: Some("PMS0001".to_owned()),
+        label_unverified: false,
         result_code: Some("SUCCESS".to_owned()),
         result_message: None,
+        tracer_id: attempt.tracer_id.clone(),
     };
-    w.record(attempt_id, row, attempt, update).await.unwrap();
+    w.record(Answered {
+        run_id,
+        attempt_id,
+        row_id,
+        row: row.clone(),
+        attempt,
+        update,
+    });
 }
 
 /// Time to record `n` outcomes with `workers` concurrent senders, on a fresh ledger.
 fn record_outcomes(rt: &tokio::runtime::Runtime, n: u64, workers: u64) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let (w, thread) = writer::start(&dir.path().join("ledger.db")).unwrap();
+    let path = dir.path().join("ledger.db");
+    let (w, thread) = writer::start(LedgerLock::acquire(&path).unwrap()).unwrap();
     let run_id = w.begin_run("{}".to_owned(), Vec::new()).unwrap();
     let rows: Vec<(u64, SourceRow)> = (0..n).map(|i| (i + 1, row(i))).collect();
     for chunk in rows.chunks(1024) {
         w.ingest(run_id, chunk.to_vec(), false).unwrap();
     }
     // The workers name rows by rowid, as the feeder hands them out.
-    let conn = pms_onboard::ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let conn = pms_onboard::ledger::open_unlocked(&path).unwrap();
     let ids: Arc<Vec<RowId>> = Arc::new(
         conn.prepare("SELECT rowid FROM rows ORDER BY seq")
             .unwrap()
@@ -83,9 +103,10 @@ fn record_outcomes(rt: &tokio::runtime::Runtime, n: u64, workers: u64) -> Durati
         let tasks: Vec<_> = (0..workers)
             .map(|k| {
                 let (w, ids) = (w.clone(), ids.clone());
+                let sample = row(k).row;
                 tokio::spawn(async move {
                     for id in ids.iter().skip(k as usize).step_by(workers as usize) {
-                        one_outcome(&w, run_id, *id).await;
+                        one_outcome(&w, run_id, *id, &sample).await;
                     }
                 })
             })
@@ -93,10 +114,14 @@ fn record_outcomes(rt: &tokio::runtime::Runtime, n: u64, workers: u64) -> Durati
         for t in tasks {
             t.await.unwrap();
         }
+        // The last answers handed over are on disk once this commits after them.
+        w.finish_run(run_id, RunEnd::Completed, RunCounts::default(), None)
+            .await
+            .unwrap();
     });
     let elapsed = start.elapsed();
     drop(w);
-    thread.join();
+    thread.join(Duration::from_secs(10));
     elapsed
 }
 

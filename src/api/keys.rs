@@ -257,12 +257,22 @@ fn bare_base64(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// The DER inside a PEM armour read leniently: a key pasted without its line breaks (the whole
+/// base64 on one line, or the armour and the body on one line), which strict PEM refuses.
+fn pem_body(s: &str) -> Option<Vec<u8>> {
+    let start = s.find("-----BEGIN")?;
+    let after_begin = s[start + 10..].find("-----")? + start + 15;
+    let end = s[after_begin..].find("-----END")? + after_begin;
+    bare_base64(&s[after_begin..end])
+}
+
 fn parse_private(bytes: &[u8]) -> Option<rsa::PrivateKey> {
     if let Some(s) = text(bytes) {
         if s.contains("-----BEGIN") {
             return rsa::PrivateKey::from_pkcs8_pem(s)
                 .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(s))
-                .ok();
+                .ok()
+                .or_else(|| private_from_der(&pem_body(s)?));
         }
         if let Some(der) = bare_base64(s) {
             return private_from_der(&der);
@@ -294,7 +304,8 @@ fn parse_public(bytes: &[u8]) -> Option<rsa::PublicKey> {
         if s.contains("-----BEGIN") {
             return rsa::PublicKey::from_public_key_pem(s)
                 .or_else(|_| rsa::PublicKey::from_pkcs1_pem(s))
-                .ok();
+                .ok()
+                .or_else(|| public_from_der(&pem_body(s)?));
         }
         if let Some(der) = bare_base64(s) {
             return public_from_der(&der);
@@ -403,6 +414,27 @@ mod tests {
         for k in [&a, &b, &c] {
             assert_eq!(k.public_key().parsed.as_ref(), pk.parsed.as_ref());
         }
+    }
+
+    #[test]
+    fn a_key_pasted_without_its_line_breaks_is_read() {
+        let pem = String::from_utf8(vector("client_private_pkcs8.pem")).unwrap();
+        let lines: Vec<&str> = pem.lines().collect();
+        let body: String = lines[1..lines.len() - 1].concat();
+        let reference = PrivateKey::from_bytes(pem.as_bytes()).unwrap().public_key();
+        for pasted in [
+            format!("{}\n{body}\n{}\n", lines[0], lines[lines.len() - 1]),
+            format!("{} {body} {}", lines[0], lines[lines.len() - 1]),
+        ] {
+            let key = PrivateKey::from_bytes(pasted.as_bytes()).unwrap();
+            assert_eq!(key.public_key(), reference);
+        }
+        let public = String::from_utf8(vector("client_public.pem")).unwrap();
+        let one_line: String = public.lines().collect::<Vec<_>>().join("");
+        assert_eq!(
+            PublicKey::from_bytes(one_line.as_bytes()).unwrap(),
+            reference
+        );
     }
 
     #[test]
