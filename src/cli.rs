@@ -1,11 +1,12 @@
-//! The command line: one struct per subcommand (clap derive). Settings flags are plain options
-//! here; `config` layers them over the environment and the TOML file.
+//! The command line: one struct per subcommand (clap derive). The settings' flags are made from
+//! their one definition in `config::SETTINGS`; `config` layers them over the environment and the
+//! TOML file.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::Flags;
+use crate::config::{self, Flags};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,88 +53,109 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
-/// The settings that flags, `PMS_ONBOARD_*` variables and the TOML file can give.
-#[derive(Debug, Args, Default)]
+/// The settings that flags, `PMS_ONBOARD_*` variables and the TOML file can give: one flag per
+/// entry of [`config::SETTINGS`], made from it (name, value name, help, default, variable).
+#[derive(Debug, Clone, Default)]
 pub struct SettingsArgs {
-    /// Settings file (default: pms-onboard.toml when present).
-    #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Gateway base URL [default: https://open.alipay.hk].
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// Client id from the AlipayHK portal.
-    #[arg(long)]
-    pub client_id: Option<String>,
-    /// Your RSA private key (PKCS#8 PEM, PKCS#1 PEM, or the portal's bare base64).
-    #[arg(long, value_name = "PATH")]
-    pub private_key: Option<String>,
-    /// AlipayHK's public key, to verify answers.
-    #[arg(long, value_name = "PATH")]
-    pub alipay_public_key: Option<String>,
-    /// keyVersion in the signature header [default: 1].
-    #[arg(long)]
-    pub key_version: Option<String>,
-    /// Algorithm token in the signature header: RSA256 or sha256withrsa [default: RSA256].
-    #[arg(long)]
-    pub signature_algorithm: Option<String>,
-    /// Requests per second, never exceeded in any one-second window; 0 = no limit [default: 10].
-    #[arg(long)]
-    pub rate: Option<String>,
-    /// Requests in flight at once [default: 8; 64 when --rate is 0].
-    #[arg(long)]
-    pub concurrency: Option<String>,
-    /// Attempts in a row for a transient failure before the row is set aside [default: 4].
-    #[arg(long)]
-    pub max_attempts: Option<String>,
-    /// Per-request time-out: 15, 15s, 500ms [default: 15s].
-    #[arg(long)]
-    pub timeout: Option<String>,
-    /// First retry back-off, doubled each attempt, with full jitter [default: 2s].
-    #[arg(long)]
-    pub backoff: Option<String>,
-    /// Pauses after which a row still without an answer is tried again while the rest of the
-    /// sheet goes on; `none` for none [default: 10m,30m].
-    #[arg(long, value_name = "DURATIONS")]
-    pub retry_later: Option<String>,
-    /// The SQLite ledger [default: pms-ledger.db].
-    #[arg(long, value_name = "PATH")]
-    pub ledger: Option<String>,
+    values: Flags,
+}
+
+/// Where the ledger is, for the commands that only read it: `--config` and `--ledger`.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerArgs {
+    pub config: Option<PathBuf>,
+    values: Flags,
 }
 
 impl SettingsArgs {
     pub fn flags(&self) -> Flags {
-        vec![
-            ("endpoint", self.endpoint.clone()),
-            ("client_id", self.client_id.clone()),
-            ("private_key", self.private_key.clone()),
-            ("alipay_public_key", self.alipay_public_key.clone()),
-            ("key_version", self.key_version.clone()),
-            ("signature_algorithm", self.signature_algorithm.clone()),
-            ("rate", self.rate.clone()),
-            ("concurrency", self.concurrency.clone()),
-            ("max_attempts", self.max_attempts.clone()),
-            ("timeout", self.timeout.clone()),
-            ("backoff", self.backoff.clone()),
-            ("retry_later", self.retry_later.clone()),
-            ("ledger", self.ledger.clone()),
-        ]
+        self.values.clone()
     }
-}
-
-/// Where the ledger is, for the commands that only read it.
-#[derive(Debug, Args, Default)]
-pub struct LedgerArgs {
-    /// Settings file (default: pms-onboard.toml when present).
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// The SQLite ledger [default: pms-ledger.db].
-    #[arg(long, value_name = "PATH")]
-    pub ledger: Option<String>,
 }
 
 impl LedgerArgs {
     pub fn flags(&self) -> Flags {
-        vec![("ledger", self.ledger.clone())]
+        self.values.clone()
+    }
+}
+
+fn config_arg() -> Arg {
+    Arg::new("config")
+        .long("config")
+        .value_name("PATH")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("Settings file [default: pms-onboard.toml when present]")
+}
+
+/// The flag of one setting, from its definition.
+fn setting_arg(s: &config::Setting) -> Arg {
+    let mut help = format!("{}{}", s.help[..1].to_uppercase(), &s.help[1..]);
+    if let Some(d) = s.default {
+        help.push_str(&format!(" [default: {d}]"));
+    }
+    help.push_str(&format!(" [env: {}]", s.env_var()));
+    Arg::new(s.name)
+        .long(s.flag().trim_start_matches('-').to_owned())
+        .value_name(s.value_name)
+        .help(help)
+}
+
+fn read_values(m: &ArgMatches, settings: &[&'static config::Setting]) -> Flags {
+    settings
+        .iter()
+        .map(|s| (s.name, m.get_one::<String>(s.name).cloned()))
+        .collect()
+}
+
+impl FromArgMatches for SettingsArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(SettingsArgs {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            values: read_values(m, &config::SETTINGS.iter().collect::<Vec<_>>()),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for SettingsArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        config::SETTINGS
+            .iter()
+            .fold(cmd.arg(config_arg()), |cmd, s| cmd.arg(setting_arg(s)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for LedgerArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(LedgerArgs {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            values: read_values(m, &[config::setting("ledger")]),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for LedgerArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(config_arg())
+            .arg(setting_arg(config::setting("ledger")))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 

@@ -1,7 +1,12 @@
-//! Settings, layered: command-line flags, then `PMS_ONBOARD_*` environment variables, then a TOML
-//! file (`--config`, or `pms-onboard.toml` when present), then defaults. Every value remembers
-//! where it came from, so that a bad one is reported as "setting `rate` (from PMS_ONBOARD_RATE)".
-//! A bad or missing setting stops the command before anything is sent.
+//! Settings. Each is defined once, in [`SETTINGS`]: its name (the TOML key; `--name-with-dashes`
+//! on the command line; `PMS_ONBOARD_NAME` in the environment), its default, what a value must be
+//! and its help. clap's flags (`cli::SettingsArgs`), the layering below and the README's table
+//! (checked by a test) all follow from that list.
+//!
+//! Layered: command-line flags, then `PMS_ONBOARD_*` environment variables, then a TOML file
+//! (`--config`, or `pms-onboard.toml` when present), then defaults. Every value remembers where
+//! it came from, so that a bad one is reported as "setting `rate` (from PMS_ONBOARD_RATE)". A bad
+//! or missing setting stops the command before anything is sent.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+
+use crate::api::keys::looks_like_key_material;
 
 /// The name of the TOML file read from the current directory when `--config` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "pms-onboard.toml";
@@ -19,59 +26,174 @@ pub const MAX_CONCURRENCY: usize = 512;
 /// `concurrency` when it is not set and `rate` is 0 (no limit: the sandbox and benchmarks only).
 /// Nothing then waits for a rate slot, so more workers only keep both ends busy. At the usual 8,
 /// a run against the sandbox left about 15 % of its rows a second unused and spent more CPU a
-/// row (docs/performance.md, item 29). More workers bring no cost a limited rate would have:
-/// no row is marked in flight while it waits for a slot.
+/// row (docs/performance.md).
 pub const UNLIMITED_RATE_CONCURRENCY: usize = 64;
 
-/// Every setting the tool knows, with its default (`None`: no default, must be given when needed).
-const KNOWN: &[(&str, Option<&str>)] = &[
-    ("endpoint", Some("https://open.alipay.hk")),
-    ("client_id", None),
-    ("private_key", None),
-    ("alipay_public_key", None),
-    ("key_version", Some("1")),
-    ("signature_algorithm", Some("RSA256")),
-    ("rate", Some("10")),
-    ("concurrency", Some("8")),
-    ("max_attempts", Some("4")),
-    ("timeout", Some("15s")),
-    ("backoff", Some("2s")),
-    ("retry_later", Some("10m,30m")),
-    ("ledger", Some("pms-ledger.db")),
+/// One setting, everything about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The TOML key; the flag is `--` + the name with dashes, the variable `PMS_ONBOARD_` + the
+    /// name in capitals.
+    pub name: &'static str,
+    /// `None`: no default, given when a command needs it.
+    pub default: Option<&'static str>,
+    /// How the value is shown in `--help`.
+    pub value_name: &'static str,
+    /// What a value must be, for the error that refuses one.
+    pub expected: &'static str,
+    /// One line for `--help` and the README's table.
+    pub help: &'static str,
+}
+
+impl Setting {
+    pub fn flag(&self) -> String {
+        format!("--{}", self.name.replace('_', "-"))
+    }
+
+    pub fn env_var(&self) -> String {
+        format!("PMS_ONBOARD_{}", self.name.to_ascii_uppercase())
+    }
+}
+
+/// Every setting the tool knows.
+pub const SETTINGS: [Setting; 13] = [
+    Setting {
+        name: "endpoint",
+        default: Some("https://open.alipay.hk"),
+        value_name: "URL",
+        expected: "the gateway's base URL, such as https://open.alipay.hk",
+        help: "gateway base URL; the API path is appended (`http://` only to this machine)",
+    },
+    Setting {
+        name: "client_id",
+        default: None,
+        value_name: "ID",
+        expected: "the client id from the AlipayHK portal",
+        help: "client id from the AlipayHK portal",
+    },
+    Setting {
+        name: "private_key",
+        default: None,
+        value_name: "PATH",
+        expected: "the path of your private key file",
+        help: "path of your RSA private key: PKCS#8 PEM, PKCS#1 PEM or the portal's bare base64",
+    },
+    Setting {
+        name: "alipay_public_key",
+        default: None,
+        value_name: "PATH",
+        expected: "the path of AlipayHK's public key file",
+        help: "path of AlipayHK's public key (from the portal), which verifies every answer",
+    },
+    Setting {
+        name: "key_version",
+        default: Some("1"),
+        value_name: "N",
+        expected: "a whole number such as 1",
+        help: "`keyVersion` in the signature header",
+    },
+    Setting {
+        name: "signature_algorithm",
+        default: Some("RSA256"),
+        value_name: "NAME",
+        expected: "RSA256 or sha256withrsa",
+        help: "algorithm token in the signature header: `RSA256` or `sha256withrsa`",
+    },
+    Setting {
+        name: "rate",
+        default: Some("10"),
+        value_name: "N",
+        expected: "requests per second, a whole number (0: no limit)",
+        help: "requests per second, never more in any one-second window; `0`: no limit \
+               (sandbox and benchmarks only)",
+    },
+    Setting {
+        name: "concurrency",
+        default: Some("8"),
+        value_name: "N",
+        expected: "a whole number from 1 to 512",
+        help: "requests in flight at once (64 when `rate` is 0); about rate × answer time",
+    },
+    Setting {
+        name: "max_attempts",
+        default: Some("4"),
+        value_name: "N",
+        expected: "a whole number from 1 to 100",
+        help: "attempts in a row for a transient failure: the first and its quick retries",
+    },
+    Setting {
+        name: "timeout",
+        default: Some("15s"),
+        value_name: "DURATION",
+        expected: "a duration such as 15, 15s or 500ms",
+        help: "per request: `15`, `15s`, `500ms`, `2m` all read",
+    },
+    Setting {
+        name: "backoff",
+        default: Some("2s"),
+        value_name: "DURATION",
+        expected: "a duration such as 2s or 500ms",
+        help: "pause before the first quick retry, doubled each time, with full jitter",
+    },
+    Setting {
+        name: "retry_later",
+        default: Some("10m,30m"),
+        value_name: "DURATIONS",
+        expected: "durations separated by commas, such as 10m,30m (none: no later retries)",
+        help: "while the gateway is down, pauses before a row is tried again; `none`: none",
+    },
+    Setting {
+        name: "ledger",
+        default: Some("pms-ledger.db"),
+        value_name: "PATH",
+        expected: "the path of the ledger file",
+        help: "the SQLite ledger",
+    },
 ];
+
+/// The setting called `name` (a name not in [`SETTINGS`] is a bug).
+pub fn setting(name: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no setting {name}"))
+}
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum Origin {
     Flag(String),
     Env(String),
     File(PathBuf),
     Default,
     /// The default that applies because `rate` is 0.
     DefaultWithoutRate,
+    /// Set by `run --sandbox` (its endpoint, throw-away keys, ledger and rate).
+    Sandbox,
 }
 
-impl fmt::Display for Source {
+impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Source::Flag(flag) => write!(f, "from {flag}"),
-            Source::Env(var) => write!(f, "from environment variable {var}"),
-            Source::File(path) => write!(f, "from {}", path.display()),
-            Source::Default => f.write_str("default"),
-            Source::DefaultWithoutRate => f.write_str("default when rate is 0"),
+            Origin::Flag(flag) => write!(f, "from {flag}"),
+            Origin::Env(var) => write!(f, "from environment variable {var}"),
+            Origin::File(path) => write!(f, "from {}", path.display()),
+            Origin::Default => f.write_str("default"),
+            Origin::DefaultWithoutRate => f.write_str("default when rate is 0"),
+            Origin::Sandbox => f.write_str("set by --sandbox"),
         }
     }
 }
 
+/// Flag values given on the command line, by setting name.
+pub type Flags = Vec<(&'static str, Option<String>)>;
+
 /// The raw layered values, before they are read into types.
 #[derive(Debug, Default)]
 pub struct Layers {
-    values: BTreeMap<&'static str, (String, Source)>,
+    values: BTreeMap<&'static str, (String, Origin)>,
     config_file: Option<PathBuf>,
 }
-
-/// Flag values given on the command line, by setting name.
-pub type Flags = Vec<(&'static str, Option<String>)>;
 
 impl Layers {
     /// Resolves every known setting from flags, the environment and the config file.
@@ -87,52 +209,66 @@ impl Layers {
         if let Some((path, _)) = &file {
             layers.config_file = Some(path.clone());
         }
-        for &(name, default) in KNOWN {
-            let env_var = format!("PMS_ONBOARD_{}", name.to_ascii_uppercase());
+        for s in &SETTINGS {
             let from_flag = flags
                 .iter()
-                .find(|(n, _)| *n == name)
+                .find(|(n, _)| *n == s.name)
                 .and_then(|(_, v)| v.clone())
-                .map(|v| (v, Source::Flag(format!("--{}", name.replace('_', "-")))));
+                .map(|v| (v, Origin::Flag(s.flag())));
             let from_env = || {
-                std::env::var(&env_var)
+                std::env::var(s.env_var())
                     .ok()
                     .filter(|v| !v.trim().is_empty())
-                    .map(|v| (v, Source::Env(env_var.clone())))
+                    .map(|v| (v, Origin::Env(s.env_var())))
             };
             let from_file = || {
                 file.as_ref().and_then(|(path, table)| {
                     table
-                        .get(name)
-                        .map(|v| (toml_scalar(v), Source::File(path.clone())))
+                        .get(s.name)
+                        .map(|v| (toml_scalar(v), Origin::File(path.clone())))
                 })
             };
-            let from_default = || default.map(|d| (d.to_owned(), Source::Default));
+            let from_default = || s.default.map(|d| (d.to_owned(), Origin::Default));
             if let Some(v) = from_flag
                 .or_else(from_env)
                 .or_else(from_file)
                 .or_else(from_default)
             {
-                layers.values.insert(name, v);
+                layers.values.insert(s.name, v);
             }
         }
-        let no_rate = layers
-            .optional("rate")
-            .and_then(|r| r.trim().parse::<u32>().ok())
-            == Some(0);
-        if no_rate && layers.source("concurrency") == Some(&Source::Default) {
-            layers.values.insert(
-                "concurrency",
-                (
-                    UNLIMITED_RATE_CONCURRENCY.to_string(),
-                    Source::DefaultWithoutRate,
-                ),
-            );
-        }
+        layers.default_concurrency_without_rate();
         Ok(layers)
     }
 
-    fn get(&self, name: &'static str) -> Option<&(String, Source)> {
+    /// With no rate limit, an unset `concurrency` is larger (see [`UNLIMITED_RATE_CONCURRENCY`]).
+    fn default_concurrency_without_rate(&mut self) {
+        let no_rate = self
+            .optional("rate")
+            .and_then(|r| r.trim().parse::<u32>().ok())
+            == Some(0);
+        if no_rate && self.origin("concurrency") == Some(&Origin::Default) {
+            self.values.insert(
+                "concurrency",
+                (
+                    UNLIMITED_RATE_CONCURRENCY.to_string(),
+                    Origin::DefaultWithoutRate,
+                ),
+            );
+        }
+    }
+
+    /// Sets a value from somewhere other than the user (`run --sandbox`), as what it is: the
+    /// record of the run's settings says so, rather than claiming a flag was given.
+    pub fn set(&mut self, name: &'static str, value: String, origin: Origin) {
+        let name = setting(name).name;
+        self.values.insert(name, (value, origin));
+        if name == "rate" {
+            self.default_concurrency_without_rate();
+        }
+    }
+
+    fn get(&self, name: &'static str) -> Option<&(String, Origin)> {
         self.values.get(name)
     }
 
@@ -140,15 +276,18 @@ impl Layers {
     pub fn require(&self, name: &'static str) -> anyhow::Result<&str> {
         match self.get(name) {
             Some((v, _)) => Ok(v),
-            None => bail!(
-                "missing setting `{name}`: pass --{}, set PMS_ONBOARD_{}, or add `{name} = \"…\"` to {}",
-                name.replace('_', "-"),
-                name.to_ascii_uppercase(),
-                self.config_file
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_CONFIG_FILE))
-                    .display()
-            ),
+            None => {
+                let s = setting(name);
+                bail!(
+                    "missing setting `{name}`: pass {}, set {}, or add `{name} = \"…\"` to {}",
+                    s.flag(),
+                    s.env_var(),
+                    self.config_file
+                        .as_deref()
+                        .unwrap_or(Path::new(DEFAULT_CONFIG_FILE))
+                        .display()
+                )
+            }
         }
     }
 
@@ -156,21 +295,29 @@ impl Layers {
         self.get(name).map(|(v, _)| v.as_str())
     }
 
-    /// Reads a setting with `parse`; an error names the setting, its source and what is expected.
+    /// Reads a setting with `parse`; an error names the setting, where it came from and what is
+    /// expected (never the value of a key setting).
     pub fn parse<T>(
         &self,
         name: &'static str,
-        expected: &str,
         parse: impl Fn(&str) -> Option<T>,
     ) -> anyhow::Result<T> {
         let value = self.require(name)?;
         parse(value.trim()).ok_or_else(|| {
-            let source = &self.get(name).expect("required above").1;
-            anyhow::anyhow!("setting `{name}` ({source}) is {value:?}: expected {expected}")
+            let origin = self.origin(name).unwrap_or(&Origin::Default);
+            let expected = setting(name).expected;
+            if looks_like_key_material(value) {
+                anyhow::anyhow!(
+                    "setting `{name}` ({origin}) holds key material (not shown): expected {expected}"
+                )
+            } else {
+                anyhow::anyhow!("setting `{name}` ({origin}) is {value:?}: expected {expected}")
+            }
         })
     }
 
-    pub fn source(&self, name: &'static str) -> Option<&Source> {
+    /// Where a setting's value came from.
+    pub fn origin(&self, name: &'static str) -> Option<&Origin> {
         self.get(name).map(|(_, s)| s)
     }
 
@@ -178,13 +325,13 @@ impl Layers {
         self.config_file.as_deref()
     }
 
-    /// The settings as `name = value (source)` lines, key paths included but never key content
+    /// The settings as `name = value (origin)` lines, key paths included but never key content
     /// (a key pasted where its path belongs is shown as such).
     pub fn describe(&self) -> BTreeMap<String, String> {
         self.values
             .iter()
             .map(|(k, (v, s))| {
-                let v = if crate::api::keys::looks_like_key_material(v) {
+                let v = if looks_like_key_material(v) {
                     "(key material, not shown)"
                 } else {
                     v
@@ -198,11 +345,11 @@ impl Layers {
     /// itself.
     pub fn key_path(&self, name: &'static str) -> anyhow::Result<PathBuf> {
         let value = self.require(name)?;
-        if crate::api::keys::looks_like_key_material(value) {
+        if looks_like_key_material(value) {
             bail!(
                 "setting `{name}` ({}) holds key material, not a path: `{name}` must be the path \
                  of a key file, e.g. keys/{}.pem (the value is not shown)",
-                self.source(name).unwrap_or(&Source::Default),
+                self.origin(name).unwrap_or(&Origin::Default),
                 if name == "private_key" {
                     "client_private"
                 } else {
@@ -223,10 +370,10 @@ fn read_toml(path: &Path) -> anyhow::Result<(PathBuf, toml::Table)> {
     let unknown: Vec<&str> = table
         .keys()
         .map(String::as_str)
-        .filter(|k| !KNOWN.iter().any(|(n, _)| n == k))
+        .filter(|k| !SETTINGS.iter().any(|s| s.name == *k))
         .collect();
     if !unknown.is_empty() {
-        let known: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
+        let known: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
         bail!(
             "config file {} has unknown settings: {} (known: {})",
             path.display(),
@@ -241,45 +388,6 @@ fn toml_scalar(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Reads `15`, `15s`, `500ms`, `1.5s`, `2m` as a duration (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number.trim().parse().ok()?;
-    let secs = value * scale;
-    (secs.is_finite() && secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
-}
-
-/// `10m,30m`: durations separated by commas; empty or `none` for none.
-pub fn parse_durations(s: &str) -> Option<Vec<Duration>> {
-    let s = s.trim();
-    if s.is_empty() || s.eq_ignore_ascii_case("none") {
-        return Some(Vec::new());
-    }
-    let list = s
-        .split(',')
-        .map(parse_duration)
-        .collect::<Option<Vec<_>>>()?;
-    (list.len() <= 10).then_some(list)
-}
-
-/// `15s`, `500ms`: the form `parse_duration` reads back.
-pub fn format_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 
@@ -298,10 +406,14 @@ pub struct RunSettings {
     pub max_attempts: u32,
     pub timeout: Duration,
     pub backoff: Duration,
-    /// Pauses after which a row that still has no answer is tried again, while the rest of the
-    /// sheet goes on.
+    /// Pauses after which a row that still has no answer is tried again while the gateway is
+    /// down, while the rest of the sheet goes on.
     pub retry_later: Vec<Duration>,
     pub ledger: PathBuf,
+}
+
+fn whole<T: std::str::FromStr + PartialOrd>(min: T, max: T) -> impl Fn(&str) -> Option<T> {
+    move |s| s.parse::<T>().ok().filter(|v| *v >= min && *v <= max)
 }
 
 impl RunSettings {
@@ -311,52 +423,29 @@ impl RunSettings {
         crate::api::client::check_endpoint(&endpoint).map_err(|e| {
             anyhow::anyhow!(
                 "setting `endpoint` ({}): {e}",
-                l.source("endpoint").unwrap_or(&Source::Default)
+                l.origin("endpoint").unwrap_or(&Origin::Default)
             )
-        })?;
-        let client_id = l.parse("client_id", "the client id from the AlipayHK portal", |s| {
-            (!s.is_empty() && !s.contains(char::is_whitespace)).then(|| s.to_owned())
         })?;
         Ok(RunSettings {
             endpoint,
-            client_id,
+            client_id: l.parse("client_id", |s| {
+                (!s.is_empty() && !s.contains(char::is_whitespace)).then(|| s.to_owned())
+            })?,
             private_key: l.key_path("private_key")?,
             alipay_public_key: l.key_path("alipay_public_key")?,
-            key_version: l.parse("key_version", "a whole number such as 1", |s| {
+            key_version: l.parse("key_version", |s| {
                 s.parse::<u32>().ok().map(|v| v.to_string())
             })?,
-            signature_algorithm: l.parse(
-                "signature_algorithm",
-                "RSA256 or sha256withrsa",
-                |s| {
-                    (s.eq_ignore_ascii_case("RSA256") || s.eq_ignore_ascii_case("sha256withrsa"))
-                        .then(|| s.to_owned())
-                },
-            )?,
-            rate: l.parse(
-                "rate",
-                "requests per second, a whole number (0: no limit)",
-                |s| s.parse::<u32>().ok().filter(|r| *r <= 100_000),
-            )?,
-            concurrency: l.parse("concurrency", "a whole number from 1 to 512", |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|c| (1..=MAX_CONCURRENCY).contains(c))
+            signature_algorithm: l.parse("signature_algorithm", |s| {
+                (s.eq_ignore_ascii_case("RSA256") || s.eq_ignore_ascii_case("sha256withrsa"))
+                    .then(|| s.to_owned())
             })?,
-            max_attempts: l.parse("max_attempts", "a whole number from 1 to 100", |s| {
-                s.parse::<u32>().ok().filter(|c| (1..=100).contains(c))
-            })?,
-            timeout: l.parse(
-                "timeout",
-                "a duration such as 15, 15s or 500ms",
-                parse_duration,
-            )?,
-            backoff: l.parse("backoff", "a duration such as 2s or 500ms", parse_duration)?,
-            retry_later: l.parse(
-                "retry_later",
-                "durations separated by commas, such as 10m,30m (none: no later retries)",
-                parse_durations,
-            )?,
+            rate: l.parse("rate", whole(0, 100_000))?,
+            concurrency: l.parse("concurrency", whole(1, MAX_CONCURRENCY))?,
+            max_attempts: l.parse("max_attempts", whole(1, 100))?,
+            timeout: l.parse("timeout", crate::duration::parse)?,
+            backoff: l.parse("backoff", crate::duration::parse)?,
+            retry_later: l.parse("retry_later", crate::duration::parse_list)?,
             ledger: PathBuf::from(l.require("ledger")?),
         })
     }
@@ -367,37 +456,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_read_as_users_write_them() {
-        assert_eq!(parse_duration("15"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0"), None);
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
-        assert_eq!(format_duration(Duration::from_secs(15)), "15s");
-        assert_eq!(
-            parse_durations("10m, 30m"),
-            Some(vec![Duration::from_secs(600), Duration::from_secs(1800)])
-        );
-        assert_eq!(parse_durations("none"), Some(vec![]));
-        assert_eq!(parse_durations("10m,soon"), None);
-    }
-
-    #[test]
-    fn a_key_given_as_a_setting_value_is_refused_and_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "").unwrap();
-        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
-        let l = Layers::resolve(&vec![("private_key", Some(key.into()))], Some(&path)).unwrap();
-        let err = l.key_path("private_key").unwrap_err().to_string();
-        assert!(err.contains("must be the path of a key file"), "{err}");
-        assert!(!err.contains("MIIEvQ"), "{err}");
-        assert!(!l.describe()["private_key"].contains("MIIEvQ"));
-    }
-
-    #[test]
     fn without_a_rate_limit_the_default_concurrency_is_larger_but_a_set_one_stays() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
@@ -406,7 +464,7 @@ mod tests {
 
         let l = resolve(vec![("rate", Some("0".into()))]);
         assert_eq!(l.optional("concurrency"), Some("64"));
-        assert_eq!(l.source("concurrency"), Some(&Source::DefaultWithoutRate));
+        assert_eq!(l.origin("concurrency"), Some(&Origin::DefaultWithoutRate));
         assert_eq!(
             l.describe()["concurrency"],
             "64 (default when rate is 0)",
@@ -422,12 +480,12 @@ mod tests {
         for rate in [None, Some("10"), Some("zero")] {
             let l = resolve(vec![("rate", rate.map(str::to_owned))]);
             assert_eq!(l.optional("concurrency"), Some("8"), "rate {rate:?}");
-            assert_eq!(l.source("concurrency"), Some(&Source::Default));
+            assert_eq!(l.origin("concurrency"), Some(&Origin::Default));
         }
     }
 
     #[test]
-    fn flags_beat_the_file_and_a_bad_value_names_its_source() {
+    fn flags_beat_the_file_and_a_bad_value_names_its_origin() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "rate = 7\nconcurrency = \"lots\"\n").unwrap();
@@ -438,13 +496,25 @@ mod tests {
         let err = RunSettings::from_layers(&l).unwrap_err().to_string();
         assert!(err.contains("client_id"), "{err}");
         let err = l
-            .parse("concurrency", "a number", |s| s.parse::<usize>().ok())
+            .parse("concurrency", |s| s.parse::<usize>().ok())
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("c.toml") && err.contains("concurrency"),
+            err.contains("c.toml") && err.contains("concurrency") && err.contains("1 to 512"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_value_set_by_the_sandbox_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let mut l = Layers::resolve(&vec![], Some(&path)).unwrap();
+        l.set("private_key", "/tmp/k.pem".into(), Origin::Sandbox);
+        l.set("rate", "0".into(), Origin::Sandbox);
+        assert_eq!(l.describe()["private_key"], "/tmp/k.pem (set by --sandbox)");
+        assert_eq!(l.optional("concurrency"), Some("64"));
     }
 
     #[test]
@@ -456,5 +526,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rat"), "{err}");
+    }
+
+    #[test]
+    fn a_key_given_as_a_setting_value_is_refused_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        let l = Layers::resolve(&vec![("private_key", Some(key.into()))], Some(&path)).unwrap();
+        let err = l.key_path("private_key").unwrap_err().to_string();
+        assert!(err.contains("must be the path of a key file"), "{err}");
+        assert!(!err.contains("MIIEvQ"), "{err}");
+        assert!(!l.describe()["private_key"].contains("MIIEvQ"));
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod duration;
 pub mod input;
 pub mod ledger;
 pub mod model;

@@ -410,10 +410,7 @@ pub fn sign_body_at(
 fn failed(f: SendError, latency: Duration, timeout: Duration) -> Attempt {
     let (reason, maybe_processed, http_status) = match f {
         SendError::Timeout => (
-            format!(
-                "no answer within {}",
-                crate::config::format_duration(timeout)
-            ),
+            format!("no answer within {}", crate::duration::format(timeout)),
             true,
             None,
         ),

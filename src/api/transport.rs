@@ -247,7 +247,7 @@ impl Direct {
             Ok(Err(reason)) => Err(SendError::Connect(reason)),
             Err(_) => Err(SendError::Connect(format!(
                 "no connection within {}",
-                crate::config::format_duration(self.connect_timeout)
+                crate::duration::format(self.connect_timeout)
             ))),
         }
     }

@@ -35,7 +35,8 @@ use crate::api::signing::{self, API_PATH, VerifyError};
 use crate::api::transport::{self, error_chain};
 use crate::api::types::{CircleStore, SaveRequest, SaveResponse};
 use crate::cli::DoctorArgs;
-use crate::config::{Layers, RunSettings, format_duration, parse_duration};
+use crate::config::{Layers, RunSettings};
+use crate::duration::{format as format_duration, parse as parse_duration};
 use crate::ledger::{self, queries};
 
 /// The settings a run cannot do without; the others have defaults.

@@ -13,7 +13,7 @@ use super::exit;
 use crate::api::client::{Client, ClientSettings};
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::cli::RunArgs;
-use crate::config::{Layers, RunSettings, Source};
+use crate::config::{Layers, Origin, RunSettings};
 use crate::model::RunEnd;
 use crate::output::Printer;
 use crate::pipeline::{self, Plan, Report, dry_run, policy::RetryPolicy, progress};
@@ -32,7 +32,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         .on_thread_start(crate::api::keys::seed_thread_rng)
         .build()
         .context("cannot start the async runtime")?;
-    let mut flags = args.settings.flags();
+    let mut layers = Layers::resolve(&args.settings.flags(), args.settings.config.as_deref())?;
     // Kept alive for the whole run: the sandbox and its throw-away keys.
     let mut sandbox_guard = None;
     if args.sandbox {
@@ -49,22 +49,18 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
                 keys.join("alipay_public.pem").display().to_string(),
             ),
         ] {
-            set_flag(&mut flags, name, value);
+            layers.set(name, value, Origin::Sandbox);
         }
-        sandbox_guard = Some(guard);
-    }
-    let mut layers = Layers::resolve(&flags, args.settings.config.as_deref())?;
-    if args.sandbox {
         // The sandbox gets its own ledger unless `--ledger` names one: a ledger from the
         // environment or the settings file is the real one, and simulated successes in it would
         // make a real run skip rows. It gets a brisk default rate unless one is set.
-        if !matches!(layers.source("ledger"), Some(Source::Flag(_))) {
-            set_flag(&mut flags, "ledger", SANDBOX_LEDGER.to_owned());
+        if !matches!(layers.origin("ledger"), Some(Origin::Flag(_))) {
+            layers.set("ledger", SANDBOX_LEDGER.to_owned(), Origin::Sandbox);
         }
-        if layers.source("rate") == Some(&Source::Default) {
-            set_flag(&mut flags, "rate", SANDBOX_RATE.to_owned());
+        if layers.origin("rate") == Some(&Origin::Default) {
+            layers.set("rate", SANDBOX_RATE.to_owned(), Origin::Sandbox);
         }
-        layers = Layers::resolve(&flags, args.settings.config.as_deref())?;
+        sandbox_guard = Some(guard);
     }
     let settings = RunSettings::from_layers(&layers)?;
     let client = client(&settings)?;
@@ -274,11 +270,6 @@ fn dry_run(
     } else {
         exit::OK
     }))
-}
-
-fn set_flag(flags: &mut crate::config::Flags, name: &'static str, value: String) {
-    flags.retain(|(n, _)| *n != name);
-    flags.push((name, Some(value)));
 }
 
 /// Loads the keys and builds the client; any problem stops the run before anything is sent.
