@@ -122,6 +122,36 @@ fn transient(reason: String, maybe_processed: bool) -> Outcome {
     }
 }
 
+/// What to check when the gateway answers a fatal code: the configuration is wrong, and every
+/// row would get the same answer.
+pub fn what_to_check(code: &str) -> &'static str {
+    match code {
+        "INVALID_SIGNATURE" => {
+            "the gateway refused the signature: check that private_key is the key whose public \
+             half is uploaded in the AlipayHK portal, that key_version and signature_algorithm \
+             match the portal (try `pms-onboard sign`), and that this machine's clock is right \
+             (`pms-onboard doctor`)"
+        }
+        "INVALID_CLIENT" => {
+            "the gateway does not know client_id: copy it again from the AlipayHK portal"
+        }
+        "KEY_NOT_FOUND" => {
+            "no public key is registered for client_id with this key_version: upload the public \
+             half of private_key in the portal, or set key_version to the version the portal shows"
+        }
+        "ACCESS_DENIED" | "HTTP_403" => {
+            "the client may not call Collect PMS Information: ask AlipayHK to enable it, quoting \
+             the Tracer-Id"
+        }
+        "INVALID_API" | "METHOD_NOT_SUPPORTED" | "MEDIA_TYPE_NOT_ACCEPTABLE" => {
+            "the gateway did not take the call as Collect PMS Information: check that endpoint is \
+             AlipayHK's gateway (https://open.alipay.hk, not the mainland one), with no path, and \
+             that no proxy changes the request"
+        }
+        _ => "the gateway refused the credentials: check client_id, private_key and endpoint",
+    }
+}
+
 /// Classifies a parsed, *verified* business answer.
 pub fn classify_result(
     code: &str,

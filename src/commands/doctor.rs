@@ -29,14 +29,18 @@ use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::exit;
-use crate::api::client::{ClientSettings, check_endpoint, sign_body};
+use std::sync::Arc;
+
+use crate::api::client::{Client, ClientSettings, check_endpoint};
 use crate::api::keys::{KeyError, PrivateKey, PublicKey};
-use crate::api::signing::{self, API_PATH, VerifyError};
+use crate::api::outcome::{self, Outcome};
+use crate::api::signing::API_PATH;
 use crate::api::transport::{self, error_chain};
-use crate::api::types::{CircleStore, SaveRequest, SaveResponse};
+use crate::api::types::SaveResponse;
 use crate::cli::DoctorArgs;
 use crate::config::{Layers, RunSettings};
 use crate::duration::{format as format_duration, parse as parse_duration};
+use crate::input::{Row, SaveWay};
 use crate::ledger::{self, queries};
 
 /// The settings a run cannot do without; the others have defaults.
@@ -76,7 +80,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     );
     if args.probe {
         out.heading("probe (one signed call that changes nothing)");
-        match (&settings, &keys, answered) {
+        match (&settings, keys, answered) {
             (Some(settings), Some((private, public)), true) => {
                 runtime.block_on(probe(settings, private, public, &mut out));
             }
@@ -805,172 +809,117 @@ fn not_in_use(ledger: &Path) -> anyhow::Result<()> {
         .map_err(Into::into)
 }
 
-/// One signed call that changes nothing: `MERCHANT_PMS` with every field empty. The gateway
-/// checks the signature first, so its refusal of the body proves the signature was accepted.
-async fn probe(s: &RunSettings, private: &PrivateKey, public: &PublicKey, out: &mut Checks) {
-    let body = SaveRequest {
-        save_way_type: "MERCHANT_PMS".to_owned(),
-        ipay_trade_no: String::new(),
-        circle_store: CircleStore {
-            merchant_pms: Default::default(),
-            business_district_subject: Default::default(),
+/// One signed call that changes nothing: `MERCHANT_PMS` with every field empty, sent by the
+/// same client a run uses. The gateway checks the signature first, so its refusal of the body
+/// proves the signature was accepted; the answer's own signature proves `alipay_public_key`.
+async fn probe(s: &RunSettings, private: PrivateKey, public: PublicKey, out: &mut Checks) {
+    let client = Client::new(
+        ClientSettings {
+            endpoint: s.endpoint.clone(),
+            client_id: s.client_id.clone(),
+            key_version: s.key_version.clone(),
+            signature_algorithm: s.signature_algorithm.clone(),
+            timeout: s.timeout,
         },
-    }
-    .to_body();
-    let client = ClientSettings {
-        endpoint: s.endpoint.clone(),
-        client_id: s.client_id.clone(),
-        key_version: s.key_version.clone(),
-        signature_algorithm: s.signature_algorithm.clone(),
-        timeout: s.timeout,
+        Arc::new(private),
+        Arc::new(public),
+    );
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return out.fail("signature", format!("{e:#}")),
     };
-    let signed = sign_body(&client, private, body);
-    let sent = match http_client(s.timeout) {
-        Ok(http) => http
-            .post(api_url(&s.endpoint))
-            .header("client-id", s.client_id.as_str())
-            .header("request-time", signed.request_time.as_str())
-            .header("signature", signed.signature.as_str())
-            .header("content-type", "application/json; charset=UTF-8")
-            .body(signed.body)
-            .send()
-            .await
-            .map_err(|e| error_chain(&e)),
-        Err(e) => Err(format!("{e:#}")),
+    let empty = Row {
+        save_way: SaveWay::MerchantPms,
+        ipay_trade_no: String::new(),
+        partner_id: String::new(),
+        merchant_id: String::new(),
+        merchant_name: String::new(),
+        store_id: String::new(),
+        store_name: String::new(),
+        mall_group_label: String::new(),
+        mall_label: String::new(),
     };
-    let response = match sent {
-        Ok(response) => response,
-        Err(e) => {
-            out.fail("signature", format!("the probe got no answer: {e}"));
-            return;
-        }
-    };
-    let status = response.status().as_u16();
-    let header = |name: &str| header(&response, name);
-    let (response_time, signature) = (header("response-time"), header("signature"));
-    let tracer = header("tracer-id").map_or_else(
+    let a = client.send(&empty).await;
+    let tracer = a.tracer_id.as_deref().map_or_else(
         || " (the answer has no Tracer-Id)".to_owned(),
         |t| format!(" (Tracer-Id {t})"),
     );
-    let body = response.bytes().await.unwrap_or_default();
-    let Some(said) = serde_json::from_slice::<SaveResponse>(&body)
-        .ok()
-        .filter(|_| status == 200)
-    else {
-        let what = format!("the gateway answered HTTP {status}, not the documented JSON{tracer}");
-        match status {
-            429 | 500..=599 => out.warn(
-                "signature",
-                format!("{what}: it is busy or failing; run pms-onboard doctor --probe again"),
-            ),
-            _ => out.fail(
-                "signature",
-                format!("{what}: endpoint is not AlipayHK's gateway, or a proxy answers for it"),
-            ),
-        }
-        return;
-    };
-    signature_verdict(s, &said, &tracer, out);
-    let verified = signing::verify(
-        public,
-        API_PATH,
-        &s.client_id,
-        response_time.as_deref(),
-        &body,
-        signature.as_deref(),
+    let said = format!(
+        "{} ({}){tracer}",
+        a.result_code.as_deref().unwrap_or("?"),
+        a.result_message.as_deref().unwrap_or("")
     );
     let key = s.alipay_public_key.display();
-    match verified {
-        Ok(()) => out.ok(
-            "answer signature",
-            format!("the answer verifies with alipay_public_key ({key})"),
+    let settings = format!(
+        "client_id {}, key_version {}, signature_algorithm {}, private_key {}",
+        s.client_id,
+        s.key_version,
+        s.signature_algorithm,
+        s.private_key.display()
+    );
+    // What the answer says of the request's signature, believed or not (a wrong key of
+    // AlipayHK's does not make a refusal of the body mean anything else)...
+    let claimed = match (&a.outcome, &a.result_code) {
+        (Outcome::Unverified { .. }, Some(code)) => outcome::classify_result(
+            code,
+            a.result_status.as_deref().unwrap_or(""),
+            a.result_message.as_deref().unwrap_or(""),
+            a.pms_label.as_deref(),
         ),
-        Err(VerifyError::Missing) => out.fail(
-            "answer signature",
-            "the answer is not signed: a proxy answers instead of AlipayHK, or endpoint is not \
-             AlipayHK's gateway",
+        (other, _) => other.clone(),
+    };
+    match &claimed {
+        Outcome::Fatal { code, .. } => out.fail(
+            "signature",
+            format!("{said}: {} (now: {settings})", outcome::what_to_check(code)),
         ),
-        Err(e) => out.fail(
-            "answer signature",
+        Outcome::Success { .. } | Outcome::AlreadyCircled => out.fail(
+            "signature",
             format!(
-                "the answer does not verify with alipay_public_key ({key}): {e}. Download \
-                 AlipayHK's public key again from the portal (it may have been rotated), or find \
-                 the proxy that rewrites answers"
+                "{said}: the gateway accepted a body with every field empty, which AlipayHK's \
+                 gateway refuses: endpoint is not AlipayHK's; ask AlipayHK support before a real run"
+            ),
+        ),
+        Outcome::Throttled { .. } | Outcome::Transient { .. } | Outcome::Unverified { .. } => {
+            out.warn(
+                "signature",
+                format!(
+                    "{}: the gateway is busy or failing; run pms-onboard doctor --probe again",
+                    a.error.as_deref().unwrap_or(&said)
+                ),
+            )
+        }
+        Outcome::Permanent { code, .. } if code.starts_with("HTTP_") => out.fail(
+            "signature",
+            format!(
+                "the gateway answered HTTP {}, not the documented JSON{tracer}: endpoint is not \
+                 AlipayHK's gateway, or a proxy answers for it",
+                a.http_status.unwrap_or(0)
+            ),
+        ),
+        Outcome::Permanent { .. } => out.ok(
+            "signature",
+            format!(
+                "accepted: the gateway checked it, then refused the empty body as it must: {said}"
             ),
         ),
     }
-}
-
-/// What the gateway's code says about the probe's signature, and what to check when it refused.
-fn signature_verdict(s: &RunSettings, said: &SaveResponse, tracer: &str, out: &mut Checks) {
-    let r = &said.result;
-    let (code, message) = (r.result_code.as_str(), r.result_message.as_str());
-    let refused = |what: String| format!("{code} ({message}){tracer}: {what}");
-    let (id, version) = (&s.client_id, &s.key_version);
-    let name = "signature";
-    match code {
-        "INVALID_SIGNATURE" => out.fail(
-            name,
-            refused(format!(
-                "the gateway refused the signature. Check that private_key ({}) is the key whose \
-                 public half is uploaded in the AlipayHK portal for client_id {id} and key \
-                 version {version}, that signature_algorithm ({}) is what the portal shows, and \
-                 this machine's clock",
-                s.private_key.display(),
-                s.signature_algorithm
-            )),
+    // ...and whether the answer is AlipayHK's.
+    match a.verified {
+        Some(true) => out.ok(
+            "answer signature",
+            format!("the answer verifies with alipay_public_key ({key})"),
         ),
-        "INVALID_CLIENT" => out.fail(
-            name,
-            refused(format!(
-                "the gateway does not know client_id {id}: copy it again from the AlipayHK portal"
-            )),
-        ),
-        "KEY_NOT_FOUND" => out.fail(
-            name,
-            refused(format!(
-                "no public key is registered for client_id {id} with key_version {version}: \
-                 upload the public half of private_key in the portal, or set key_version to the \
-                 version the portal shows"
-            )),
-        ),
-        "ACCESS_DENIED" => out.fail(
-            name,
-            refused(format!(
-                "client_id {id} may not call Collect PMS Information: ask AlipayHK to enable it"
-            )),
-        ),
-        "INVALID_API" | "METHOD_NOT_SUPPORTED" | "MEDIA_TYPE_NOT_ACCEPTABLE" => out.fail(
-            name,
-            refused(
-                "the gateway did not take the call as Collect PMS Information: check that \
-                 endpoint is the gateway's base URL, with no path, and that no proxy changes \
-                 the request"
-                    .to_owned(),
-            ),
-        ),
-        "SUCCESS" => out.fail(
-            name,
-            refused(
-                "the gateway accepted a body with every field empty, which AlipayHK's gateway \
-                 refuses: endpoint is not AlipayHK's; ask AlipayHK support before a real run"
-                    .to_owned(),
-            ),
-        ),
-        _ if r.result_status == "U" => out.warn(
-            name,
-            refused(
-                "the gateway did not finish with the call; run pms-onboard doctor --probe again"
-                    .to_owned(),
-            ),
-        ),
-        _ => out.ok(
-            name,
+        Some(false) => out.fail(
+            "answer signature",
             format!(
-                "accepted: the gateway checked it, then refused the empty body as it must \
-                 ({code}: {message}){tracer}"
+                "the answer does not verify with alipay_public_key ({key}): {}. Download \
+                 AlipayHK's public key again from the portal (it may have been rotated), or find \
+                 the proxy that rewrites or strips answers",
+                a.error.as_deref().unwrap_or("its signature does not match")
             ),
         ),
+        None => {}
     }
 }
 

@@ -11,117 +11,15 @@
 //! `DIR` holds the files `pms-onboard keygen DIR` writes: the sandbox verifies requests with
 //! `client_public.pem` and signs answers with `alipay_private.pem`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::cli::{OutageAnswerArg, RateLimitAnswerArg, SandboxArgs};
 use crate::sandbox::{
-    Code, Faults, Outage, OutageAnswer, RateLimitAnswer, Sandbox, SandboxConfig, load_malls,
-    load_trades,
+    Faults, Outage, OutageAnswer, RateLimitAnswer, Sandbox, SandboxConfig, load_malls, load_trades,
 };
-
-/// Serve a local AlipayHK simulator (for the demo, tests and benchmarks).
-#[derive(Debug, Clone, clap::Args)]
-pub struct SandboxArgs {
-    /// Address to listen on. Loopback by default; any other address exposes the simulator to the
-    /// network, where anyone holding the throw-away keys can call it (not refused, but rarely
-    /// what you want).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8765")]
-    pub listen: SocketAddr,
-    /// Directory with client_public.pem and alipay_private.pem (as written by `keygen DIR`).
-    #[arg(long, value_name = "DIR")]
-    pub keys: PathBuf,
-    /// The client id requests must carry in their client-id header.
-    #[arg(long, value_name = "ID")]
-    pub client_id: String,
-    /// The keyVersion accepted in the signature header (others get KEY_NOT_FOUND).
-    #[arg(long, value_name = "N", default_value = "1")]
-    pub key_version: String,
-    /// CSV of mall_group_label,mall_label (with a header) that exist; without it every numeric
-    /// mall exists.
-    #[arg(long, value_name = "CSV")]
-    pub malls: Option<PathBuf>,
-    /// iPay trade numbers that exist, one a line; without it every numeric number exists.
-    #[arg(long, value_name = "FILE")]
-    pub trades: Option<PathBuf>,
-    /// Probability of UNKNOWN_EXCEPTION before anything is done.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_unknown: f64,
-    /// Probability of UNKNOWN_EXCEPTION after the store was circled.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_unknown_after_commit: f64,
-    /// Probability of HTTP 500.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_http500: f64,
-    /// Probability of HTTP 429 (with Retry-After: 1).
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_http429: f64,
-    /// Probability of a hang of --hang-ms before the answer.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_hang: f64,
-    /// Probability of dropping the connection without an answer.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_reset: f64,
-    /// Probability of a response signature that does not verify.
-    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
-    pub fault_bad_signature: f64,
-    /// A result code answered with probability P before any effect, signed, with the code's
-    /// documented status and message, e.g. PROCESS_FAIL=0.1 (repeatable; any code but SUCCESS).
-    #[arg(long = "fault-code", value_name = "CODE=P", value_parser = code_probability)]
-    pub fault_codes: Vec<(Code, f64)>,
-    /// Latency added to every request.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    pub latency_ms: u64,
-    /// Seed of the fault generator: the same seed gives the same faults in the same order.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub seed: u64,
-    /// Requests per second (in any trailing second) beyond which a request is refused.
-    #[arg(long, value_name = "N")]
-    pub rate_limit: Option<u32>,
-    /// How a request beyond --rate-limit is refused: HTTP 429 with Retry-After: 1, or AlipayHK's
-    /// signed answer REQUEST_TRAFFIC_EXCEED_LIMIT (status U, HTTP 200).
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = RateLimitAnswerArg::Http429)]
-    pub rate_limit_answer: RateLimitAnswerArg,
-    /// Seconds added to the sandbox's clock (its response-time and Date headers); negative is
-    /// behind. Plays a gateway whose clock differs from this machine's.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub clock_offset: i64,
-    /// Refuse a request-time more than this many minutes from the sandbox's clock with
-    /// INVALID_SIGNATURE [default: no check; AlipayHK publishes no tolerance].
-    #[arg(long, value_name = "MINUTES")]
-    pub max_clock_skew: Option<u64>,
-    /// An outage: every request fails for this long from the first one, then the sandbox
-    /// recovers.
-    #[arg(long, value_name = "MS")]
-    pub outage_ms: Option<u64>,
-    /// How requests fail during --outage-ms: HTTP 503, or the signed UNKNOWN_EXCEPTION
-    /// (status U), both before any effect.
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = OutageAnswerArg::Http503)]
-    pub outage_answer: OutageAnswerArg,
-    /// How long a hang lasts.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
-    pub hang_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RateLimitAnswerArg {
-    Http429,
-    Code,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutageAnswerArg {
-    Http503,
-    Unknown,
-}
 
 impl SandboxArgs {
     /// The sandbox configuration these arguments describe (reads the keys and data files).
@@ -190,44 +88,10 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A probability in `[0, 1]`; clap names the flag in its error.
-fn probability(s: &str) -> Result<f64, String> {
-    let p: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&p) {
-        Ok(p)
-    } else {
-        Err(format!("{s} is not a probability between 0 and 1"))
-    }
-}
-
-/// `CODE=P`: a result code the sandbox can answer (any but SUCCESS) and a probability.
-fn code_probability(s: &str) -> Result<(Code, f64), String> {
-    let (name, p) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not CODE=P, e.g. PROCESS_FAIL=0.1"))?;
-    let name = name.trim();
-    let code = Code::parse(name)
-        .filter(|&c| c != Code::Success)
-        .ok_or_else(|| {
-            let known: Vec<&str> = Code::ALL
-                .iter()
-                .filter(|&&c| c != Code::Success)
-                .map(|c| c.as_str())
-                .collect();
-            format!(
-                "{name:?} is not a code the sandbox can inject; one of {}",
-                known.join(", ")
-            )
-        })?;
-    Ok((code, probability(p)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::Code;
     use clap::Parser as _;
 
     #[derive(clap::Parser)]

@@ -595,7 +595,7 @@ fn note_streaks(crew: &Crew, attempt: &Attempt, decision: &Decision) {
                 .unwrap_or_default();
             crew.shutdown.stop(StopReason::Aborted(format!(
                 "the gateway answered {code} {n} times in a row{tracer}: {}",
-                fatal_hint(&code)
+                crate::api::outcome::what_to_check(&code)
             )));
         }
     }
@@ -612,27 +612,5 @@ fn note_streaks(crew: &Crew, attempt: &Attempt, decision: &Decision) {
                 crew.alipay_public_key
             )));
         }
-    }
-}
-
-/// What to check for each fatal answer.
-pub fn fatal_hint(code: &str) -> &'static str {
-    match code {
-        "INVALID_SIGNATURE" => {
-            "check that private_key is the key whose public half is uploaded in the AlipayHK portal, \
-             that key_version and signature_algorithm match the portal (try `pms-onboard sign`), \
-             and that this machine's clock is right (`pms-onboard doctor`)"
-        }
-        "INVALID_CLIENT" => "check client_id against the AlipayHK portal",
-        "KEY_NOT_FOUND" => "check key_version against the key registered in the AlipayHK portal",
-        "ACCESS_DENIED" => {
-            "the client is not allowed to call this API: ask AlipayHK to enable Collect PMS \
-             Information, quoting the Tracer-Id"
-        }
-        "INVALID_API" | "METHOD_NOT_SUPPORTED" | "MEDIA_TYPE_NOT_ACCEPTABLE" => {
-            "the endpoint does not serve this API as called: check `endpoint` (AlipayHK's gateway \
-             is https://open.alipay.hk, not the mainland one) and any proxy in between"
-        }
-        _ => "the gateway refused the credentials: check client_id, private_key and endpoint",
     }
 }
