@@ -53,6 +53,25 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Check keys, endpoint, clock, settings and ledger before a real run.
     Doctor(DoctorArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(CompletionsArgs),
+    /// Print the man page (or write one page per command into a folder with --dir).
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write pms-onboard.1 and one pms-onboard-COMMAND.1 per command here, instead of printing
+    /// the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// The settings that flags, `PMS_ONBOARD_*` variables and the TOML file can give: one flag per

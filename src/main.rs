@@ -49,6 +49,8 @@ fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => commands::sign::run(args, printer),
         Command::Keygen(args) => commands::keygen::run(args, printer),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::Completions(args) => commands::completions::completions(args, printer),
+        Command::Man(args) => commands::completions::man(args, printer),
     }
 }
 

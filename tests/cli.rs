@@ -287,3 +287,28 @@ fn a_sandbox_run_never_touches_the_real_ledger() {
     assert!(!s.path("real.db").exists());
     assert!(s.path("pms-sandbox-ledger.db").exists());
 }
+
+#[test]
+fn completions_and_man_pages_follow_the_same_definitions_as_help() {
+    let _turn = together();
+    let (code, script, _) = output(Command::new(bin()).args(["completions", "bash"]));
+    assert_eq!(code, 0);
+    for flag in ["--retry-later", "--dry-run", "--sheet", "--probe"] {
+        assert!(script.contains(flag), "{flag} completes");
+    }
+    let (code, page, _) = output(Command::new(bin()).arg("man"));
+    assert_eq!(code, 0);
+    assert!(
+        page.starts_with(".ie") && page.contains(".SH NAME"),
+        "{page}"
+    );
+    let s = Scratch::new();
+    let dir = s.path("man");
+    let (code, _, err) = output(Command::new(bin()).arg("man").arg("--dir").arg(&dir));
+    assert_eq!(code, 0, "{err}");
+    let run = std::fs::read_to_string(dir.join("pms-onboard-run.1")).unwrap();
+    assert!(
+        run.contains("retry\\-later"),
+        "the run page lists the settings"
+    );
+}

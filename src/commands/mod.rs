@@ -2,6 +2,7 @@
 //! together and turns the result into an exit code.
 
 pub mod annotate_xlsx;
+pub mod completions;
 pub mod doctor;
 pub mod export;
 pub mod keygen;
