@@ -45,10 +45,10 @@ fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
         Command::Export(args) => commands::export::run(args),
         Command::Reconcile(args) => commands::reconcile::run(args),
         Command::Report(args) => commands::report::run(args),
-        Command::Sandbox(args) => commands::sandbox::run(args),
+        Command::Sandbox(args) => commands::sandbox::run(args, printer),
         Command::Sign(args) => commands::sign::run(args, printer),
         Command::Keygen(args) => commands::keygen::run(args, printer),
-        Command::Doctor(args) => commands::doctor::run(args),
+        Command::Doctor(args) => commands::doctor::run(args, printer),
         Command::Completions(args) => commands::completions::completions(args, printer),
         Command::Man(args) => commands::completions::man(args, printer),
     }

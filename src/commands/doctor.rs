@@ -42,6 +42,7 @@ use crate::config::{Layers, RunSettings};
 use crate::duration::{format as format_duration, parse as parse_duration};
 use crate::input::{Row, SaveWay};
 use crate::ledger::{self, queries};
+use crate::output::Printer;
 
 /// The settings a run cannot do without; the others have defaults.
 const REQUIRED: [&str; 3] = ["client_id", "private_key", "alipay_public_key"];
@@ -52,8 +53,8 @@ const CLOCK_FAIL: Duration = Duration::from_secs(5 * 60);
 const CLOCK_WARN: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("pms-onboard/", env!("CARGO_PKG_VERSION"), " doctor");
 
-pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let mut out = Checks::default();
+pub fn run(args: DoctorArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let mut out = Checks::new(printer);
     let layers = match Layers::resolve(&args.settings.flags(), args.settings.config.as_deref()) {
         Ok(layers) => layers,
         Err(e) => {
@@ -96,7 +97,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 
 /// One line a setting: its value and where it came from. A missing or bad one fails with the
 /// message a run would stop with, which says how to set it.
-fn settings(layers: &Layers, out: &mut Checks) -> Option<RunSettings> {
+fn settings(layers: &Layers, out: &mut Checks<'_>) -> Option<RunSettings> {
     match layers.config_file() {
         Some(path) => out.heading(&format!("settings (file {})", path.display())),
         None => out.heading("settings (no settings file)"),
@@ -139,7 +140,7 @@ enum KeyFile<K> {
 }
 
 /// The two key files, alone and as a pair; the keys when both are usable and not one pair.
-fn keys(layers: &Layers, out: &mut Checks) -> Option<(PrivateKey, PublicKey)> {
+fn keys(layers: &Layers, out: &mut Checks<'_>) -> Option<(PrivateKey, PublicKey)> {
     out.heading("keys");
     let private_path = layers.optional("private_key").map(PathBuf::from);
     let public_path = layers.optional("alipay_public_key").map(PathBuf::from);
@@ -236,7 +237,7 @@ const ALIPAY_PUBLIC_KEY: Role<PublicKey> = Role {
     secret: false,
 };
 
-fn key_file<K>(role: &Role<K>, path: &Path, out: &mut Checks) -> KeyFile<K> {
+fn key_file<K>(role: &Role<K>, path: &Path, out: &mut Checks<'_>) -> KeyFile<K> {
     let Some(bytes) = read_key(role.name, path, out) else {
         return KeyFile::Unusable;
     };
@@ -270,7 +271,7 @@ fn key_file<K>(role: &Role<K>, path: &Path, out: &mut Checks) -> KeyFile<K> {
     file
 }
 
-fn read_key(name: &str, path: &Path, out: &mut Checks) -> Option<Vec<u8>> {
+fn read_key(name: &str, path: &Path, out: &mut Checks<'_>) -> Option<Vec<u8>> {
     match std::fs::read(path) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
@@ -326,7 +327,7 @@ fn shape_hint(bytes: &[u8]) -> &'static str {
 }
 
 #[cfg(unix)]
-fn permissions(path: &Path, out: &mut Checks) {
+fn permissions(path: &Path, out: &mut Checks<'_>) {
     use std::os::unix::fs::PermissionsExt as _;
     let Ok(meta) = std::fs::metadata(path) else {
         return;
@@ -350,7 +351,7 @@ fn permissions(path: &Path, out: &mut Checks) {
 }
 
 #[cfg(not(unix))]
-fn permissions(_path: &Path, _out: &mut Checks) {}
+fn permissions(_path: &Path, _out: &mut Checks<'_>) {}
 
 /// Whose gateway a host is.
 #[derive(Debug, PartialEq, Eq)]
@@ -396,7 +397,7 @@ impl Host {
 }
 
 /// The endpoint, step by step; true when the gateway answered (the probe needs that).
-async fn gateway(endpoint: &str, timeout: Duration, out: &mut Checks) -> bool {
+async fn gateway(endpoint: &str, timeout: Duration, out: &mut Checks<'_>) -> bool {
     out.heading("gateway");
     let url = match check_endpoint(endpoint) {
         Ok(url) => url,
@@ -480,7 +481,7 @@ async fn gateway(endpoint: &str, timeout: Duration, out: &mut Checks) -> bool {
     true
 }
 
-async fn dns(url: &url::Url, host: &str, port: u16, limit: Duration, out: &mut Checks) -> bool {
+async fn dns(url: &url::Url, host: &str, port: u16, limit: Duration, out: &mut Checks<'_>) -> bool {
     if !matches!(url.host(), Some(url::Host::Domain(_))) {
         out.ok(
             "DNS",
@@ -524,7 +525,7 @@ async fn dns(url: &url::Url, host: &str, port: u16, limit: Duration, out: &mut C
 }
 
 /// A TLS handshake as a run makes it (`transport::tls`: rustls, this system's roots).
-async fn tls(host: &str, port: u16, limit: Duration, out: &mut Checks) -> bool {
+async fn tls(host: &str, port: u16, limit: Duration, out: &mut Checks<'_>) -> bool {
     let handshake = async {
         let (connector, name) = transport::tls(host).map_err(|e| format!("{e:#}"))?;
         let tcp = tokio::net::TcpStream::connect((host, port))
@@ -600,7 +601,7 @@ fn api_url(endpoint: &str) -> String {
 
 /// A `GET` of the API path: any HTTP answer shows the gateway is reachable, and a gateway
 /// answers it without doing anything (`METHOD_NOT_SUPPORTED`).
-async fn answer(endpoint: &str, timeout: Duration, out: &mut Checks) -> Option<Answered> {
+async fn answer(endpoint: &str, timeout: Duration, out: &mut Checks<'_>) -> Option<Answered> {
     let target = api_url(endpoint);
     let sent = Utc::now();
     let started = Instant::now();
@@ -666,7 +667,7 @@ async fn answer(endpoint: &str, timeout: Duration, out: &mut Checks) -> Option<A
 
 /// This machine's clock against the gateway's: its `response-time` (milliseconds) or else its
 /// `Date` (seconds), taken to be halfway through the exchange.
-fn clock(answer: &Answered, out: &mut Checks) {
+fn clock(answer: &Answered, out: &mut Checks<'_>) {
     let halfway = TimeDelta::from_std(answer.round_trip / 2).unwrap_or_default();
     let local = answer.sent + halfway;
     let response_time = answer
@@ -734,7 +735,7 @@ fn human(d: Duration) -> String {
     }
 }
 
-fn ledger_checks(path: &Path, out: &mut Checks) {
+fn ledger_checks(path: &Path, out: &mut Checks<'_>) {
     out.heading("ledger");
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -812,7 +813,7 @@ fn not_in_use(ledger: &Path) -> anyhow::Result<()> {
 /// One signed call that changes nothing: `MERCHANT_PMS` with every field empty, sent by the
 /// same client a run uses. The gateway checks the signature first, so its refusal of the body
 /// proves the signature was accepted; the answer's own signature proves `alipay_public_key`.
-async fn probe(s: &RunSettings, private: PrivateKey, public: PublicKey, out: &mut Checks) {
+async fn probe(s: &RunSettings, private: PrivateKey, public: PublicKey, out: &mut Checks<'_>) {
     let client = Client::new(
         ClientSettings {
             endpoint: s.endpoint.clone(),
@@ -924,25 +925,36 @@ async fn probe(s: &RunSettings, private: PrivateKey, public: PublicKey, out: &mu
 }
 
 /// The lines `doctor` prints, and the tally the exit code and the last line come from.
-#[derive(Default)]
-struct Checks {
+struct Checks<'p> {
+    printer: &'p Printer,
     passed: usize,
     warned: usize,
     failed: usize,
     headings: usize,
 }
 
-impl Checks {
+impl<'p> Checks<'p> {
+    fn new(printer: &'p Printer) -> Self {
+        Checks {
+            printer,
+            passed: 0,
+            warned: 0,
+            failed: 0,
+            headings: 0,
+        }
+    }
+
     fn heading(&mut self, title: &str) {
         if self.headings > 0 {
-            println!();
+            self.printer.out("\n");
         }
         self.headings += 1;
-        println!("{title}");
+        self.printer.out_line(title);
     }
 
     fn line(&self, word: &str, name: &str, detail: impl Display) {
-        println!("  {word:<4}  {name:<19}  {detail}");
+        self.printer
+            .out_line(&format!("  {word:<4}  {name:<19}  {detail}"));
     }
 
     fn ok(&mut self, name: &str, detail: impl Display) {
@@ -972,23 +984,23 @@ impl Checks {
     }
 
     fn finish(self) -> ExitCode {
-        println!();
+        self.printer.out("\n");
         let warnings = match self.warned {
             0 => String::new(),
             1 => ", 1 warning".to_owned(),
             n => format!(", {n} warnings"),
         };
         if self.failed == 0 {
-            println!(
+            self.printer.out_line(&format!(
                 "doctor: {} checks ok{warnings}: ready for a first real run",
                 self.passed
-            );
+            ));
             return ExitCode::SUCCESS;
         }
-        println!(
+        self.printer.out_line(&format!(
             "doctor: {} FAILED, {} ok{warnings}: fix what FAILED and run pms-onboard doctor again",
             self.failed, self.passed
-        );
+        ));
         ExitCode::from(exit::FATAL)
     }
 }

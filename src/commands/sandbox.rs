@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{OutageAnswerArg, RateLimitAnswerArg, SandboxArgs};
+use crate::output::Printer;
 use crate::sandbox::{
     Faults, Outage, OutageAnswer, RateLimitAnswer, Sandbox, SandboxConfig, load_malls, load_trades,
 };
@@ -66,7 +67,7 @@ impl SandboxArgs {
 
 /// Starts the sandbox, prints `sandbox listening on http://ADDR (client-id ID)`, serves until
 /// Ctrl-C. Ctrl-C is how a sandbox is meant to stop, so it exits 0, not 130.
-pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: SandboxArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,11 +76,11 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let sandbox = Sandbox::start(config, args.listen).await?;
-        println!(
+        printer.out_line(&format!(
             "sandbox listening on {} (client-id {})",
             sandbox.endpoint(),
             args.client_id
-        );
+        ));
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;
