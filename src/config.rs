@@ -417,6 +417,17 @@ fn whole<T: std::str::FromStr + PartialOrd>(min: T, max: T) -> impl Fn(&str) -> 
 }
 
 impl RunSettings {
+    /// What the client needs of these settings.
+    pub fn client_settings(&self) -> crate::api::client::ClientSettings {
+        crate::api::client::ClientSettings {
+            endpoint: self.endpoint.clone(),
+            client_id: self.client_id.clone(),
+            key_version: self.key_version.clone(),
+            signature_algorithm: self.signature_algorithm.clone(),
+            timeout: self.timeout,
+        }
+    }
+
     /// Reads and checks every run setting.
     pub fn from_layers(l: &Layers) -> anyhow::Result<Self> {
         let endpoint = l.require("endpoint")?.trim().to_owned();

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// The class of one attempt's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Outcome {
     /// `SUCCESS`, status `S`, a verified signature and a non-empty `pmsLabel`.
     Success { pms_label: String },
@@ -48,6 +51,42 @@ impl Outcome {
         }
     }
 
+    /// The outcome as the ledger stored it (its word, whether it may have been processed, the
+    /// code and message or error), for answers read back from the ledger.
+    pub fn from_stored(
+        kind: &str,
+        maybe_processed: bool,
+        code: Option<&str>,
+        text: Option<&str>,
+        pms_label: Option<&str>,
+    ) -> Outcome {
+        let (code, text) = (code.unwrap_or("").to_owned(), text.unwrap_or("").to_owned());
+        match kind {
+            "success" => Outcome::Success {
+                pms_label: pms_label.unwrap_or("").to_owned(),
+            },
+            "already_circled" => Outcome::AlreadyCircled,
+            "throttled" => Outcome::Throttled {
+                reason: text,
+                retry_after: None,
+            },
+            "unverified" => Outcome::Unverified { reason: text },
+            "permanent" => Outcome::Permanent {
+                code,
+                message: text,
+            },
+            "fatal" => Outcome::Fatal {
+                code,
+                message: text,
+            },
+            _ => Outcome::Transient {
+                reason: text,
+                retry_after: None,
+                maybe_processed,
+            },
+        }
+    }
+
     /// Whether the gateway may have acted on the request.
     pub fn maybe_processed(&self) -> bool {
         match self {
@@ -61,7 +100,7 @@ impl Outcome {
 }
 
 /// Everything kept about one attempt, whether or not its answer could be believed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Attempt {
     pub outcome: Outcome,
     pub http_status: Option<u16>,
@@ -78,6 +117,7 @@ pub struct Attempt {
     /// The answer's `Tracer-Id` header: what AlipayHK support asks for.
     pub tracer_id: Option<String>,
     /// The raw answer body (at most [`MAX_BODY`] bytes), kept with the attempt.
+    #[serde(with = "base64_bytes")]
     pub response_body: Option<Vec<u8>>,
     /// For an answer that did not verify: its `response-time` and `signature` headers, so that
     /// it can be verified again with another key (`run` does so first).
@@ -93,6 +133,29 @@ impl Default for Outcome {
             retry_after: None,
             maybe_processed: true,
         }
+    }
+}
+
+/// Raw bytes as base64 in JSON (an answer body need not be UTF-8).
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(t)
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
     }
 }
 

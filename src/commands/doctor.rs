@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::exit;
 use std::sync::Arc;
 
-use crate::api::client::{Client, ClientSettings, check_endpoint};
+use crate::api::client::{Client, check_endpoint};
 use crate::api::keys::{KeyError, PrivateKey, PublicKey};
 use crate::api::outcome::{self, Outcome};
 use crate::api::signing::API_PATH;
@@ -814,17 +814,7 @@ fn not_in_use(ledger: &Path) -> anyhow::Result<()> {
 /// same client a run uses. The gateway checks the signature first, so its refusal of the body
 /// proves the signature was accepted; the answer's own signature proves `alipay_public_key`.
 async fn probe(s: &RunSettings, private: PrivateKey, public: PublicKey, out: &mut Checks<'_>) {
-    let client = Client::new(
-        ClientSettings {
-            endpoint: s.endpoint.clone(),
-            client_id: s.client_id.clone(),
-            key_version: s.key_version.clone(),
-            signature_algorithm: s.signature_algorithm.clone(),
-            timeout: s.timeout,
-        },
-        Arc::new(private),
-        Arc::new(public),
-    );
+    let client = Client::new(s.client_settings(), Arc::new(private), Arc::new(public));
     let client = match client {
         Ok(c) => c,
         Err(e) => return out.fail("signature", format!("{e:#}")),

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::exit;
-use crate::api::client::{Client, ClientSettings};
+use crate::api::client::Client;
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::cli::RunArgs;
 use crate::config::{Layers, Origin, RunSettings};
@@ -288,13 +288,7 @@ fn client(s: &RunSettings) -> anyhow::Result<Client> {
         );
     }
     Client::new(
-        ClientSettings {
-            endpoint: s.endpoint.clone(),
-            client_id: s.client_id.clone(),
-            key_version: s.key_version.clone(),
-            signature_algorithm: s.signature_algorithm.clone(),
-            timeout: s.timeout,
-        },
+        s.client_settings(),
         Arc::new(private_key),
         Arc::new(alipay_public_key),
     )

@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// How the store is identified to the gateway (`saveWayType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SaveWay {
     MerchantPms,
     IpayTradeNo,
@@ -44,7 +45,7 @@ impl fmt::Display for SaveWay {
 
 /// One row that passed every rule. Fields that do not apply to the save way are empty strings,
 /// exactly as they are sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     pub save_way: SaveWay,
     pub ipay_trade_no: String,

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::spill::Spilled;
 use super::{RowId, now};
-use crate::api::outcome::Attempt;
+use crate::api::outcome::{Attempt, Outcome};
 use crate::input::{Reject, Row, SaveWay, SourceRow};
 use crate::model::{self, FailureKind, Known, RowUpdate, RunCounts, RunEnd, Sighting, State};
 
@@ -138,31 +138,7 @@ pub fn ingest(
     let sighting = model::sighting(known.as_ref(), r, retry_failed);
     let t = now();
     match (&stored, &sighting) {
-        (None, _) => {
-            conn.prepare_cached(
-                "INSERT INTO rows (key, save_way_type, ipay_trade_no, partner_id, merchant_id,
-                     merchant_name, store_id, store_name, mall_group_label, mall_label, state,
-                     source_file, source_line, run_id, seq, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?14, ?15, ?15)",
-            )?
-            .execute(params![
-                key,
-                r.save_way.as_str(),
-                r.ipay_trade_no,
-                r.partner_id,
-                r.merchant_id,
-                r.merchant_name,
-                r.store_id,
-                r.store_name,
-                r.mall_group_label,
-                r.mall_label,
-                src.file,
-                src.line as i64,
-                run_id,
-                seq as i64,
-                t
-            ])?;
-        }
+        (None, _) => insert_row(conn, run_id, seq, src)?,
         // Rows to send take the payload the sheet now gives and become pending again.
         (Some(_), Sighting::Send) => {
             conn.prepare_cached(
@@ -196,6 +172,35 @@ pub fn ingest(
         }
     }
     Ok(sighting)
+}
+
+/// A row the ledger has not seen: pending, at its place in the run's input.
+fn insert_row(conn: &Connection, run_id: i64, seq: u64, src: &SourceRow) -> rusqlite::Result<()> {
+    let r = &src.row;
+    conn.prepare_cached(
+        "INSERT INTO rows (key, save_way_type, ipay_trade_no, partner_id, merchant_id,
+             merchant_name, store_id, store_name, mall_group_label, mall_label, state,
+             source_file, source_line, run_id, seq, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?14, ?15, ?15)",
+    )?
+    .execute(params![
+        r.key(),
+        r.save_way.as_str(),
+        r.ipay_trade_no,
+        r.partner_id,
+        r.merchant_id,
+        r.merchant_name,
+        r.store_id,
+        r.store_name,
+        r.mall_group_label,
+        r.mall_label,
+        src.file,
+        src.line as i64,
+        run_id,
+        seq as i64,
+        now()
+    ])?;
+    Ok(())
 }
 
 fn insert_drift(
@@ -467,75 +472,63 @@ pub fn take_in(conn: &Connection, s: &Spilled, from: &str) -> rusqlite::Result<(
             params![s.run_id, now(), format!("answers taken in from {from}")],
         )?;
     }
-    let row = s.row();
+    let (row, key) = (&s.row, s.key());
     let row_id: Option<i64> = conn
         .prepare_cached("SELECT rowid FROM rows WHERE key = ?1")?
-        .query_row([&s.key], |r| r.get(0))
+        .query_row([&key], |r| r.get(0))
         .optional()?;
     let row_id = match row_id {
         Some(id) => RowId(id),
         None => {
-            let t = now();
-            conn.execute(
-                "INSERT INTO rows (key, save_way_type, ipay_trade_no, partner_id, merchant_id,
-                     merchant_name, store_id, store_name, mall_group_label, mall_label, state,
-                     source_file, source_line, run_id, seq, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, 0, ?14, ?14)",
-                params![
-                    s.key,
-                    s.save_way_type,
-                    row.ipay_trade_no,
-                    row.partner_id,
-                    row.merchant_id,
-                    row.merchant_name,
-                    row.store_id,
-                    row.store_name,
-                    row.mall_group_label,
-                    row.mall_label,
-                    s.source_file,
-                    s.source_line as i64,
-                    s.run_id,
-                    t
-                ],
-            )?;
+            let src = SourceRow {
+                file: s.source_file.clone(),
+                line: s.source_line,
+                row: row.clone(),
+            };
+            insert_row(conn, s.run_id, 0, &src)?;
             RowId(conn.last_insert_rowid())
         }
     };
-    let attempt = s.attempt();
-    let present = conn
-        .prepare_cached("UPDATE attempts SET outcome = outcome WHERE id = ?1 AND key = ?2")?
-        .execute(params![s.attempt_id, s.key])?;
-    let attempt_id = if present > 0 {
-        s.attempt_id
-    } else {
-        conn.execute(
-            "INSERT INTO attempts (key, run_id, attempt, started_at, sent_merchant_name,
-                 sent_store_name, sent_mall_group_label, sent_mall_label)
-             VALUES (?1, ?2, (SELECT attempts FROM rows WHERE key = ?1), ?3, ?4, ?5, ?6, ?7)",
-            params![
-                s.key,
-                s.run_id,
-                now(),
-                row.merchant_name,
-                row.store_name,
-                row.mall_group_label,
-                row.mall_label
-            ],
-        )?;
-        conn.last_insert_rowid()
+    let present: Option<i64> = conn
+        .prepare_cached("SELECT id FROM attempts WHERE id = ?1 AND key = ?2")?
+        .query_row(params![s.attempt_id, key], |r| r.get(0))
+        .optional()?;
+    let attempt_id = match present {
+        Some(id) => id,
+        None => {
+            conn.execute(
+                "INSERT INTO attempts (key, run_id, attempt, started_at, sent_merchant_name,
+                     sent_store_name, sent_mall_group_label, sent_mall_label)
+                 VALUES (?1, ?2, (SELECT attempts FROM rows WHERE key = ?1), ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key,
+                    s.run_id,
+                    now(),
+                    row.merchant_name,
+                    row.store_name,
+                    row.mall_group_label,
+                    row.mall_label
+                ],
+            )?;
+            conn.last_insert_rowid()
+        }
     };
-    record_attempt(conn, attempt_id, &attempt)?;
-    conn.prepare_cached("UPDATE attempts SET outcome = ?2, maybe_processed = ?3 WHERE id = ?1")?
-        .execute(params![attempt_id, s.outcome, s.maybe_processed])?;
+    record_attempt(conn, attempt_id, &s.attempt)?;
     // A row still marked in flight by the run that spilled it takes its recorded state.
-    update_row(conn, row_id, attempt_id, s.maybe_processed, &s.update)
+    update_row(
+        conn,
+        row_id,
+        attempt_id,
+        s.attempt.outcome.maybe_processed(),
+        &s.update,
+    )
 }
 
 /// Every answer a run recorded, as the side file keeps them: what a run whose ledger file was
 /// deleted or replaced under it still holds in the file it had open.
 pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Spilled>> {
     let mut st = conn.prepare(
-        "SELECT a.id, r.key, r.save_way_type, r.ipay_trade_no, r.partner_id, r.merchant_id,
+        "SELECT a.id, r.save_way_type, r.ipay_trade_no, r.partner_id, r.merchant_id,
                 r.merchant_name, r.store_id, r.store_name, r.mall_group_label, r.mall_label,
                 r.source_file, r.source_line, a.outcome, a.maybe_processed, a.http_status,
                 a.result_code, a.result_status, a.result_message, a.pms_label, a.verified,
@@ -548,54 +541,66 @@ pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Sp
          ORDER BY a.id",
     )?;
     let rows = st.query_map([run_id], |r| {
-        let body: Option<Vec<u8>> = r.get(23)?;
-        let state: String = r.get(27)?;
-        let failure: Option<String> = r.get(28)?;
+        let way: String = r.get(1)?;
+        let kind: String = r.get(12)?;
+        let (code, message, error, label): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = (r.get(15)?, r.get(17)?, r.get(20)?, r.get(18)?);
+        let state: String = r.get(26)?;
+        let failure: Option<String> = r.get(27)?;
         Ok(Spilled {
             run_id,
             attempt_id: r.get(0)?,
-            key: r.get(1)?,
-            save_way_type: r.get(2)?,
-            ipay_trade_no: r.get(3)?,
-            partner_id: r.get(4)?,
-            merchant_id: r.get(5)?,
-            merchant_name: r.get(6)?,
-            store_id: r.get(7)?,
-            store_name: r.get(8)?,
-            mall_group_label: r.get(9)?,
-            mall_label: r.get(10)?,
-            source_file: r.get(11)?,
-            source_line: r.get::<_, i64>(12)? as u64,
-            outcome: r.get(13)?,
-            maybe_processed: r.get(14)?,
-            http_status: r.get(15)?,
-            result_code: r.get(16)?,
-            result_status: r.get(17)?,
-            result_message: r.get(18)?,
-            pms_label: r.get(19)?,
-            verified: r.get(20)?,
-            error: r.get(21)?,
-            tracer_id: r.get(22)?,
-            response_body: body.map(|b| {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(b)
-            }),
-            response_time: r.get(24)?,
-            response_signature: r.get(25)?,
-            latency_us: r.get::<_, i64>(26)? as u64,
+            row: Row {
+                save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
+                ipay_trade_no: r.get(2)?,
+                partner_id: r.get(3)?,
+                merchant_id: r.get(4)?,
+                merchant_name: r.get(5)?,
+                store_id: r.get(6)?,
+                store_name: r.get(7)?,
+                mall_group_label: r.get(8)?,
+                mall_label: r.get(9)?,
+            },
+            source_file: r.get(10)?,
+            source_line: r.get::<_, i64>(11)? as u64,
+            attempt: Attempt {
+                outcome: Outcome::from_stored(
+                    &kind,
+                    r.get(13)?,
+                    code.as_deref(),
+                    error.as_deref().or(message.as_deref()),
+                    label.as_deref(),
+                ),
+                http_status: r.get(14)?,
+                result_code: code,
+                result_status: r.get(16)?,
+                result_message: message,
+                pms_label: label,
+                verified: r.get(19)?,
+                error,
+                tracer_id: r.get(21)?,
+                response_body: r.get(22)?,
+                response_time: r.get(23)?,
+                response_signature: r.get(24)?,
+                latency: std::time::Duration::from_micros(r.get::<_, i64>(25)?.max(0) as u64),
+            },
             update: RowUpdate {
                 // A row this run left in flight is recovered as possibly sent by the next one.
                 state: State::parse(&state)
                     .filter(|s| *s != State::InFlight)
                     .unwrap_or(State::Pending),
                 failure: failure.as_deref().and_then(FailureKind::parse),
-                ambiguous: r.get(29)?,
-                maybe_sent: r.get(30)?,
-                pms_label: r.get(31)?,
-                label_unverified: r.get(32)?,
-                result_code: r.get(33)?,
-                result_message: r.get(34)?,
-                tracer_id: r.get(35)?,
+                ambiguous: r.get(28)?,
+                maybe_sent: r.get(29)?,
+                pms_label: r.get(30)?,
+                label_unverified: r.get(31)?,
+                result_code: r.get(32)?,
+                result_message: r.get(33)?,
+                tracer_id: r.get(34)?,
             },
         })
     })?;
@@ -935,7 +940,8 @@ mod tests {
         // And what a run recorded reads back as the same answers.
         let back = answers_of_run(&conn, run).unwrap();
         assert_eq!(back.len(), 1);
-        assert_eq!(back[0].pms_label.as_deref(), Some("2026"));
+        assert_eq!(back[0].attempt.pms_label.as_deref(), Some("2026"));
+        assert_eq!(back[0].attempt.outcome.kind(), "success");
         assert_eq!(back[0].update.state, State::Succeeded);
     }
 }

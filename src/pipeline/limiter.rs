@@ -164,35 +164,50 @@ impl Limiter {
         } else {
             None
         };
-        loop {
-            self.wait_pause().await;
-            let wait_until = {
-                let mut s = self.state();
-                let now = Instant::now();
-                if s.paused_until.is_some_and(|p| p > now) {
-                    continue;
-                }
-                let Some(pace) = self.pace(&s, now) else {
-                    return;
-                };
-                let period = Duration::from_secs_f64(1.0 / pace);
-                match s.next_slot {
-                    Some(slot) if slot > now => slot,
-                    slot => {
-                        // Caught up to TOLERANCE late; an idle schedule restarts from now.
-                        let from = slot.map_or(now, |t| t.max(now - TOLERANCE));
-                        s.next_slot = Some(from + period);
-                        return;
-                    }
-                }
+        self.wait_for(|s, now| {
+            let Some(pace) = self.pace(s, now) else {
+                return Ok(());
             };
-            tokio::time::sleep_until(wait_until).await;
-        }
+            match s.next_slot {
+                Some(slot) if slot > now => Err(slot),
+                slot => {
+                    // Caught up to TOLERANCE late; an idle schedule restarts from now.
+                    let late = now.checked_sub(TOLERANCE).unwrap_or(now);
+                    let from = slot.map_or(now, |t| t.max(late));
+                    s.next_slot = Some(from + Duration::from_secs_f64(1.0 / pace));
+                    Ok(())
+                }
+            }
+        })
+        .await
     }
 
     /// Waits until the request may leave under the hard ceiling (and any pause begun since its
     /// slot), and records its departure.
     pub async fn depart(&self) -> Departure {
+        self.wait_for(|s, now| {
+            while s
+                .departures
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+            {
+                s.departures.pop_front();
+            }
+            if self.cap > 0 && s.departures.len() >= self.cap {
+                Err(s.departures[s.departures.len() - self.cap] + WINDOW)
+            } else {
+                s.departures.push_back(now);
+                Ok(Departure { at: now })
+            }
+        })
+        .await
+    }
+
+    /// Waits out any pause, then asks `take`: done (`Ok`), or wait until then and ask again.
+    async fn wait_for<T>(
+        &self,
+        mut take: impl FnMut(&mut State, Instant) -> Result<T, Instant>,
+    ) -> T {
         loop {
             self.wait_pause().await;
             let wait_until = {
@@ -201,23 +216,12 @@ impl Limiter {
                 if s.paused_until.is_some_and(|p| p > now) {
                     continue;
                 }
-                while s
-                    .departures
-                    .front()
-                    .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
-                {
-                    s.departures.pop_front();
-                }
-                if self.cap > 0 && s.departures.len() >= self.cap {
-                    Some(s.departures[s.departures.len() - self.cap] + WINDOW)
-                } else {
-                    s.departures.push_back(now);
-                    return Departure { at: now };
+                match take(&mut s, now) {
+                    Ok(done) => return done,
+                    Err(until) => until,
                 }
             };
-            if let Some(t) = wait_until {
-                tokio::time::sleep_until(t).await;
-            }
+            tokio::time::sleep_until(wait_until).await;
         }
     }
 

@@ -122,15 +122,15 @@ impl Code {
 
 /// One JSON answer before it is serialised and signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct Reply {
     pub code: Code,
     pub message: String,
     pub pms_label: Option<String>,
 }
 
-impl Answer {
+impl Reply {
     pub fn fail(code: Code, message: impl Into<String>) -> Self {
-        Answer {
+        Reply {
             code,
             message: message.into(),
             pms_label: None,
@@ -138,7 +138,7 @@ impl Answer {
     }
 
     pub fn unknown() -> Self {
-        Answer::fail(
+        Reply::fail(
             Code::UnknownException,
             "An unknown exception occurred (sandbox fault).",
         )
@@ -146,11 +146,11 @@ impl Answer {
 
     /// The code with the gateway's own message.
     pub fn documented(code: Code) -> Self {
-        Answer::fail(code, code.message())
+        Reply::fail(code, code.message())
     }
 
     fn success(pms_label: String) -> Self {
-        Answer {
+        Reply {
             code: Code::Success,
             message: "success.".to_owned(),
             pms_label: Some(pms_label),
@@ -181,15 +181,15 @@ pub fn check(
     body: &[u8],
     malls: Option<&HashSet<(String, String)>>,
     trades: Option<&HashSet<String>>,
-) -> Result<String, Answer> {
-    let illegal = |what: String| Answer::fail(Code::ParamIllegal, what);
+) -> Result<String, Reply> {
+    let illegal = |what: String| Reply::fail(Code::ParamIllegal, what);
     let request: SaveRequest = serde_json::from_slice(body)
         .map_err(|_| illegal("The request body is not the documented JSON shape.".into()))?;
     let Some(save_way) = [SaveWay::MerchantPms, SaveWay::IpayTradeNo]
         .into_iter()
         .find(|w| w.as_str() == request.save_way_type)
     else {
-        return Err(Answer::documented(Code::UnknownCircleStoreWayType));
+        return Err(Reply::documented(Code::UnknownCircleStoreWayType));
     };
     let pms = &request.circle_store.merchant_pms;
     let mall = &request.circle_store.business_district_subject;
@@ -229,13 +229,13 @@ pub fn check(
     if let Some(malls) = malls {
         let pair = (mall.mall_group_label.clone(), mall.mall_label.clone());
         if !malls.contains(&pair) {
-            return Err(Answer::documented(Code::BusinessDistrictNotExist));
+            return Err(Reply::documented(Code::BusinessDistrictNotExist));
         }
     }
     if let (SaveWay::IpayTradeNo, Some(trades)) = (save_way, trades)
         && !trades.contains(&request.ipay_trade_no)
     {
-        return Err(Answer::documented(Code::IpayTradeNoNotExist));
+        return Err(Reply::documented(Code::IpayTradeNoNotExist));
     }
     let row = Row {
         save_way,
@@ -267,9 +267,9 @@ pub struct Register {
 
 impl Register {
     /// Circles the store and answers `SUCCESS` with a fresh label, or `STORE_IS_CIRCLED`.
-    pub fn circle(&mut self, identity: String) -> Answer {
+    pub fn circle(&mut self, identity: String) -> Reply {
         if self.stores.contains_key(&identity) {
-            return Answer::documented(Code::StoreIsCircled);
+            return Reply::documented(Code::StoreIsCircled);
         }
         self.labels_issued += 1;
         let pms_label = new_label(self.labels_issued);
@@ -280,7 +280,7 @@ impl Register {
                 successes_sent: 0,
             },
         );
-        Answer::success(pms_label)
+        Reply::success(pms_label)
     }
 
     /// Records that a `SUCCESS` answer for `identity` went out; true when it was not the first.
@@ -330,7 +330,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn code(r: Result<String, Answer>) -> &'static str {
+    fn code(r: Result<String, Reply>) -> &'static str {
         match r {
             Ok(_) => "OK",
             Err(a) => a.code.as_str(),

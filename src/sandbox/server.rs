@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::config::{OutageAnswer, RateLimitAnswer, SandboxConfig};
 use super::faults::{Dice, Draw};
-use super::rules::{self, Answer, Code, Register};
+use super::rules::{self, Code, Register, Reply};
 use super::stats::{Arrivals, Stats};
 use crate::api::signing::{self, API_PATH};
 
@@ -39,7 +39,7 @@ const MAX_CLOCK_OFFSET_SECS: i64 = 100 * 366 * 86_400;
 /// A running sandbox. Dropping it stops the server too (gracefully, in the background).
 pub struct Sandbox {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Gateway>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -55,7 +55,7 @@ impl Sandbox {
                 config.clock_offset_secs
             );
         }
-        let shared = Arc::new(Shared::new(config)?);
+        let shared = Arc::new(Gateway::new(config)?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("the sandbox cannot listen on {listen}"))?;
@@ -120,7 +120,7 @@ impl Sandbox {
 }
 
 /// What every request handler shares.
-struct Shared {
+struct Gateway {
     config: SandboxConfig,
     client_id_header: HeaderValue,
     dice: Dice,
@@ -148,7 +148,7 @@ struct MutableState {
     register: Register,
 }
 
-impl Shared {
+impl Gateway {
     fn new(config: SandboxConfig) -> anyhow::Result<Self> {
         let client_id_header = HeaderValue::from_str(&config.client_id).map_err(|_| {
             anyhow::anyhow!(
@@ -162,7 +162,7 @@ impl Shared {
                 config.key_version
             );
         }
-        Ok(Shared {
+        Ok(Gateway {
             dice: Dice::new(config.faults.clone()),
             client_id_header,
             config,
@@ -246,7 +246,7 @@ impl Shared {
             None
         };
         if let Some(code) = refused {
-            return self.answer(&path, &Answer::documented(code), false);
+            return self.answer(&path, &Reply::documented(code), false);
         }
         let body = axum::body::to_bytes(body, MAX_BODY).await;
         // Its own task: it completes (a store may be circled) even when the client has given up.
@@ -271,7 +271,7 @@ impl Shared {
                 )
                     .into_response()
             }
-            OutageAnswer::Unknown => self.answer(path, &Answer::unknown(), false),
+            OutageAnswer::Unknown => self.answer(path, &Reply::unknown(), false),
         }
     }
 
@@ -280,7 +280,7 @@ impl Shared {
             RateLimitAnswer::Http429 => too_many_requests(1, "rate limit exceeded"),
             RateLimitAnswer::Code => self.answer(
                 path,
-                &Answer::documented(Code::RequestTrafficExceedLimit),
+                &Reply::documented(Code::RequestTrafficExceedLimit),
                 false,
             ),
         }
@@ -328,12 +328,12 @@ impl Shared {
             return too_many_requests(faults.retry_after_secs, "sandbox fault: HTTP 429");
         }
         let answer = if draw.unknown {
-            Answer::unknown()
+            Reply::unknown()
         } else if let Some(code) = draw.code {
-            Answer::documented(code)
+            Reply::documented(code)
         } else {
             match body {
-                Err(_) => Answer::fail(
+                Err(_) => Reply::fail(
                     Code::ParamIllegal,
                     format!("The request body is unreadable or larger than {MAX_BODY} bytes."),
                 ),
@@ -347,7 +347,7 @@ impl Shared {
     }
 
     /// The business rules, and the effect (circling the store) when they pass.
-    fn decide(&self, body: &[u8], draw: Draw) -> Answer {
+    fn decide(&self, body: &[u8], draw: Draw) -> Reply {
         let identity = match rules::check(
             body,
             self.config.malls.as_ref(),
@@ -359,7 +359,7 @@ impl Shared {
         let mut state = self.lock();
         let answer = state.register.circle(identity.clone());
         if draw.unknown_after_commit {
-            return Answer::unknown();
+            return Reply::unknown();
         }
         if answer.code == Code::Success && state.register.success_sent(&identity) {
             state.stats.double_success += 1;
@@ -371,7 +371,7 @@ impl Shared {
     /// other bytes, so that the signature is well-formed but does not verify). `uri` is the path
     /// the request named; the signed content says `POST` whatever the method was (the one
     /// method `signing::content` knows).
-    fn answer(&self, uri: &str, answer: &Answer, bad_signature: bool) -> Response {
+    fn answer(&self, uri: &str, answer: &Reply, bad_signature: bool) -> Response {
         self.count(answer.code.as_str());
         tracing::debug!(code = answer.code.as_str(), bad_signature, "sandbox answer");
         let body = serde_json::to_vec(&answer.to_response())
@@ -398,9 +398,9 @@ impl Shared {
 
 /// Checks `client-id`, the `signature` header (algorithm, key version, the signature itself over
 /// the exact body bytes) and `request-time`, in the gateway's order.
-fn authenticate(config: &SandboxConfig, headers: &HeaderMap, body: &[u8]) -> Result<(), Answer> {
+fn authenticate(config: &SandboxConfig, headers: &HeaderMap, body: &[u8]) -> Result<(), Reply> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let refuse = |code, message: &str| Err(Answer::fail(code, message));
+    let refuse = |code, message: &str| Err(Reply::fail(code, message));
     if text("client-id") != Some(config.client_id.as_str()) {
         return refuse(
             Code::InvalidClient,
@@ -453,7 +453,7 @@ fn authenticate(config: &SandboxConfig, headers: &HeaderMap, body: &[u8]) -> Res
     }
     if let Some(max) = config.max_clock_skew {
         check_skew(time, clock(config.clock_offset_secs), max)
-            .map_err(|message| Answer::fail(Code::InvalidSignature, message))?;
+            .map_err(|message| Reply::fail(Code::InvalidSignature, message))?;
     }
     Ok(())
 }
@@ -511,7 +511,7 @@ fn too_many_requests(retry_after_secs: u64, text: &str) -> Response {
 
 /// Every answer of the gateway, JSON or not, carries a fresh `Tracer-Id` and the sandbox's
 /// `Date` (hyper adds its own `Date` only when the answer has none).
-async fn gateway(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
+async fn gateway(AxumState(shared): AxumState<Arc<Gateway>>, request: Request) -> Response {
     let mut response = Arc::clone(&shared).route(request).await;
     let date = clock(shared.config.clock_offset_secs)
         .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -522,11 +522,11 @@ async fn gateway(AxumState(shared): AxumState<Arc<Shared>>, request: Request) ->
     response
 }
 
-async fn stats(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+async fn stats(AxumState(shared): AxumState<Arc<Gateway>>) -> Response {
     json(&shared.stats())
 }
 
-async fn labels(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+async fn labels(AxumState(shared): AxumState<Arc<Gateway>>) -> Response {
     let labels: BTreeMap<String, String> = shared.lock().register.labels().into_iter().collect();
     json(&labels)
 }
