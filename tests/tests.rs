@@ -3,6 +3,7 @@
 mod cli;
 mod doctor;
 mod gateway;
+mod output;
 mod reconcile;
 mod run;
 mod safety;

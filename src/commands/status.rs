@@ -29,7 +29,18 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 String::new()
             },
         ),
-        ("pending", c.pending, String::new()),
+        (
+            "pending",
+            c.pending,
+            if c.unverified > 0 {
+                format!(
+                    "({} with an answer not verified: check alipay_public_key, then run again)",
+                    c.unverified
+                )
+            } else {
+                String::new()
+            },
+        ),
         ("in_flight", c.in_flight, String::new()),
         (
             "failed",

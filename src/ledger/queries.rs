@@ -187,6 +187,8 @@ pub struct StatusCounts {
     pub failed: u64,
     pub failed_transient: u64,
     pub failed_permanent: u64,
+    /// Rows not done whose label came from an answer that could not be verified.
+    pub unverified: u64,
     pub by_result_code: std::collections::BTreeMap<String, u64>,
     pub last_runs: Vec<RunInfo>,
 }
@@ -220,6 +222,12 @@ pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCou
         failed_permanent: o.failed_permanent,
         ..StatusCounts::default()
     };
+    c.unverified = conn.query_row(
+        "SELECT count(*) FROM rows WHERE label_unverified = 1
+         AND state <> 'succeeded' AND state <> 'already_circled'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
     let mut st = conn.prepare(
         "SELECT result_code, count(*) FROM rows WHERE result_code IS NOT NULL GROUP BY 1 ORDER BY 1",
     )?;
