@@ -1,8 +1,12 @@
 //! `reconcile FILE...`: the master sheet against the ledger, sending nothing; and
 //! `export --annotate FILE`: the user's own sheet back with each row's outcome appended.
+//!
+//! Both read the sheet as a stream and the ledger by key, and hold neither in memory: the
+//! identities seen go to a table on a temporary file past a budget (`super::bounded_dedupe`),
+//! and the orphans are the ledger's done rows whose identity the sheet did not have.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -111,7 +115,7 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
-    let input = Input::open(&args.files, args.encoding)?;
+    let mut input = Input::open(&args.files, args.encoding)?.with_dedupe(super::bounded_dedupe()?);
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
         Some(p) => Some(csv::Writer::from_writer(super::output(Some(p))?)),
@@ -124,14 +128,17 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    // Identities seen in the sheet, to find the orphans afterwards.
-    let mut seen: HashSet<String> = HashSet::new();
-    for item in input {
+    // Rows of the sheet found done in the ledger.
+    let mut found_done = 0u64;
+    for item in input.by_ref() {
         match item? {
             Item::Row(row) => {
                 let key = row.row.key();
                 let stored = queries::row_by_key(&conn, &key)?;
                 let (category, detail) = classify(&row, stored.as_ref());
+                if matches!(category, Category::Done | Category::Drifted) {
+                    found_done += 1;
+                }
                 emit(
                     category,
                     Line {
@@ -144,7 +151,6 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                         detail,
                     },
                 )?;
-                seen.insert(key);
             }
             Item::Reject(r) => emit(
                 Category::Invalid,
@@ -158,28 +164,35 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                     detail: format!("column {}: {}", r.column, r.reason),
                 },
             )?,
-            Item::Duplicate { key, .. } => {
-                seen.insert(key);
-            }
+            Item::Duplicate { .. } => {}
         }
     }
-    queries::rows(&conn, &[State::Succeeded, State::AlreadyCircled], |r| {
-        if !seen.contains(&r.key) {
-            emit(
-                Category::Orphan,
-                Line {
-                    category: Category::Orphan.as_str(),
-                    key: r.key,
-                    source_file: r.source_file,
-                    source_line: r.source_line,
-                    state: r.state,
-                    pms_label: r.pms_label,
-                    detail: "done in the ledger, not in the sheet".to_owned(),
-                },
-            )?;
-        }
-        Ok(())
-    })?;
+    // Done rows are never undone, so when the ledger has no more of them than the sheet's rows
+    // found done, none is an orphan, and the ledger need not be read again.
+    let ledger_done = {
+        let c = queries::outcome_counts(&conn, None)?;
+        c.succeeded + c.already_circled
+    };
+    if ledger_done > found_done {
+        let mut seen = input.into_seen();
+        queries::rows(&conn, &[State::Succeeded, State::AlreadyCircled], |r| {
+            if !seen.contains(&r.row())? {
+                emit(
+                    Category::Orphan,
+                    Line {
+                        category: Category::Orphan.as_str(),
+                        key: r.key,
+                        source_file: r.source_file,
+                        source_line: r.source_line,
+                        state: r.state,
+                        pms_label: r.pms_label,
+                        detail: "done in the ledger, not in the sheet".to_owned(),
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+    }
     if let Some(mut w) = out {
         w.flush()?;
     }
@@ -247,27 +260,47 @@ pub fn annotate(
             sheet.display()
         );
     }
-    let data = std::fs::read(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
+    let open =
+        || std::fs::File::open(sheet).with_context(|| format!("cannot read {}", sheet.display()));
     // Where each record starts, from the same CSV grammar the reader uses. Only the byte offsets
     // are taken from the csv crate: a record's position is where reading began, before the blank
-    // lines it skipped, so lines are counted here, as a spreadsheet user counts them.
-    let mut starts = Vec::new();
-    let mut rdr = csv::ReaderBuilder::new()
+    // lines it skipped, so lines are counted here, as a spreadsheet user counts them. The bytes
+    // themselves are copied from a second handle on the file, one record at a time: neither the
+    // sheet nor the list of its records is held in memory.
+    let mut bounds = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(&data[..]);
+        .from_reader(open()?);
     let mut record = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut record)? {
-        let pos = record.position().expect("the csv reader records positions");
-        starts.push(pos.byte() as usize);
-    }
-    let mut items = Input::open(&[sheet.to_path_buf()], encoding)?.peekable();
+    let mut next_start = || -> anyhow::Result<Option<u64>> {
+        Ok(match bounds.read_byte_record(&mut record)? {
+            true => record.position().map(csv::Position::byte),
+            false => None,
+        })
+    };
+    let mut bytes = BufReader::new(open()?);
+    let mut items = Input::open(&[sheet.to_path_buf()], encoding)?
+        .with_dedupe(super::bounded_dedupe()?)
+        .peekable();
     let mut out = super::output(output)?;
     // The 1-based line at the start of the current slice.
     let mut line = 1u64;
-    for (i, &start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(data.len());
-        let raw = &data[start..end];
+    // Bytes of the sheet read so far, and the current record's.
+    let mut read = 0u64;
+    let mut raw = Vec::new();
+    let mut start = next_start()?;
+    let mut header = true;
+    while let Some(at) = start {
+        start = next_start()?;
+        // Nothing comes before the first record; should anything, it is left out as it was.
+        std::io::copy(&mut bytes.by_ref().take(at - read), &mut std::io::sink())?;
+        raw.clear();
+        match start {
+            Some(end) => bytes.by_ref().take(end - at).read_to_end(&mut raw)?,
+            None => bytes.read_to_end(&mut raw)?,
+        };
+        read = at + raw.len() as u64;
+        let raw = &raw[..];
         let newlines = |bytes: &[u8]| bytes.iter().filter(|b| **b == b'\n').count() as u64;
         // Blank lines the csv crate skipped before the record are written back as they were.
         let lead = raw
@@ -282,7 +315,7 @@ pub fn annotate(
             .rposition(|b| *b != b'\n' && *b != b'\r')
             .map_or(0, |p| p + 1);
         let (content, line_end) = rest.split_at(content_len);
-        let cells: [String; 4] = if i == 0 {
+        let cells: [String; 4] = if std::mem::take(&mut header) {
             ["status", "pms_label", "result_code", "message"].map(str::to_owned)
         } else {
             match item_at(&mut items, record_line)? {

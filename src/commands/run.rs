@@ -69,6 +69,7 @@ pub fn run(args: RunArgs, log_json: bool) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         files: args.files.clone(),
         encoding: args.encoding,
+        dedupe: super::bounded_dedupe()?,
         ledger: settings.ledger.clone(),
         rate: settings.rate,
         concurrency: settings.concurrency,

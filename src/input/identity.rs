@@ -1,4 +1,5 @@
-//! Which identities an input has already seen, in constant memory per identity.
+//! Which identities an input has already seen, in constant memory per identity, and in bounded
+//! memory past a budget.
 //!
 //! A million-row sheet must validate in well under 100 MB, so no row is kept: per identity only
 //! a 128-bit fingerprint of the key, a 64-bit hash of the payload, one byte per payload field
@@ -12,11 +13,17 @@
 //! false match needs a 128-bit (key) and a 64-bit (payload) collision, negligible at any
 //! spreadsheet size. (SipHash, two 64-bit hashes for the key and five for the payload, was a
 //! tenth of the time of `validate`.)
+//!
+//! The seam ([`Dedupe`]): `validate` keeps every identity in memory (32 MB a million rows, and the
+//! fastest). `run`, `reconcile` and `export --annotate` give a budget and a [`Spill`]: past the
+//! budget, every slot moves once to the spill (a table on a temporary file with a bounded cache,
+//! `ledger::scratch`), the in-memory table is freed, and the check goes on there, so that their
+//! memory stays flat however many rows the sheet has. The spill keeps the same slots, so the
+//! verdicts, and every message built from them, are the same either way.
 
 use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_seed};
 
 use super::columns::Column;
-#[cfg(test)]
 use super::row::Row;
 use super::row::SaveWay;
 use super::rules::Valid;
@@ -33,7 +40,7 @@ pub(crate) const PAYLOAD_FIELDS: [Column; 4] = [
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct KeyPrint(u64, u64);
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Seen {
     payload: u64,
     fields: [u8; 4],
@@ -55,11 +62,58 @@ pub(crate) enum Verdict {
     },
 }
 
+/// One identity as a [`Spill`] stores it: the slot of the in-memory table, in plain integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Print {
+    /// The key's 128-bit fingerprint; its 16 big-endian bytes sort as the table's shards do.
+    pub key: u128,
+    /// The payload's hash.
+    pub payload: u64,
+    /// One byte of each payload field's hash, to name the first field that differs.
+    pub fields: [u8; 4],
+    /// Where the identity was first seen (an ordinal of the input, from 1).
+    pub ordinal: u32,
+}
+
+/// An error of a [`Spill`], shown to the user with what to do (see `InputError::Spill`).
+pub type SpillError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where identities go past the in-memory budget: a store whose memory is bounded however many
+/// it holds (`ledger::scratch::Prints`).
+pub trait Spill: Send {
+    /// The print first recorded for `print.key`, or `None` after recording `print`.
+    fn first_or_insert(&mut self, print: Print) -> Result<Option<Print>, SpillError>;
+    /// Whether `key` was recorded.
+    fn contains(&mut self, key: u128) -> Result<bool, SpillError>;
+}
+
+/// How an input checks identities for duplicates and conflicts.
+pub enum Dedupe {
+    /// Every identity in memory, 32 bytes each: the fastest (`validate`).
+    InMemory,
+    /// In memory up to `budget` identities; past it, all of them in `spill`.
+    Bounded {
+        budget: usize,
+        spill: Box<dyn Spill>,
+    },
+}
+
 pub(crate) struct Identities {
     seed: u64,
     /// The key's bytes, reused from row to row.
     buf: Vec<u8>,
     shards: Vec<Shard>,
+    /// Identities in `shards`.
+    len: usize,
+    /// The budget and the spill of [`Dedupe::Bounded`].
+    overflow: Option<Overflow>,
+}
+
+struct Overflow {
+    budget: usize,
+    spill: Box<dyn Spill>,
+    /// Every identity is in `spill` and `shards` is empty for good.
+    spilled: bool,
 }
 
 /// One shard: open addressing with linear probing over `(key, first seen)` slots, at most 3/4
@@ -103,6 +157,25 @@ impl Shard {
         }
     }
 
+    /// The slot first seen for `key`, if any.
+    fn get(&self, key: KeyPrint) -> Option<Seen> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = key.0 as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.1.ordinal == 0 {
+                return None;
+            }
+            if slot.0 == key {
+                return Some(slot.1);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(16);
         let old = std::mem::replace(&mut self.slots, vec![EMPTY; capacity]);
@@ -117,27 +190,76 @@ impl Shard {
     }
 }
 
+/// The spill's key: the shard's half first, so that shard order is key order.
+fn print_key(key: KeyPrint) -> u128 {
+    (u128::from(key.1) << 64) | u128::from(key.0)
+}
+
+fn to_print(key: KeyPrint, seen: Seen) -> Print {
+    Print {
+        key: print_key(key),
+        payload: seen.payload,
+        fields: seen.fields,
+        ordinal: seen.ordinal,
+    }
+}
+
+fn seen_of(p: Print) -> Seen {
+    Seen {
+        payload: p.payload,
+        fields: p.fields,
+        ordinal: p.ordinal,
+    }
+}
+
 const SHARDS: usize = 256;
 /// Any fixed value: see the module header.
 const SEED: u64 = 0x005E_ED0F_1DE7_1717;
 
 impl Identities {
-    pub(crate) fn new() -> Identities {
+    pub(crate) fn new(dedupe: Dedupe) -> Identities {
         Identities {
             seed: SEED,
             buf: Vec::with_capacity(256),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            len: 0,
+            overflow: match dedupe {
+                Dedupe::InMemory => None,
+                Dedupe::Bounded { budget, spill } => Some(Overflow {
+                    budget,
+                    spill,
+                    spilled: false,
+                }),
+            },
         }
     }
 
     /// Records `row` first seen at `ordinal`, or says how it relates to the earlier one.
     #[cfg(test)]
-    pub(crate) fn check(&mut self, row: &Row, ordinal: u32) -> Verdict {
+    pub(crate) fn check(&mut self, row: &Row, ordinal: u32) -> Result<Verdict, SpillError> {
         self.check_valid(&Valid::of_row(row), ordinal)
     }
 
+    /// Whether the identity of `row` was seen.
+    pub(crate) fn contains(&mut self, row: &Row) -> Result<bool, SpillError> {
+        let key = self.key_print(&Valid::of_row(row));
+        match &mut self.overflow {
+            Some(o) if o.spilled => o.spill.contains(print_key(key)),
+            _ => Ok(self.shards[(key.1 >> 56) as usize].get(key).is_some()),
+        }
+    }
+
+    /// Whether the identities went to the spill (the input outgrew the budget).
+    pub(crate) fn spilled(&self) -> bool {
+        self.overflow.as_ref().is_some_and(|o| o.spilled)
+    }
+
     /// Records `row` first seen at `ordinal`, or says how it relates to the earlier one.
-    pub(crate) fn check_valid(&mut self, row: &Valid<'_>, ordinal: u32) -> Verdict {
+    pub(crate) fn check_valid(
+        &mut self,
+        row: &Valid<'_>,
+        ordinal: u32,
+    ) -> Result<Verdict, SpillError> {
         let key = self.key_print(row);
         let field_hashes =
             PAYLOAD_FIELDS.map(|c| xxh3_64_with_seed(row.get(c).as_bytes(), self.seed));
@@ -148,14 +270,25 @@ impl Identities {
         let payload = xxh3_64_with_seed(&all, self.seed);
         let fields = field_hashes.map(|h| h as u8);
         debug_assert!(ordinal > 0, "ordinal 0 marks an empty slot");
-        // The shard comes from the half of the key the shard's own table does not index with.
-        let shard = &mut self.shards[(key.1 >> 56) as usize];
         let seen = Seen {
             payload,
             fields,
             ordinal,
         };
-        match shard.first_or_insert(key, seen) {
+        let first = match &mut self.overflow {
+            Some(o) if o.spilled => o.spill.first_or_insert(to_print(key, seen))?.map(seen_of),
+            _ => {
+                // The shard comes from the half of the key the shard's own table does not index
+                // with.
+                let first = self.shards[(key.1 >> 56) as usize].first_or_insert(key, seen);
+                if first.is_none() {
+                    self.len += 1;
+                    self.spill_past_budget()?;
+                }
+                first
+            }
+        };
+        Ok(match first {
             None => Verdict::New,
             Some(first) if first.payload == payload => Verdict::Duplicate {
                 first_ordinal: first.ordinal,
@@ -166,7 +299,32 @@ impl Identities {
                     .find(|i| first.fields[*i] != fields[*i])
                     .map(|i| PAYLOAD_FIELDS[i].name()),
             },
+        })
+    }
+
+    /// Past the budget, moves every slot to the spill, shard by shard in key order (so that the
+    /// spill's index is written in order), freeing each shard as it goes.
+    fn spill_past_budget(&mut self) -> Result<(), SpillError> {
+        let Some(o) = self.overflow.as_mut().filter(|o| self.len > o.budget) else {
+            return Ok(());
+        };
+        tracing::debug!(
+            identities = self.len,
+            budget = o.budget,
+            "the input has more identities than the in-memory budget: they go on in a \
+             temporary file"
+        );
+        for shard in &mut self.shards {
+            let mut slots = std::mem::take(&mut shard.slots);
+            slots.retain(|s| s.1.ordinal != 0);
+            slots.sort_unstable_by_key(|s| print_key(s.0));
+            for (key, seen) in slots {
+                o.spill.first_or_insert(to_print(key, seen))?;
+            }
         }
+        self.shards = Vec::new();
+        o.spilled = true;
+        Ok(())
     }
 
     /// 128 bits of the key: the save way and its fields, each followed by 0xFF (never in UTF-8).
@@ -208,14 +366,16 @@ mod tests {
 
     #[test]
     fn duplicates_and_conflicts() {
-        let mut ids = Identities::new();
-        assert_eq!(ids.check(&row("s1", "2", "甲"), 2), Verdict::New);
-        assert_eq!(ids.check(&row("s2", "2", "甲"), 3), Verdict::New);
+        let mut ids = Identities::new(Dedupe::InMemory);
+        assert_eq!(ids.check(&row("s1", "2", "甲"), 2).unwrap(), Verdict::New);
+        assert_eq!(ids.check(&row("s2", "2", "甲"), 3).unwrap(), Verdict::New);
         assert_eq!(
-            ids.check(&row("s1", "2", "甲"), 4),
+            ids.check(&row("s1", "2", "甲"), 4).unwrap(),
             Verdict::Duplicate { first_ordinal: 2 }
         );
-        match ids.check(&row("s1", "3", "甲"), 5) {
+        assert!(ids.contains(&row("s2", "9", "")).unwrap());
+        assert!(!ids.contains(&row("s3", "2", "甲")).unwrap());
+        match ids.check(&row("s1", "3", "甲"), 5).unwrap() {
             Verdict::Conflict {
                 first_ordinal: 2,
                 column,

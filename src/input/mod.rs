@@ -15,6 +15,7 @@ mod tokenizer;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
-pub use reader::{Checked, Input, InputError, Item};
+pub use identity::{Dedupe, Print, Spill, SpillError};
+pub use reader::{Checked, Input, InputError, Item, Seen};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};

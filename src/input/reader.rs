@@ -4,8 +4,8 @@
 //! records (`tokenizer::Record`) (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
 //! to it for reuse), and the iterating thread applies the rules and the identity check, in
 //! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
-//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity
-//! (see `identity`).
+//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity, or
+//! none past a budget with [`Input::with_dedupe`] (see `identity`).
 
 use std::fs::File;
 use std::io;
@@ -14,8 +14,8 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
-use super::identity::{Identities, Verdict};
-use super::row::{Reject, SaveWay, SourceRow};
+use super::identity::{Dedupe, Identities, SpillError, Verdict};
+use super::row::{Reject, Row, SaveWay, SourceRow};
 use super::rules::{self, Valid, Values};
 use super::tokenizer::{Record, Records};
 
@@ -75,6 +75,14 @@ pub enum InputError {
          (at least mall_group_label and mall_label)"
     )]
     NoHeader { file: String },
+    #[error(
+        "cannot keep track of the rows already read in a temporary file: make room in the \
+         temporary folder, or set TMPDIR to a folder with more space"
+    )]
+    Spill {
+        #[source]
+        source: SpillError,
+    },
     #[error("{file}:{line}: {message}")]
     Csv {
         file: String,
@@ -183,10 +191,22 @@ impl Input {
             empty,
             batch: Batch::default(),
             at: 0,
-            identities: Identities::new(),
+            identities: Identities::new(Dedupe::InMemory),
             unknown,
             done: false,
         })
+    }
+
+    /// Checks identities for duplicates and conflicts as `dedupe` says, instead of all in memory.
+    /// Call it before reading the first item.
+    pub fn with_dedupe(mut self, dedupe: Dedupe) -> Input {
+        self.identities = Identities::new(dedupe);
+        self
+    }
+
+    /// The identities read, to ask afterwards whether the input held a row.
+    pub fn into_seen(self) -> Seen {
+        Seen(self.identities)
     }
 
     /// Unknown column names per file, for the caller to show.
@@ -340,7 +360,11 @@ impl Input {
                           several runs"
                     .to_string(),
             })?;
-        let item = match self.identities.check_valid(&row, ordinal) {
+        let verdict = self
+            .identities
+            .check_valid(&row, ordinal)
+            .map_err(|source| InputError::Spill { source })?;
+        let item = match verdict {
             Verdict::New => Item::Row(make(&row, &src.name, line)),
             Verdict::Duplicate { first_ordinal } => {
                 let (first_file, first_line) = self.locate(first_ordinal);
@@ -405,6 +429,23 @@ impl Iterator for Input {
             line,
             row: row.to_row(),
         })
+    }
+}
+
+/// The identities of an input ([`Input::into_seen`]).
+pub struct Seen(Identities);
+
+impl Seen {
+    /// Whether the input held a valid row with the identity of `row`.
+    pub fn contains(&mut self, row: &Row) -> Result<bool, InputError> {
+        self.0
+            .contains(row)
+            .map_err(|source| InputError::Spill { source })
+    }
+
+    /// Whether they outgrew the in-memory budget and went on in the spill.
+    pub fn spilled(&self) -> bool {
+        self.0.spilled()
     }
 }
 

@@ -7,8 +7,10 @@
 //! - [`RunLock`] keeps two runs from interleaving on one ledger.
 //! - [`writer`] is the single writer thread: it group-commits what the workers send.
 //! - [`queries`] are the reads behind `status`, `export` and `reconcile`.
+//! - [`scratch`] holds sets too large for memory in a temporary file, apart from the ledger.
 
 pub mod queries;
+pub mod scratch;
 pub mod writer;
 
 use std::fs::File;

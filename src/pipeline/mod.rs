@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::api::client::Client;
-use crate::input::{Encoding, Input};
+use crate::input::{Dedupe, Encoding, Input};
 use crate::ledger::writer::{self, FileInfo, RunCounts, RunEnd};
 use crate::ledger::{self, RunLock};
 use limiter::Limiter;
@@ -34,6 +34,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 pub struct Plan {
     pub files: Vec<PathBuf>,
     pub encoding: Encoding,
+    /// How the input finds duplicates (bounded memory for a run).
+    pub dedupe: Dedupe,
     pub ledger: PathBuf,
     pub rate: u32,
     pub concurrency: usize,
@@ -62,7 +64,7 @@ pub struct Report {
 pub fn execute(rt: &tokio::runtime::Runtime, client: Client, plan: Plan) -> anyhow::Result<Report> {
     let started = Instant::now();
     // The headers are checked (and files opened) before the ledger is touched.
-    let input = Input::open(&plan.files, plan.encoding)?;
+    let input = Input::open(&plan.files, plan.encoding)?.with_dedupe(plan.dedupe);
     let files = plan
         .files
         .iter()
