@@ -342,7 +342,80 @@ fn the_report_is_one_offline_file_whose_numbers_are_the_ledgers() {
         assert!(html.contains("--retry-failed"));
         assert!(html.contains("id=\"rejected\">Rejected: 1<"));
         assert!(html.contains("BUSINESS_DISTRICT_NOT_EXIST"));
+
+        // The headline comes first and is the ledger's numbers.
+        let tagged =
+            sql("SELECT count(*) FROM rows WHERE state IN ('succeeded', 'already_circled')");
+        let failed =
+            sql("SELECT count(*) FROM rows WHERE state = 'failed' AND failure = 'permanent'");
+        let rejected =
+            sql("SELECT count(*) FROM rejects WHERE run_id = (SELECT max(id) FROM runs)");
+        assert_eq!(
+            text_of(&html, "<p id=\"headline\">"),
+            format!(
+                "{tagged} of {} stores tagged; {} need a person: {failed} failed for good, \
+                 {rejected} rejected.",
+                shown("total"),
+                failed + rejected
+            )
+        );
+        assert!(html.find("id=\"headline\"") < html.find("<svg"));
+        assert!(html.find("id=\"headline\"") < html.find("id=\"failed-permanent\""));
+        // The lists are the ledger's rows, in sheet order.
+        let places = |q: &str| -> Vec<String> {
+            let conn = rusqlite::Connection::open(s.ledger()).unwrap();
+            let mut st = conn.prepare(q).unwrap();
+            st.query_map([], |r| Ok(format!("stores.csv:{}", r.get::<_, i64>(0)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            first_cells(&html, "list-failed-permanent"),
+            places("SELECT source_line FROM rows WHERE state = 'failed' ORDER BY source_line")
+        );
+        assert_eq!(first_cells(&html, "list-failed-permanent").len(), 2);
+        assert_eq!(
+            first_cells(&html, "list-rejected"),
+            places(
+                "SELECT line FROM rejects WHERE run_id = (SELECT max(id) FROM runs) ORDER BY line"
+            )
+        );
+        assert!(!html.contains("id=\"list-drifted\""), "no drift, no list");
     }
+}
+
+/// The text of the element that starts with `open`, its tags removed.
+fn text_of(html: &str, open: &str) -> String {
+    let at = html.find(open).unwrap_or_else(|| panic!("no {open}")) + open.len();
+    let inner = &html[at..at + html[at..].find("</p>").unwrap()];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in inner.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// The text of the first cell of each row of the table `id` (its header row left out).
+fn first_cells(html: &str, id: &str) -> Vec<String> {
+    let open = format!("<table id=\"{id}\">");
+    let at = html.find(&open).unwrap_or_else(|| panic!("no {open}"));
+    let table = &html[at..at + html[at..].find("</table>").unwrap()];
+    table
+        .split("<tr>")
+        .skip(2)
+        .map(|row| {
+            let cell = row.split("</td>").next().unwrap();
+            let span = cell.rsplit("\">").next().unwrap();
+            span.trim_end_matches("</span>").to_owned()
+        })
+        .collect()
 }
 
 /// What the tool prints when the identities of a sheet outgrow the in-memory budget.
