@@ -2,8 +2,9 @@
 //! `export --annotate FILE`: the user's own sheet back with each row's outcome appended.
 //!
 //! Both read the sheet as a stream and the ledger by key, and hold neither in memory: the
-//! identities seen go to a table on a temporary file past a budget (`super::bounded_dedupe`),
-//! and the orphans are the ledger's done rows whose identity the sheet did not have.
+//! identities seen go to a table on a temporary file past a budget (`super::bounded_dedupe`).
+//! The orphans are the ledger's done rows the sheet did not find: one bit a ledger row says which
+//! it found.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read as _, Write as _};
@@ -17,7 +18,7 @@ use serde::Serialize;
 use crate::cli::ReconcileArgs;
 use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
-use crate::ledger::{self, State};
+use crate::ledger::{self, RowId, State};
 
 /// The six categories, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -115,7 +116,7 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
-    let mut input = Input::open(&args.files, args.encoding)?.with_dedupe(super::bounded_dedupe()?);
+    let input = Input::open(&args.files, args.encoding)?.with_dedupe(super::bounded_dedupe()?);
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
         Some(p) => Some(csv::Writer::from_writer(super::output(Some(p))?)),
@@ -128,13 +129,17 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    // Rows of the sheet found done in the ledger.
+    // The ledger rows the sheet has, and how many of them are done.
+    let mut found = RowSet::default();
     let mut found_done = 0u64;
-    for item in input.by_ref() {
+    for item in input {
         match item? {
             Item::Row(row) => {
                 let key = row.row.key();
-                let stored = queries::row_by_key(&conn, &key)?;
+                let stored = queries::row_by_key(&conn, &key)?.map(|(id, stored)| {
+                    found.insert(id);
+                    stored
+                });
                 let (category, detail) = classify(&row, stored.as_ref());
                 if matches!(category, Category::Done | Category::Drifted) {
                     found_done += 1;
@@ -174,24 +179,27 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         c.succeeded + c.already_circled
     };
     if ledger_done > found_done {
-        let mut seen = input.into_seen();
-        queries::rows(&conn, &[State::Succeeded, State::AlreadyCircled], |r| {
-            if !seen.contains(&r.row())? {
-                emit(
-                    Category::Orphan,
-                    Line {
-                        category: Category::Orphan.as_str(),
-                        key: r.key,
-                        source_file: r.source_file,
-                        source_line: r.source_line,
-                        state: r.state,
-                        pms_label: r.pms_label,
-                        detail: "done in the ledger, not in the sheet".to_owned(),
-                    },
-                )?;
-            }
-            Ok(())
-        })?;
+        queries::rows_with_ids(
+            &conn,
+            &[State::Succeeded, State::AlreadyCircled],
+            |id, r| {
+                if !found.contains(id) {
+                    emit(
+                        Category::Orphan,
+                        Line {
+                            category: Category::Orphan.as_str(),
+                            key: r.key,
+                            source_file: r.source_file,
+                            source_line: r.source_line,
+                            state: r.state,
+                            pms_label: r.pms_label,
+                            detail: "done in the ledger, not in the sheet".to_owned(),
+                        },
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
     }
     if let Some(mut w) = out {
         w.flush()?;
@@ -222,6 +230,26 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
+/// A set of ledger rows by rowid, one bit a row: 125 KB for a ledger of a million rows. Rowids
+/// are dense (rows are never deleted), so the bits are as many as the ledger's rows.
+#[derive(Default)]
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn insert(&mut self, id: RowId) {
+        let i = id.0.max(0) as usize;
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, id: RowId) -> bool {
+        let i = id.0.max(0) as usize;
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
 /// The four cells appended to each row of an annotated sheet.
 fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[String; 4]> {
     let key = match item {
@@ -237,7 +265,7 @@ fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[String; 4]> {
         Item::Duplicate { key, .. } => key.clone(),
     };
     Ok(match queries::row_by_key(conn, &key)? {
-        Some(s) => [s.state, s.pms_label, s.result_code, s.result_message],
+        Some((_, s)) => [s.state, s.pms_label, s.result_code, s.result_message],
         None => [
             "not_sent".to_owned(),
             String::new(),

@@ -6,7 +6,7 @@
 
 mod columns;
 mod encoding;
-mod identity;
+pub(crate) mod identity;
 mod reader;
 mod rejects;
 mod row;
@@ -16,6 +16,6 @@ mod tokenizer;
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
 pub use identity::{Dedupe, Print, Spill, SpillError};
-pub use reader::{Checked, Input, InputError, Item, Seen};
+pub use reader::{Checked, Input, InputError, Item};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
 use super::identity::{Dedupe, Identities, SpillError, Verdict};
-use super::row::{Reject, Row, SaveWay, SourceRow};
+use super::row::{Reject, SaveWay, SourceRow};
 use super::rules::{self, Valid, Values};
 use super::tokenizer::{Record, Records};
 
@@ -202,11 +202,6 @@ impl Input {
     pub fn with_dedupe(mut self, dedupe: Dedupe) -> Input {
         self.identities = Identities::new(dedupe);
         self
-    }
-
-    /// The identities read, to ask afterwards whether the input held a row.
-    pub fn into_seen(self) -> Seen {
-        Seen(self.identities)
     }
 
     /// Unknown column names per file, for the caller to show.
@@ -429,23 +424,6 @@ impl Iterator for Input {
             line,
             row: row.to_row(),
         })
-    }
-}
-
-/// The identities of an input ([`Input::into_seen`]).
-pub struct Seen(Identities);
-
-impl Seen {
-    /// Whether the input held a valid row with the identity of `row`.
-    pub fn contains(&mut self, row: &Row) -> Result<bool, InputError> {
-        self.0
-            .contains(row)
-            .map_err(|source| InputError::Spill { source })
-    }
-
-    /// Whether they outgrew the in-memory budget and went on in the spill.
-    pub fn spilled(&self) -> bool {
-        self.0.spilled()
     }
 }
 

@@ -90,6 +90,7 @@ impl<'a> Valid<'a> {
     }
 
     /// The view of a row (its `save_way_type` value is not kept).
+    #[cfg(test)]
     pub(crate) fn of_row(row: &'a Row) -> Valid<'a> {
         Valid {
             save_way: row.save_way,

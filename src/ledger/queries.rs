@@ -106,11 +106,13 @@ pub fn pending_page(
     rows.collect()
 }
 
-/// One row by its identity.
-pub fn row_by_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<LedgerRow>> {
-    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM rows WHERE key = ?1"))?
-        .query_row([key], ledger_row)
-        .optional()
+/// One row by its identity, with its rowid.
+pub fn row_by_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<(RowId, LedgerRow)>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS}, rowid FROM rows WHERE key = ?1"
+    ))?
+    .query_row([key], |r| Ok((RowId(r.get(22)?), ledger_row(r)?)))
+    .optional()
 }
 
 /// Every row, optionally only those in `states`, in the order they were read.
@@ -119,14 +121,23 @@ pub fn rows(
     states: &[State],
     mut each: impl FnMut(LedgerRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    rows_with_ids(conn, states, |_, row| each(row))
+}
+
+/// [`rows`], each with its rowid.
+pub fn rows_with_ids(
+    conn: &Connection,
+    states: &[State],
+    mut each: impl FnMut(RowId, LedgerRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut st = conn.prepare(&format!(
-        "SELECT {ROW_COLUMNS} FROM rows ORDER BY run_id, seq, key"
+        "SELECT {ROW_COLUMNS}, rowid FROM rows ORDER BY run_id, seq, key"
     ))?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
         let row = ledger_row(r)?;
         if states.is_empty() || states.contains(&row.state()) {
-            each(row)?;
+            each(RowId(r.get(22)?), row)?;
         }
     }
     Ok(())

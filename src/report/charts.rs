@@ -300,6 +300,8 @@ pub fn throughput_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
                 .configure_mesh()
                 .x_desc(format!("{unit} since the first request"))
                 .y_desc("requests a second")
+                .x_label_formatter(&|x| format!("{x:.0$}", usize::from(end < 5.0)))
+                .y_label_formatter(&|y| format!("{y:.0}"))
                 .label_style(("sans-serif", 13))
                 .draw()?;
             chart.draw_series(LineSeries::new(

@@ -275,11 +275,15 @@ fn headline(c: &OutcomeCounts) -> String {
         .collect();
     kinds.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let need: u64 = kinds.iter().map(|(n, _)| n).sum();
-    let tagged = format!(
-        "<strong>{} of {} stores tagged</strong>",
-        thousands(c.succeeded + c.already_circled),
-        thousands(c.total)
-    );
+    let tagged = match c.total {
+        // Every row of the run was rejected, or read again by a later run.
+        0 => "<strong>No store in the ledger</strong>".to_owned(),
+        total => format!(
+            "<strong>{} of {} stores tagged</strong>",
+            thousands(c.succeeded + c.already_circled),
+            thousands(total)
+        ),
+    };
     if need == 0 {
         return format!("{tagged}; none needs a person.");
     }
