@@ -86,10 +86,8 @@ pub type SpillError = Box<dyn std::error::Error + Send + Sync>;
 /// Where identities go past the in-memory budget: a store whose memory is bounded however many
 /// it holds (`ledger::scratch::Prints`).
 pub trait Spill: Send {
-    /// Records a print whose key is not recorded yet. Prints come in batches in key order.
-    fn insert(&mut self, print: Print) -> Result<(), SpillError>;
-    /// The batch is complete.
-    fn end_batch(&mut self) -> Result<(), SpillError>;
+    /// Records prints whose keys are not recorded yet, given in key order.
+    fn insert_all(&mut self, prints: &mut dyn Iterator<Item = Print>) -> Result<(), SpillError>;
     /// The print recorded for `key`, if any.
     fn get(&mut self, key: u128) -> Result<Option<Print>, SpillError>;
 }
@@ -196,21 +194,22 @@ impl Shard {
         }
     }
 
-    /// Sorts the shard's slots by key, hands each to `each`, and leaves the shard empty, its
-    /// array kept for the identities to come.
-    fn drain_sorted(
-        &mut self,
-        mut each: impl FnMut(KeyPrint, Seen) -> Result<(), SpillError>,
-    ) -> Result<(), SpillError> {
-        // Empty slots sort last.
+    /// Sorts the slots by key, the empty ones last: the table cannot be searched until
+    /// [`Shard::clear`].
+    fn sort(&mut self) {
         self.slots
             .sort_unstable_by_key(|s| (s.1.ordinal == 0, print_key(s.0)));
-        for (key, seen) in self.slots.iter().take(self.len) {
-            each(*key, *seen)?;
-        }
+    }
+
+    /// The slots in use, in key order after [`Shard::sort`].
+    fn sorted(&self) -> &[(KeyPrint, Seen)] {
+        &self.slots[..self.len]
+    }
+
+    /// Empties the shard, its array kept for the identities to come.
+    fn clear(&mut self) {
         self.slots.fill(EMPTY);
         self.len = 0;
-        Ok(())
     }
 
     fn grow(&mut self) {
@@ -356,12 +355,20 @@ impl Identities {
         }
         let filter = o.moved.get_or_insert_with(Filter::new);
         for shard in &mut self.shards {
-            shard.drain_sorted(|key, seen| {
-                filter.insert(key);
-                o.spill.insert(to_print(key, seen))
-            })?;
+            shard.sort();
         }
-        o.spill.end_batch()?;
+        let mut prints = self
+            .shards
+            .iter()
+            .flat_map(Shard::sorted)
+            .map(|&(key, seen)| {
+                filter.insert(key);
+                to_print(key, seen)
+            });
+        o.spill.insert_all(&mut prints)?;
+        for shard in &mut self.shards {
+            shard.clear();
+        }
         self.len = 0;
         Ok(())
     }
