@@ -9,7 +9,9 @@
     python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
     python3 benches/e2e.py rate     [--rates 1,10,...] [--seconds S]  --rate R against the sandbox's clock
                                     [--latency-ms L] [--concurrency C]  a gateway L ms away, C workers
-    python3 benches/e2e.py all
+    python3 benches/e2e.py nightly  [--rows N] [--repeat K] [--keep DIR]
+                                    the nightly commands on a ledger of N rows, all done
+    python3 benches/e2e.py all      every mode but nightly
 
 Every figure is the median of --repeat runs (default 3); each run's figures are printed too.
 Build first: `cargo build --release` (the binary is target/release/pms-onboard, or $PMS_ONBOARD).
@@ -49,14 +51,30 @@ def gen(path, n, first=0):
     return path
 
 
+# GNU time, to read the peak memory of the command alone (see `measure`).
+GNU_TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
+
+
 def measure(argv, **kw):
-    """Runs argv; returns (wall s, user+sys CPU s, maxrss MiB, exit code, sys CPU s)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(argv, **kw)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, p.returncode, ru.ru_stime
+    """Runs argv; returns (wall s, user+sys CPU s, maxrss MiB, exit code, sys CPU s).
+
+    The peak memory comes from GNU time when there is one: a child of this Python process
+    starts with Python's own peak as its maxrss (Linux carries the high-water mark over the
+    vfork and exec), which put a floor of 13-25 MiB under every figure; GNU time forks the
+    command from its own small process and reports the command's maxrss alone.
+    """
+    with tempfile.NamedTemporaryFile("r") as rss_file:
+        wrapped = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv] if GNU_TIME else argv
+        t0 = time.perf_counter()
+        p = subprocess.Popen(wrapped, **kw)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        maxrss_kib = ru.ru_maxrss
+        if GNU_TIME:
+            # The last line: GNU time puts "Command exited with non-zero status N" before it.
+            maxrss_kib = int(rss_file.read().split()[-1])
+    return wall, ru.ru_utime + ru.ru_stime, maxrss_kib / 1024, p.returncode, ru.ru_stime
 
 
 class Sandbox:
@@ -388,11 +406,67 @@ def mode_rate(args):
             report(f"rate: --rate {rate}, {rows} rows, {setup}", out)
 
 
+def mode_nightly(args):
+    """The nightly commands on a ledger of N rows, all done: time and peak memory of each.
+
+    The ledger is made once, by running the sheet against the sandbox at --rate 0 (about 5
+    minutes a million rows on 2 cores). With --keep DIR the sheet and the ledger stay in DIR
+    and a later call with the same --rows measures again without making them anew.
+    """
+    keep = Path(args.keep) if args.keep else None
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        d = keep or Path(tmp)
+        d.mkdir(parents=True, exist_ok=True)
+        keys = keygen(str(d / "keys")) if not (d / "keys/client_private.pem").exists() else str(d / "keys")
+        sheet = d / f"sheet-{args.rows}.csv"
+        ledger = d / f"ledger-{args.rows}.db"
+        sandbox = Sandbox(keys)
+        try:
+            argv = run_argv(sandbox, keys, str(ledger), [str(sheet)], 0, concurrency=None)
+            first = None
+            if not ledger.exists():
+                gen(str(sheet), args.rows)
+                first = run_client(argv)
+                assert sandbox.stats()["requests"] == args.rows
+            commands = {
+                "`run` again (all done)": argv,
+                "`reconcile --json`": [BIN, "reconcile", str(sheet), "--json", "--ledger", str(ledger)],
+                "`export --annotate`": [BIN, "export", "--annotate", str(sheet), "-o", str(d / "annotated.csv"),
+                                        "--ledger", str(ledger)],
+                "`export` (CSV)": [BIN, "export", "-o", str(d / "export.csv"), "--ledger", str(ledger)],
+                "`report`": [BIN, "report", "-o", str(d / "report.html"), "--ledger", str(ledger)],
+                "`status`": [BIN, "status", "--ledger", str(ledger)],
+            }  # fmt: skip
+            out = {name: [] for name in commands}
+            for i in range(args.repeat):
+                # The commands take turns, so that a noisy minute spreads over all of them.
+                for name, cmd in commands.items():
+                    wall, _, rss, _, _, _ = run_client(cmd)
+                    out[name].append((wall, rss))
+                    print(i, name, f"{wall:.2f} s", f"{rss:.1f} MiB", f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+            requests = sandbox.stats()["requests"]
+        finally:
+            sandbox.stop()
+        assert requests == (args.rows if first else 0), requests
+        size = sheet.stat().st_size / 1e6
+        ledger_mb = ledger.stat().st_size / 1e6
+    print(f"\n== nightly: {args.rows:,} rows ({size:.0f} MB sheet, {ledger_mb:.0f} MB ledger), "
+          f"median of {args.repeat}, peak memory from the client's own rusage")  # fmt: skip
+    if first:
+        print(f"first run, --rate 0: {first[0]:.0f} s, {first[2]:.0f} MiB")
+    print("\n| command | time | peak memory |\n| --- | --- | --- |")
+    for name, runs in out.items():
+        print(f"| {name} | {med([w for w, _ in runs]):.1f} s | {med([m for _, m in runs]):.0f} MiB |")
+    print("\nevery run (s, MiB): " + "; ".join(
+        f"{name.replace('`', '')}: " + ", ".join(f"{w:.1f}/{m:.0f}" for w, m in runs) for name, runs in out.items()))  # fmt: skip
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "all"])
-    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, workbook 100000, resume 20000)")
+    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "nightly", "all"])
+    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, workbook 100000, resume 20000, nightly 1000000)")
     ap.add_argument("--formats", default="csv,xlsx", help="workbook: the formats to compare (csv,xlsx,xls,ods)")
+    ap.add_argument("--keep", help="nightly: keep the sheet and the ledger in this folder, and reuse them")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default="1,10,40,100,200,500")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
@@ -403,7 +477,7 @@ def main():
         raise SystemExit(f"{BIN} not found: cargo build --release")
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}")
     modes = ["cpu", "validate", "resume", "rate"] if args.mode == "all" else [args.mode]
-    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0}
+    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0, "nightly": 1_000_000}
     rows = args.rows
     for m in modes:
         args.rows = rows or defaults[m]

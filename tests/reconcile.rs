@@ -342,5 +342,200 @@ fn the_report_is_one_offline_file_whose_numbers_are_the_ledgers() {
         assert!(html.contains("--retry-failed"));
         assert!(html.contains("id=\"rejected\">Rejected: 1<"));
         assert!(html.contains("BUSINESS_DISTRICT_NOT_EXIST"));
+
+        // The headline comes first and is the ledger's numbers.
+        let tagged =
+            sql("SELECT count(*) FROM rows WHERE state IN ('succeeded', 'already_circled')");
+        let failed =
+            sql("SELECT count(*) FROM rows WHERE state = 'failed' AND failure = 'permanent'");
+        let rejected =
+            sql("SELECT count(*) FROM rejects WHERE run_id = (SELECT max(id) FROM runs)");
+        assert_eq!(
+            text_of(&html, "<p id=\"headline\">"),
+            format!(
+                "{tagged} of {} stores tagged; {} need a person: {failed} failed for good, \
+                 {rejected} rejected.",
+                shown("total"),
+                failed + rejected
+            )
+        );
+        assert!(html.find("id=\"headline\"") < html.find("<svg"));
+        assert!(html.find("id=\"headline\"") < html.find("id=\"failed-permanent\""));
+        // The lists are the ledger's rows, in sheet order.
+        let places = |q: &str| -> Vec<String> {
+            let conn = rusqlite::Connection::open(s.ledger()).unwrap();
+            let mut st = conn.prepare(q).unwrap();
+            st.query_map([], |r| Ok(format!("stores.csv:{}", r.get::<_, i64>(0)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            first_cells(&html, "list-failed-permanent"),
+            places("SELECT source_line FROM rows WHERE state = 'failed' ORDER BY source_line")
+        );
+        assert_eq!(first_cells(&html, "list-failed-permanent").len(), 2);
+        assert_eq!(
+            first_cells(&html, "list-rejected"),
+            places(
+                "SELECT line FROM rejects WHERE run_id = (SELECT max(id) FROM runs) ORDER BY line"
+            )
+        );
+        assert!(!html.contains("id=\"list-drifted\""), "no drift, no list");
     }
+}
+
+/// The text of the element that starts with `open`, its tags removed.
+fn text_of(html: &str, open: &str) -> String {
+    let at = html.find(open).unwrap_or_else(|| panic!("no {open}")) + open.len();
+    let inner = &html[at..at + html[at..].find("</p>").unwrap()];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in inner.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// The text of the first cell of each row of the table `id` (its header row left out).
+fn first_cells(html: &str, id: &str) -> Vec<String> {
+    let open = format!("<table id=\"{id}\">");
+    let at = html.find(&open).unwrap_or_else(|| panic!("no {open}"));
+    let table = &html[at..at + html[at..].find("</table>").unwrap()];
+    table
+        .split("<tr>")
+        .skip(2)
+        .map(|row| {
+            let cell = row.split("</td>").next().unwrap();
+            let span = cell.rsplit("\">").next().unwrap();
+            span.trim_end_matches("</span>").to_owned()
+        })
+        .collect()
+}
+
+/// What the tool prints when the identities of a sheet outgrow the in-memory budget.
+const SPILLED: &str = "more identities than the in-memory budget";
+
+/// The environment that makes the budget 40 identities and shows that it was outgrown.
+fn small_budget(cmd: &mut Command) -> &mut Command {
+    cmd.env("PMS_ONBOARD_IDENTITIES_IN_MEMORY", "40")
+        .env("RUST_LOG", "pms_onboard=debug")
+}
+
+/// The duplicate and conflict lines of a run's stderr.
+fn dedupe_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| {
+            l.contains("same store and payload as line") || l.contains("conflicts with line")
+        })
+        .collect()
+}
+
+#[test]
+fn a_sheet_past_the_in_memory_budget_is_read_through_a_temporary_file_with_the_same_results() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    // 300 rows: every 20th repeats the line above (15 duplicates); lines 5, 35, ..., 295 give the
+    // store two lines up another mall (10 conflicts).
+    let rows: Vec<String> = (1..=300usize)
+        .map(|i| match i {
+            _ if i % 20 == 0 => line(i - 1, "20230316001"),
+            _ if i % 30 == 5 => line(i - 2, "20230316002"),
+            _ => line(i, "20230316001"),
+        })
+        .collect();
+    let v1 = write_sheet(&s, "master-v1.csv", &rows);
+
+    // The run: its duplicates and conflicts are those the in-memory check finds.
+    let (code, out, err) = output(small_budget(
+        s.run_cmd(&sandbox.endpoint, &[&v1]).args(["--rate", "0"]),
+    ));
+    assert_eq!(code, 3, "conflicts are rejected: {out}\n{err}");
+    assert!(err.contains(SPILLED), "{err}");
+    // The same sheet in memory, on a ledger of its own (the same keys: the same sandbox).
+    let memory_run = Scratch::new();
+    for key in ["client_private.pem", "alipay_public.pem"] {
+        std::fs::copy(s.keys().join(key), memory_run.keys().join(key)).unwrap();
+    }
+    let (_, _, in_memory) = output(
+        memory_run
+            .run_cmd(&sandbox.endpoint, &[&v1])
+            .args(["--rate", "0"]),
+    );
+    assert!(!in_memory.contains(SPILLED));
+    let dedupe = dedupe_lines(&err);
+    assert_eq!(dedupe.len(), 15 + 10, "{err}");
+    assert_eq!(dedupe, dedupe_lines(&in_memory));
+    let (_, validated, rejects) = output(Command::new(bin()).arg("validate").arg(&v1));
+    assert!(validated.contains("15 duplicates skipped"), "{validated}");
+    let conflicts: Vec<&str> = dedupe
+        .iter()
+        .copied()
+        .filter(|l| l.contains("conflicts"))
+        .collect();
+    assert_eq!(conflicts, rejects.lines().collect::<Vec<_>>());
+
+    // The next master sheet drops its first 30 rows, 28 stores: reconcile finds them orphan, and
+    // everything else the same, through the temporary file as in memory.
+    let v2 = write_sheet(&s, "master-v2.csv", &rows[30..]);
+    // `bounded` with the small budget, then without: the same exit code and output.
+    let compare = |bounded: &[&str], memory: &[&str]| {
+        let with_budget = output(small_budget(
+            Command::new(bin())
+                .arg("reconcile")
+                .arg(&v2)
+                .arg("--ledger")
+                .arg(s.ledger())
+                .args(bounded),
+        ));
+        let without = reconcile(&s, &v2, memory);
+        assert!(with_budget.2.contains(SPILLED), "{}", with_budget.2);
+        assert!(!without.2.contains(SPILLED), "{}", without.2);
+        assert_eq!((with_budget.0, &with_budget.1), (without.0, &without.1));
+        with_budget.1
+    };
+    let json: serde_json::Value = serde_json::from_str(&compare(&["--json"], &["--json"])).unwrap();
+    assert_eq!(json["orphan"], 28, "{json}");
+    let (bounded_csv, memory_csv) = (s.path("todo-bounded.csv"), s.path("todo-memory.csv"));
+    compare(
+        &["-o", bounded_csv.to_str().unwrap()],
+        &["-o", memory_csv.to_str().unwrap()],
+    );
+    let todo = std::fs::read_to_string(&bounded_csv).unwrap();
+    assert_eq!(todo, std::fs::read_to_string(&memory_csv).unwrap());
+    let orphans = todo.lines().filter(|l| l.starts_with("orphan,")).count();
+    assert_eq!(orphans, 28, "{todo}");
+
+    // The annotated sheet is the same, byte for byte.
+    let annotate = |budget: bool, to: &Path| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("export")
+            .arg("--annotate")
+            .arg(&v1)
+            .arg("-o")
+            .arg(to)
+            .arg("--ledger")
+            .arg(s.ledger());
+        if budget {
+            small_budget(&mut cmd);
+        }
+        let (code, _, err) = output(&mut cmd);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(err.contains(SPILLED), budget, "{err}");
+        std::fs::read(to).unwrap()
+    };
+    let bounded = annotate(true, &s.path("annotated-bounded.csv"));
+    assert_eq!(bounded, annotate(false, &s.path("annotated-memory.csv")));
+    let text = String::from_utf8(bounded).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.contains(",succeeded,")).count(),
+        290
+    );
 }

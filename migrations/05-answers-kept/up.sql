@@ -18,7 +18,10 @@ ALTER TABLE attempts ADD COLUMN tracer_id TEXT;
 -- For an answer that did not verify: what is needed to verify it again with another key.
 ALTER TABLE attempts ADD COLUMN response_time TEXT;
 ALTER TABLE attempts ADD COLUMN response_signature TEXT;
--- Latency in microseconds (latency_ms reads 0 for a fast gateway).
+-- The latency in microseconds. An answer from a near gateway (or the sandbox) takes less than a
+-- millisecond, and latency_ms, in whole milliseconds, holds 0 for all of them: the report's
+-- percentiles read "0 ms". latency_ms stays, for plain SQL and for attempts recorded before this
+-- column; the report reads latency_us where it is set.
 ALTER TABLE attempts ADD COLUMN latency_us INTEGER;
 
 -- The answers kept unverified, looked up when a run starts (few, or none).

@@ -62,7 +62,9 @@ pub fn annotate(
             output.display()
         );
     }
-    let mut items = Input::open(&[sheet.to_path_buf()], options.clone())?.peekable();
+    let mut items = Input::open(&[sheet.to_path_buf()], options.clone())?
+        .with_dedupe(super::bounded_dedupe()?)
+        .peekable();
     let mut book = Workbook::open_sheet(sheet, options.sheet.as_deref())?;
     let header = book.header_row();
     let name = book.name().to_string();

@@ -44,3 +44,27 @@ pub fn ledger_path(args: &crate::cli::LedgerArgs) -> anyhow::Result<std::path::P
     let layers = crate::config::Layers::resolve(&args.flags(), args.config.as_deref())?;
     Ok(std::path::PathBuf::from(layers.require("ledger")?))
 }
+
+/// Identities `run`, `reconcile` and `export --annotate` keep in memory before the rest of a
+/// sheet's go to a temporary file: 16 MiB of table at most (32 bytes a slot, half full).
+const IDENTITIES_IN_MEMORY: usize = 1 << 18;
+
+/// The duplicate check of the commands whose memory must not grow with the sheet: identities in
+/// memory up to a budget (`PMS_ONBOARD_IDENTITIES_IN_MEMORY`, default 262,144), then all of them
+/// in a scratch table on a temporary file. `validate` keeps them all in memory (the fastest).
+pub fn bounded_dedupe() -> anyhow::Result<crate::input::Dedupe> {
+    use anyhow::Context as _;
+    const VAR: &str = "PMS_ONBOARD_IDENTITIES_IN_MEMORY";
+    let budget = match std::env::var(VAR) {
+        Ok(v) => v.trim().parse().with_context(|| {
+            format!("{VAR}={v:?}: give a number of rows (identities kept in memory)")
+        })?,
+        Err(_) => IDENTITIES_IN_MEMORY,
+    };
+    let spill = crate::ledger::scratch::Prints::open()
+        .context("cannot open a temporary table for the identities of the sheet")?;
+    Ok(crate::input::Dedupe::Bounded {
+        budget,
+        spill: Box::new(spill),
+    })
+}

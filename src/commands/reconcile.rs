@@ -1,8 +1,13 @@
 //! `reconcile FILE...`: the master sheet against the ledger, sending nothing; and
 //! `export --annotate FILE`: the user's own sheet back with each row's outcome appended.
+//!
+//! Both read the sheet as a stream and the ledger by key, and hold neither in memory: the
+//! identities seen go to a table on a temporary file past a budget (`super::bounded_dedupe`).
+//! The orphans are the ledger's done rows the sheet did not find: one bit a ledger row says which
+//! it found.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
+use std::collections::BTreeMap;
+use std::io::{BufReader, Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -13,7 +18,8 @@ use serde::Serialize;
 use crate::cli::ReconcileArgs;
 use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
-use crate::ledger::{self, State};
+use crate::ledger::{self, RowId, State};
+use crate::model::{self, FailureKind, Known, Sighting};
 
 /// The six categories, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -79,23 +85,8 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
     let Some(s) = stored else {
         return (Category::Pending, "never sent".to_owned());
     };
-    match s.state() {
-        st if st.is_done() => {
-            let diff = s.row().payload_differences(&row.row);
-            if diff.is_empty() {
-                (Category::Done, String::new())
-            } else {
-                (
-                    Category::Drifted,
-                    format!(
-                        "{} earlier; the sheet now says {}",
-                        st.as_str(),
-                        diff.join(", ")
-                    ),
-                )
-            }
-        }
-        State::Failed => (
+    let failed = || {
+        (
             Category::Failed,
             format!(
                 "{} {}: {}",
@@ -103,15 +94,36 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
                 s.result_code,
                 s.result_message
             ),
+        )
+    };
+    let stored_row = s.row();
+    let known = Known {
+        row: &stored_row,
+        state: s.state(),
+        failure: s.failure.as_deref().and_then(FailureKind::parse),
+    };
+    // The decision `run` makes about the same row: done, drifted, or to send.
+    match model::sighting(Some(&known), &row.row, false) {
+        Sighting::Done => (Category::Done, String::new()),
+        Sighting::Drifted(detail) => (Category::Drifted, detail),
+        Sighting::FailedBefore => failed(),
+        Sighting::Send if s.state() == State::Failed => failed(),
+        Sighting::Send if s.label_unverified => (
+            Category::Pending,
+            format!(
+                "pending: an answer with pmsLabel {} could not be verified (see export)",
+                s.pms_label
+            ),
         ),
-        st => (Category::Pending, st.as_str().to_owned()),
+        Sighting::Send => (Category::Pending, s.state.clone()),
     }
 }
 
 pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
-    let input = Input::open(&args.files, args.input.options())?;
+    let input =
+        Input::open(&args.files, args.input.options())?.with_dedupe(super::bounded_dedupe()?);
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
         Some(p) => Some(csv::Writer::from_writer(super::output(Some(p))?)),
@@ -124,14 +136,21 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    // Identities seen in the sheet, to find the orphans afterwards.
-    let mut seen: HashSet<String> = HashSet::new();
+    // The ledger rows the sheet has, and how many of them are done.
+    let mut found = RowSet::default();
+    let mut found_done = 0u64;
     for item in input {
         match item? {
             Item::Row(row) => {
                 let key = row.row.key();
-                let stored = queries::row_by_key(&conn, &key)?;
+                let stored = queries::row_by_key(&conn, &key)?.map(|(id, stored)| {
+                    found.insert(id);
+                    stored
+                });
                 let (category, detail) = classify(&row, stored.as_ref());
+                if matches!(category, Category::Done | Category::Drifted) {
+                    found_done += 1;
+                }
                 emit(
                     category,
                     Line {
@@ -144,7 +163,6 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                         detail,
                     },
                 )?;
-                seen.insert(key);
             }
             Item::Reject(r) => emit(
                 Category::Invalid,
@@ -158,28 +176,38 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                     detail: format!("column {}: {}", r.column, r.reason),
                 },
             )?,
-            Item::Duplicate { key, .. } => {
-                seen.insert(key);
-            }
+            Item::Duplicate { .. } => {}
         }
     }
-    queries::rows(&conn, &[State::Succeeded, State::AlreadyCircled], |r| {
-        if !seen.contains(&r.key) {
-            emit(
-                Category::Orphan,
-                Line {
-                    category: Category::Orphan.as_str(),
-                    key: r.key,
-                    source_file: r.source_file,
-                    source_line: r.source_line,
-                    state: r.state,
-                    pms_label: r.pms_label,
-                    detail: "done in the ledger, not in the sheet".to_owned(),
-                },
-            )?;
-        }
-        Ok(())
-    })?;
+    // Done rows are never undone, so when the ledger has no more of them than the sheet's rows
+    // found done, none is an orphan, and the ledger need not be read again.
+    let ledger_done = {
+        let c = queries::outcome_counts(&conn, None)?;
+        c.succeeded + c.already_circled
+    };
+    if ledger_done > found_done {
+        queries::rows_with_ids(
+            &conn,
+            &[State::Succeeded, State::AlreadyCircled],
+            |id, r| {
+                if !found.contains(id) {
+                    emit(
+                        Category::Orphan,
+                        Line {
+                            category: Category::Orphan.as_str(),
+                            key: r.key,
+                            source_file: r.source_file,
+                            source_line: r.source_line,
+                            state: r.state,
+                            pms_label: r.pms_label,
+                            detail: "done in the ledger, not in the sheet".to_owned(),
+                        },
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+    }
     if let Some(mut w) = out {
         w.flush()?;
     }
@@ -209,6 +237,26 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
+/// A set of ledger rows by rowid, one bit a row: 125 KB for a ledger of a million rows. Rowids
+/// are dense (rows are never deleted), so the bits are as many as the ledger's rows.
+#[derive(Default)]
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn insert(&mut self, id: RowId) {
+        let i = id.0.max(0) as usize;
+        if self.0.len() <= i / 64 {
+            self.0.resize(i / 64 + 1, 0);
+        }
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn contains(&self, id: RowId) -> bool {
+        let i = id.0.max(0) as usize;
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
 /// The four cells appended to each row of an annotated sheet.
 pub(super) fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[String; 4]> {
     let key = match item {
@@ -224,7 +272,7 @@ pub(super) fn annotation(item: &Item, conn: &Connection) -> anyhow::Result<[Stri
         Item::Duplicate { key, .. } => key.clone(),
     };
     Ok(match queries::row_by_key(conn, &key)? {
-        Some(s) => [s.state, s.pms_label, s.result_code, s.result_message],
+        Some((_, s)) => [s.state, s.pms_label, s.result_code, s.result_message],
         None => [
             "not_sent".to_owned(),
             String::new(),
@@ -247,27 +295,47 @@ pub fn annotate(
             sheet.display()
         );
     }
-    let data = std::fs::read(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
+    let open =
+        || std::fs::File::open(sheet).with_context(|| format!("cannot read {}", sheet.display()));
     // Where each record starts, from the same CSV grammar the reader uses. Only the byte offsets
     // are taken from the csv crate: a record's position is where reading began, before the blank
-    // lines it skipped, so lines are counted here, as a spreadsheet user counts them.
-    let mut starts = Vec::new();
-    let mut rdr = csv::ReaderBuilder::new()
+    // lines it skipped, so lines are counted here, as a spreadsheet user counts them. The bytes
+    // themselves are copied from a second handle on the file, one record at a time: neither the
+    // sheet nor the list of its records is held in memory.
+    let mut bounds = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(&data[..]);
+        .from_reader(open()?);
     let mut record = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut record)? {
-        let pos = record.position().expect("the csv reader records positions");
-        starts.push(pos.byte() as usize);
-    }
-    let mut items = Input::open(&[sheet.to_path_buf()], encoding)?.peekable();
+    let mut next_start = || -> anyhow::Result<Option<u64>> {
+        Ok(match bounds.read_byte_record(&mut record)? {
+            true => record.position().map(csv::Position::byte),
+            false => None,
+        })
+    };
+    let mut bytes = BufReader::new(open()?);
+    let mut items = Input::open(&[sheet.to_path_buf()], encoding)?
+        .with_dedupe(super::bounded_dedupe()?)
+        .peekable();
     let mut out = super::output(output)?;
     // The 1-based line at the start of the current slice.
     let mut line = 1u64;
-    for (i, &start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(data.len());
-        let raw = &data[start..end];
+    // Bytes of the sheet read so far, and the current record's.
+    let mut read = 0u64;
+    let mut raw = Vec::new();
+    let mut start = next_start()?;
+    let mut header = true;
+    while let Some(at) = start {
+        start = next_start()?;
+        // Nothing comes before the first record; should anything, it is left out as it was.
+        std::io::copy(&mut bytes.by_ref().take(at - read), &mut std::io::sink())?;
+        raw.clear();
+        match start {
+            Some(end) => bytes.by_ref().take(end - at).read_to_end(&mut raw)?,
+            None => bytes.read_to_end(&mut raw)?,
+        };
+        read = at + raw.len() as u64;
+        let raw = &raw[..];
         let newlines = |bytes: &[u8]| bytes.iter().filter(|b| **b == b'\n').count() as u64;
         // Blank lines the csv crate skipped before the record are written back as they were.
         let lead = raw
@@ -282,7 +350,7 @@ pub fn annotate(
             .rposition(|b| *b != b'\n' && *b != b'\r')
             .map_or(0, |p| p + 1);
         let (content, line_end) = rest.split_at(content_len);
-        let cells: [String; 4] = if i == 0 {
+        let cells: [String; 4] = if std::mem::take(&mut header) {
             ["status", "pms_label", "result_code", "message"].map(str::to_owned)
         } else {
             match item_at(&mut items, record_line)? {

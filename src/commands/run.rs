@@ -77,6 +77,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         files: args.files.clone(),
         input: args.input.options(),
+        dedupe: super::bounded_dedupe()?,
         ledger: settings.ledger.clone(),
         rate: settings.rate,
         concurrency: settings.concurrency,

@@ -7,7 +7,7 @@
 
 mod columns;
 mod encoding;
-mod identity;
+pub(crate) mod identity;
 mod reader;
 mod rejects;
 mod row;
@@ -17,6 +17,7 @@ pub mod workbook;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
+pub use identity::{Dedupe, Print, Spill, SpillError};
 pub use reader::{Checked, Input, InputError, Item, Options};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow};

@@ -4,8 +4,8 @@
 //! records (`tokenizer::Record`) (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
 //! to it for reuse), and the iterating thread applies the rules and the identity check, in
 //! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
-//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity
-//! (see `identity`).
+//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity, or
+//! none past a budget with [`Input::with_dedupe`] (see `identity`).
 //!
 //! A workbook takes the same path: the reader thread turns each sheet row into a record of cell
 //! texts (see `workbook`), with the cell that cannot be read as typed, if any.
@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
 use super::encoding::{Encoding, open_stream};
-use super::identity::{Identities, Verdict};
+use super::identity::{Dedupe, Identities, SpillError, Verdict};
 use super::row::{Reject, SaveWay, SourceRow};
 use super::rules::{self, Problem, Valid, Values};
 use super::tokenizer::{Record, Records};
@@ -98,6 +98,14 @@ pub enum InputError {
          (at least mall_group_label and mall_label)"
     )]
     NoHeader { file: String },
+    #[error(
+        "cannot keep track of the rows already read in a temporary file: make room in the \
+         temporary folder, or set TMPDIR to a folder with more space"
+    )]
+    Spill {
+        #[source]
+        source: SpillError,
+    },
     #[error("{file}:{line}: {message}")]
     Csv {
         file: String,
@@ -257,10 +265,17 @@ impl Input {
             empty,
             batch: Batch::default(),
             at: 0,
-            identities: Identities::new(),
+            identities: Identities::new(Dedupe::InMemory),
             unknown,
             done: false,
         })
+    }
+
+    /// Checks identities for duplicates and conflicts as `dedupe` says, instead of all in memory.
+    /// Call it before reading the first item.
+    pub fn with_dedupe(mut self, dedupe: Dedupe) -> Input {
+        self.identities = Identities::new(dedupe);
+        self
     }
 
     /// Unknown column names per file, for the caller to show.
@@ -414,7 +429,11 @@ impl Input {
                           several runs"
                     .to_string(),
             })?;
-        let item = match self.identities.check_valid(&row, ordinal) {
+        let verdict = self
+            .identities
+            .check_valid(&row, ordinal)
+            .map_err(|source| InputError::Spill { source })?;
+        let item = match verdict {
             Verdict::New => Item::Row(make(&row, &src.name, line)),
             Verdict::Duplicate { first_ordinal } => {
                 let (first_file, first_line) = self.locate(first_ordinal);

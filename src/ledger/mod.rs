@@ -9,10 +9,12 @@
 //! - [`writer`] is the single writer thread: it group-commits what the workers send, and keeps
 //!   every answer when the ledger cannot commit; [`store`] is its SQL; [`spill`] the side file.
 //! - [`queries`] are the reads behind `status`, `export` and `reconcile`.
+//! - [`scratch`] holds sets too large for memory in a temporary file, apart from the ledger.
 
 pub mod error;
 pub mod lock;
 pub mod queries;
+pub mod scratch;
 pub mod spill;
 pub mod store;
 pub mod writer;

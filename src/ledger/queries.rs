@@ -65,6 +65,9 @@ const ROW_COLUMNS: &str =
     result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent, seq,
     tracer_id, label_unverified";
 
+/// Where `rowid` is when a query selects `{ROW_COLUMNS}, rowid`.
+const ROWID_AT: usize = 24;
+
 fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
     Ok(LedgerRow {
         key: r.get(0)?,
@@ -113,7 +116,7 @@ pub fn pending_page(
         |r| {
             Ok((
                 r.get::<_, i64>(21)? as u64,
-                RowId(r.get(24)?),
+                RowId(r.get(ROWID_AT)?),
                 ledger_row(r)?,
             ))
         },
@@ -121,11 +124,13 @@ pub fn pending_page(
     rows.collect()
 }
 
-/// One row by its identity.
-pub fn row_by_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<LedgerRow>> {
-    conn.prepare_cached(&format!("SELECT {ROW_COLUMNS} FROM rows WHERE key = ?1"))?
-        .query_row([key], ledger_row)
-        .optional()
+/// One row by its identity, with its rowid.
+pub fn row_by_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<(RowId, LedgerRow)>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS}, rowid FROM rows WHERE key = ?1"
+    ))?
+    .query_row([key], |r| Ok((RowId(r.get(ROWID_AT)?), ledger_row(r)?)))
+    .optional()
 }
 
 /// Every row, optionally only those in `states`, in the order they were read.
@@ -134,14 +139,23 @@ pub fn rows(
     states: &[State],
     mut each: impl FnMut(LedgerRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    rows_with_ids(conn, states, |_, row| each(row))
+}
+
+/// [`rows`], each with its rowid.
+pub fn rows_with_ids(
+    conn: &Connection,
+    states: &[State],
+    mut each: impl FnMut(RowId, LedgerRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut st = conn.prepare(&format!(
-        "SELECT {ROW_COLUMNS} FROM rows ORDER BY run_id, seq, key"
+        "SELECT {ROW_COLUMNS}, rowid FROM rows ORDER BY run_id, seq, key"
     ))?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
         let row = ledger_row(r)?;
         if states.is_empty() || states.contains(&row.state()) {
-            each(row)?;
+            each(RowId(r.get(ROWID_AT)?), row)?;
         }
     }
     Ok(())
@@ -154,16 +168,10 @@ pub fn last_run_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 
 /// The rejects a run recorded.
 pub fn rejects(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Reject>> {
-    rejects_up_to(conn, run_id, -1)
-}
-
-/// The first `limit` rejects of a run (a negative limit: all).
-fn rejects_up_to(conn: &Connection, run_id: i64, limit: i64) -> rusqlite::Result<Vec<Reject>> {
     let mut st = conn.prepare(
-        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = ?1
-         ORDER BY id LIMIT ?2",
+        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = ?1 ORDER BY id",
     )?;
-    let rows = st.query_map([run_id, limit], |r| {
+    let rows = st.query_map([run_id], |r| {
         Ok(Reject {
             file: r.get(0)?,
             line: r.get::<_, i64>(1)? as u64,
@@ -386,13 +394,31 @@ pub fn attempts_per_row(conn: &Connection, run: Option<i64>) -> rusqlite::Result
     rows.collect()
 }
 
-/// The latency of every answered attempt, in milliseconds, smallest first.
-pub fn latencies_ms(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<u64>> {
+/// Answered attempts with one latency: how many, and whether the ledger holds it in whole
+/// milliseconds only (`latency_ms`, written before migration 05: then `micros` is the whole
+/// milliseconds, the answer took up to a millisecond more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    pub micros: u64,
+    pub whole_ms: bool,
+    pub answers: u64,
+}
+
+/// Answered attempts by latency, smallest first. One entry per distinct value, so that a ledger
+/// of millions of attempts is not read into memory.
+pub fn latencies(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<Latency>> {
     let mut st = conn.prepare(
-        "SELECT latency_ms FROM attempts
-         WHERE latency_ms IS NOT NULL AND (?1 IS NULL OR run_id = ?1) ORDER BY 1",
+        "SELECT COALESCE(latency_us, latency_ms * 1000), latency_us IS NULL, count(*)
+         FROM attempts WHERE latency_ms IS NOT NULL AND (?1 IS NULL OR run_id = ?1)
+         GROUP BY 1, 2 ORDER BY 1, 2",
     )?;
-    let rows = st.query_map([run], |r| Ok(r.get::<_, i64>(0)?.max(0) as u64))?;
+    let rows = st.query_map([run], |r| {
+        Ok(Latency {
+            micros: r.get::<_, i64>(0)?.max(0) as u64,
+            whole_ms: r.get(1)?,
+            answers: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
     rows.collect()
 }
 
@@ -406,73 +432,88 @@ pub fn requests_per_second(conn: &Connection, run_id: i64) -> rusqlite::Result<V
     rows.collect()
 }
 
-/// The kinds of rows in the ledger that need a person.
+/// The kinds of rows a person may have to look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attention {
     FailedPermanent,
     FailedTransient,
     Ambiguous,
+    /// Done earlier, and the sheet of the run says something else.
+    Drifted,
+    /// Broke a rule in the sheet of the run: never sent.
+    Rejected,
 }
 
-/// Up to `limit` rows of one kind that need a person, in sheet order.
-pub fn attention_rows(
+/// A row a person may have to look at, whatever its kind: what the report lists of it. Every
+/// kind fills the same fields, so that a column added here and to each query shows for all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AttentionRow {
+    pub source_file: String,
+    pub source_line: u64,
+    /// The row's identity; empty for a rejected row, which has none.
+    pub key: String,
+    pub store_name: String,
+    pub mall_group_label: String,
+    pub mall_label: String,
+    /// The result code, or for a rejected row the column it breaks.
+    pub code: String,
+    /// The answer's message, what changed, or why the row was rejected.
+    pub detail: String,
+}
+
+/// Up to `limit` rows of one kind, in sheet order. Drift and rejects are those of `run` (None:
+/// the latest run); the other kinds are the rows as they stand (of `run`, when given).
+pub fn attention(
     conn: &Connection,
     run: Option<i64>,
     kind: Attention,
     limit: usize,
-) -> rusqlite::Result<Vec<LedgerRow>> {
-    let filter = match kind {
-        Attention::FailedPermanent => "state = 'failed' AND failure = 'permanent'",
-        Attention::FailedTransient => "state = 'failed' AND COALESCE(failure, '') <> 'permanent'",
-        Attention::Ambiguous => "state = 'already_circled' AND ambiguous = 1",
+) -> rusqlite::Result<Vec<AttentionRow>> {
+    const FROM_ROWS: &str = "SELECT source_file, source_line, key, store_name, mall_group_label,
+                mall_label, COALESCE(result_code, ''), COALESCE(result_message, '')
+         FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND";
+    let sql = match kind {
+        Attention::FailedPermanent => {
+            format!("{FROM_ROWS} state = 'failed' AND failure = 'permanent'")
+        }
+        Attention::FailedTransient => {
+            format!("{FROM_ROWS} state = 'failed' AND COALESCE(failure, '') <> 'permanent'")
+        }
+        Attention::Ambiguous => format!("{FROM_ROWS} state = 'already_circled' AND ambiguous = 1"),
+        Attention::Drifted => {
+            "SELECT d.source_file AS source_file, d.source_line AS source_line, d.key,
+                    COALESCE(r.store_name, ''), COALESCE(r.mall_group_label, ''),
+                    COALESCE(r.mall_label, ''), COALESCE(r.result_code, ''),
+                    d.detail || COALESCE('; its pmsLabel is ' || NULLIF(r.pms_label, ''), '')
+             FROM drift d LEFT JOIN rows r ON r.key = d.key WHERE d.run_id = ?1"
+                .to_owned()
+        }
+        Attention::Rejected => "SELECT file AS source_file, line AS source_line, '', '', '', '',
+                    'column ' || column_name, reason
+             FROM rejects WHERE run_id = ?1"
+            .to_owned(),
     };
-    let mut st = conn.prepare(&format!(
-        "SELECT {ROW_COLUMNS} FROM rows WHERE {filter} AND (?1 IS NULL OR run_id = ?1)
-         ORDER BY source_file, source_line LIMIT ?2"
-    ))?;
-    let rows = st.query_map(params![run, limit as i64], ledger_row)?;
-    rows.collect()
-}
-
-/// A row done earlier whose sheet said something else in a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct DriftRow {
-    pub key: String,
-    pub source_file: String,
-    pub source_line: u64,
-    pub detail: String,
-}
-
-/// Up to `limit` drifted rows of `run` (None: the latest run), in sheet order.
-pub fn drift(conn: &Connection, run: Option<i64>, limit: usize) -> rusqlite::Result<Vec<DriftRow>> {
-    let Some(id) = run_or_last(conn, run)? else {
-        return Ok(Vec::new());
+    let run = match kind {
+        Attention::Drifted | Attention::Rejected => match run_or_last(conn, run)? {
+            Some(id) => Some(id),
+            None => return Ok(Vec::new()),
+        },
+        _ => run,
     };
-    let mut st = conn.prepare(
-        "SELECT key, source_file, source_line, detail FROM drift WHERE run_id = ?1
-         ORDER BY source_file, source_line LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![id, limit as i64], |r| {
-        Ok(DriftRow {
-            key: r.get(0)?,
-            source_file: r.get(1)?,
-            source_line: r.get::<_, i64>(2)? as u64,
-            detail: r.get(3)?,
+    let mut st = conn.prepare(&format!("{sql} ORDER BY source_file, source_line LIMIT ?2"))?;
+    let rows = st.query_map(params![run, limit as i64], |r| {
+        Ok(AttentionRow {
+            source_file: r.get(0)?,
+            source_line: r.get::<_, i64>(1)? as u64,
+            key: r.get(2)?,
+            store_name: r.get(3)?,
+            mall_group_label: r.get(4)?,
+            mall_label: r.get(5)?,
+            code: r.get(6)?,
+            detail: r.get(7)?,
         })
     })?;
     rows.collect()
-}
-
-/// The rejects of `run` (None: the latest run), up to `limit`.
-pub fn rejects_limited(
-    conn: &Connection,
-    run: Option<i64>,
-    limit: usize,
-) -> rusqlite::Result<Vec<Reject>> {
-    match run_or_last(conn, run)? {
-        Some(id) => rejects_up_to(conn, id, limit as i64),
-        None => Ok(Vec::new()),
-    }
 }
 
 /// One run's record, by id.

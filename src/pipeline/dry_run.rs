@@ -78,7 +78,8 @@ pub fn rehearse(
                 r.rows_read += 1;
                 let stored = match &conn {
                     Some(c) => queries::row_by_key(c, &src.row.key())
-                        .with_context(|| format!("cannot read the ledger {}", ledger.display()))?,
+                        .with_context(|| format!("cannot read the ledger {}", ledger.display()))?
+                        .map(|(_, s)| s),
                     None => None,
                 };
                 let stored_row = stored.as_ref().map(|s| s.row());

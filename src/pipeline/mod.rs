@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::api::client::Client;
-use crate::input::{Input, Options};
+use crate::input::{Dedupe, Input, Options};
 use crate::ledger::store::FileInfo;
 use crate::ledger::writer::{self, Health, SpillReport, Writer};
 use crate::ledger::{self, LedgerLock};
@@ -42,6 +42,8 @@ pub struct Plan {
     pub files: Vec<PathBuf>,
     /// How the files are read (CSV encoding, workbook sheet).
     pub input: Options,
+    /// How the input finds duplicates (bounded memory for a run).
+    pub dedupe: Dedupe,
     pub ledger: PathBuf,
     pub rate: u32,
     pub concurrency: usize,
@@ -84,7 +86,7 @@ pub fn execute(
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     // The headers are checked (and files opened) before the ledger is touched.
-    let input = Input::open(&plan.files, plan.input.clone())?;
+    let input = Input::open(&plan.files, plan.input.clone())?.with_dedupe(plan.dedupe);
     let files = plan
         .files
         .iter()
@@ -110,7 +112,14 @@ pub fn execute(
         ));
     }
     let reader = ledger::open_unlocked(&plan.ledger)?;
-    reverify_kept_answers(&reader, &client, &writer, &plan, &printer)?;
+    reverify_kept_answers(
+        &reader,
+        &client,
+        &writer,
+        &plan.policy,
+        &plan.alipay_public_key,
+        &printer,
+    )?;
     let run_id = writer.begin_run(plan.config_json.clone(), files)?;
     let shutdown = Arc::new(Shutdown::default());
     let _guard = rt.enter();
@@ -382,7 +391,8 @@ fn reverify_kept_answers(
     conn: &rusqlite::Connection,
     client: &Client,
     writer: &Writer,
-    plan: &Plan,
+    policy: &RetryPolicy,
+    alipay_public_key: &str,
     printer: &Printer,
 ) -> anyhow::Result<()> {
     let kept = ledger::store::kept_unverified(conn).context("cannot read the ledger")?;
@@ -400,7 +410,7 @@ fn reverify_kept_answers(
             Some(attempt) => {
                 verified += 1;
                 labels += usize::from(attempt.pms_label.is_some());
-                let decision = plan.policy.decide(&attempt.outcome, Tries::default());
+                let decision = policy.decide(&attempt.outcome, Tries::default());
                 let update = policy::row_update(&attempt, &decision, k.maybe_sent);
                 still.remove(&k.row_id.0);
                 writer.reverified(k, attempt, update);
@@ -413,16 +423,16 @@ fn reverify_kept_answers(
     if verified > 0 {
         printer.info(&format!(
             "{verified} answer(s) an earlier run could not verify verify now with \
-             alipay_public_key ({}): believed, {labels} pmsLabel(s) recorded, not sent again",
-            plan.alipay_public_key
+             alipay_public_key ({alipay_public_key}): believed, {labels} pmsLabel(s) recorded, \
+             not sent again"
         ));
     }
     if !still.is_empty() {
         printer.warn(&format!(
             "{} row(s) hold an answer an earlier run could not verify, and it still does not \
-             verify with alipay_public_key ({}); they are sent again last, after the other rows",
-            still.len(),
-            plan.alipay_public_key
+             verify with alipay_public_key ({alipay_public_key}); they are sent again last, after \
+             the other rows",
+            still.len()
         ));
     }
     Ok(())
