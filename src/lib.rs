@@ -4,6 +4,9 @@
 //! retries) → `api` (signed call, classified outcome) → `ledger`. `sandbox` simulates the gateway;
 //! `commands` wires the parts into the subcommands.
 
+// Every line a user sees goes through `output::Printer`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod api;
 pub mod cli;
 pub mod commands;

@@ -1,6 +1,8 @@
 //! `pms-onboard`: parse the command line, dispatch, and map the result to an exit code.
 //! Errors are printed once, as the error and its causes; a broken pipe is not an error.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -43,8 +45,8 @@ fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => commands::validate::run(args, printer),
         Command::Status(args) => commands::status::run(args, printer),
         Command::Export(args) => commands::export::run(args),
-        Command::Reconcile(args) => commands::reconcile::run(args),
-        Command::Report(args) => commands::report::run(args),
+        Command::Reconcile(args) => commands::reconcile::run(args, printer),
+        Command::Report(args) => commands::report::run(args, printer),
         Command::Sandbox(args) => commands::sandbox::run(args, printer),
         Command::Sign(args) => commands::sign::run(args, printer),
         Command::Keygen(args) => commands::keygen::run(args, printer),

@@ -226,6 +226,19 @@ impl Printer {
     }
 }
 
+/// Where bulk data goes (an export's CSV or JSON, reconcile's list, an annotated sheet): the
+/// file of `-o PATH`, or stdout. A closed stdout shows as a broken pipe, which `main` takes for
+/// the end, not an error.
+pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn Write>> {
+    use anyhow::Context as _;
+    Ok(match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,7 +57,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    let mut out = super::output(args.output.as_deref())?;
+    let mut out = crate::output::sink(args.output.as_deref())?;
     if rejected && states.is_empty() {
         let rejects = match queries::last_run_id(&conn)? {
             Some(run) => queries::rejects(&conn, run)?,

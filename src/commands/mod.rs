@@ -28,17 +28,6 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
-/// Opens `-o PATH` or stdout.
-pub fn output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
-    use anyhow::Context as _;
-    Ok(match path {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    })
-}
-
 /// The ledger path from `--ledger`, `PMS_ONBOARD_LEDGER`, the config file or the default.
 pub fn ledger_path(args: &crate::cli::LedgerArgs) -> anyhow::Result<std::path::PathBuf> {
     let layers = crate::config::Layers::resolve(&args.flags(), args.config.as_deref())?;

@@ -20,6 +20,7 @@ use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
 use crate::ledger::{self, RowId, State};
 use crate::model::{self, FailureKind, Known, Sighting};
+use crate::output::Printer;
 
 /// The six categories, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -119,14 +120,14 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
     }
 }
 
-pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
     let input =
         Input::open(&args.files, args.input.options())?.with_dedupe(super::bounded_dedupe()?);
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
-        Some(p) => Some(csv::Writer::from_writer(super::output(Some(p))?)),
+        Some(p) => Some(csv::Writer::from_writer(crate::output::sink(Some(p))?)),
         None => None,
     };
     let mut emit = |category: Category, line: Line| -> anyhow::Result<()> {
@@ -218,7 +219,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         .sum();
     if args.json {
         let object: BTreeMap<&str, u64> = counts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
-        println!("{}", serde_json::to_string(&object)?);
+        printer.out_line(&serde_json::to_string(&object)?);
     } else {
         for c in Category::ALL {
             let n = counts[&c];
@@ -227,7 +228,7 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
-            println!("  {:<8} {n:>8}  {hint}", c.as_str());
+            printer.out_line(&format!("  {:<8} {n:>8}  {hint}", c.as_str()));
         }
     }
     Ok(ExitCode::from(if differences == 0 {
@@ -317,7 +318,7 @@ pub fn annotate(
     let mut items = Input::open(&[sheet.to_path_buf()], encoding)?
         .with_dedupe(super::bounded_dedupe()?)
         .peekable();
-    let mut out = super::output(output)?;
+    let mut out = crate::output::sink(output)?;
     // The 1-based line at the start of the current slice.
     let mut line = 1u64;
     // Bytes of the sheet read so far, and the current record's.

@@ -4,11 +4,12 @@ use std::process::ExitCode;
 
 use crate::cli::ReportArgs;
 use crate::ledger;
+use crate::output::Printer;
 
-pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ReportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
     crate::report::write(&conn, args.run, &args.output)?;
-    eprintln!("report written to {}", args.output.display());
+    printer.info(&format!("report written to {}", args.output.display()));
     Ok(ExitCode::SUCCESS)
 }

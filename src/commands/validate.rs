@@ -10,7 +10,7 @@ use crate::output::Printer;
 pub fn run(args: ValidateArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let input = Input::open(&args.files, args.input.options())?;
     let mut rejects_csv = match &args.rejects {
-        Some(path) => Some(RejectsWriter::new(super::output(Some(path))?)?),
+        Some(path) => Some(RejectsWriter::new(crate::output::sink(Some(path))?)?),
         None => None,
     };
     let (mut valid, mut rejected, mut duplicates) = (0u64, 0u64, 0u64);
