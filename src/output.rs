@@ -229,7 +229,7 @@ impl Printer {
 /// Where bulk data goes (an export's CSV or JSON, reconcile's list, an annotated sheet): the
 /// file of `-o PATH`, or stdout. A closed stdout shows as a broken pipe, which `main` takes for
 /// the end, not an error.
-pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn Write>> {
+pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
     use anyhow::Context as _;
     Ok(match path {
         Some(p) => Box::new(std::io::BufWriter::new(
