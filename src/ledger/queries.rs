@@ -290,6 +290,8 @@ pub struct OutcomeCounts {
     pub failed_permanent: u64,
     pub drifted: u64,
     pub rejected: u64,
+    /// Not done, with a label from an answer that could not be verified.
+    pub unverified: u64,
 }
 
 /// The run whose drift and rejects stand for `run` (None: the latest).
@@ -328,6 +330,12 @@ pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<O
             None => {}
         }
     }
+    c.unverified = conn.query_row(
+        "SELECT count(*) FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND label_unverified = 1
+         AND state <> 'succeeded' AND state <> 'already_circled'",
+        [run],
+        |r| r.get::<_, i64>(0),
+    )? as u64;
     if let Some(id) = run_or_last(conn, run)? {
         c.drifted = conn.query_row(
             "SELECT count(DISTINCT key) FROM drift WHERE run_id = ?1",
@@ -442,6 +450,8 @@ pub enum Attention {
     Drifted,
     /// Broke a rule in the sheet of the run: never sent.
     Rejected,
+    /// Not done, holding a label from an answer whose signature did not verify.
+    Unverified,
 }
 
 /// A row a person may have to look at, whatever its kind: what the report lists of it. Every
@@ -459,6 +469,8 @@ pub struct AttentionRow {
     pub code: String,
     /// The answer's message, what changed, or why the row was rejected.
     pub detail: String,
+    /// The last attempt's `Tracer-Id`: what AlipayHK support asks for.
+    pub tracer_id: String,
 }
 
 /// Up to `limit` rows of one kind, in sheet order. Drift and rejects are those of `run` (None:
@@ -470,7 +482,8 @@ pub fn attention(
     limit: usize,
 ) -> rusqlite::Result<Vec<AttentionRow>> {
     const FROM_ROWS: &str = "SELECT source_file, source_line, key, store_name, mall_group_label,
-                mall_label, COALESCE(result_code, ''), COALESCE(result_message, '')
+                mall_label, COALESCE(result_code, ''), COALESCE(result_message, ''),
+                COALESCE(tracer_id, '')
          FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND";
     let sql = match kind {
         Attention::FailedPermanent => {
@@ -480,16 +493,20 @@ pub fn attention(
             format!("{FROM_ROWS} state = 'failed' AND COALESCE(failure, '') <> 'permanent'")
         }
         Attention::Ambiguous => format!("{FROM_ROWS} state = 'already_circled' AND ambiguous = 1"),
+        Attention::Unverified => format!(
+            "{FROM_ROWS} label_unverified = 1 AND state <> 'succeeded' AND state <> 'already_circled'"
+        ),
         Attention::Drifted => {
             "SELECT d.source_file AS source_file, d.source_line AS source_line, d.key,
                     COALESCE(r.store_name, ''), COALESCE(r.mall_group_label, ''),
                     COALESCE(r.mall_label, ''), COALESCE(r.result_code, ''),
-                    d.detail || COALESCE('; its pmsLabel is ' || NULLIF(r.pms_label, ''), '')
+                    d.detail || COALESCE('; its pmsLabel is ' || NULLIF(r.pms_label, ''), ''),
+                    COALESCE(r.tracer_id, '')
              FROM drift d LEFT JOIN rows r ON r.key = d.key WHERE d.run_id = ?1"
                 .to_owned()
         }
         Attention::Rejected => "SELECT file AS source_file, line AS source_line, '', '', '', '',
-                    'column ' || column_name, reason
+                    'column ' || column_name, reason, ''
              FROM rejects WHERE run_id = ?1"
             .to_owned(),
     };
@@ -511,6 +528,7 @@ pub fn attention(
             mall_label: r.get(5)?,
             code: r.get(6)?,
             detail: r.get(7)?,
+            tracer_id: r.get(8)?,
         })
     })?;
     rows.collect()

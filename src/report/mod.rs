@@ -106,7 +106,7 @@ th{background:#f4f4f4}.note{color:#555}
 #todo th{background:none}#todo td,#todo th{border:none;border-bottom:1px solid #eee}
 .list{max-height:16em;overflow:auto;border-bottom:1px solid #ddd;font-size:.9em}
 .list table{margin:0;width:100%}.list th{position:sticky;top:0}
-.list td.store{overflow-wrap:anywhere}.list td.code,.list td.place{white-space:nowrap}
+.list td.store{overflow-wrap:anywhere}.list td.code,.list td.place{white-space:nowrap}.list td.tracer{font-family:monospace;font-size:85%;overflow-wrap:anywhere}
 summary{cursor:pointer;margin:.5em 0}
 footer{margin-top:3em;color:#777;font-size:.85em}svg{max-width:100%;height:auto}
 ";
@@ -166,7 +166,7 @@ struct Kind {
     count: fn(&OutcomeCounts) -> u64,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind {
         attention: Attention::FailedPermanent,
         id: "failed-permanent",
@@ -202,6 +202,20 @@ const KINDS: [Kind; 5] = [
         count: |c| c.ambiguous,
     },
     Kind {
+        attention: Attention::Unverified,
+        id: "unverified",
+        title: "Answer not verified",
+        short: "with an answer not verified",
+        person: true,
+        action: "check alipay_public_key, then run again",
+        todo: "AlipayHK answered (the label it sent is kept, see detail), but the answer's \
+               signature did not verify with alipay_public_key: a wrong key, a key AlipayHK has \
+               rotated, or a proxy that rewrites answers. Put AlipayHK's current public key in \
+               alipay_public_key and run again: the kept answers are checked again first, and \
+               those that verify are not sent again.",
+        count: |c| c.unverified,
+    },
+    Kind {
         attention: Attention::Rejected,
         id: "rejected",
         title: "Rejected",
@@ -229,7 +243,7 @@ const KINDS: [Kind; 5] = [
 /// HTML (escaped). A column added here shows in the lists of every kind.
 type Column = (&'static str, &'static str, fn(&AttentionRow) -> String);
 
-const COLUMNS: [Column; 5] = [
+const COLUMNS: [Column; 6] = [
     // The file's name, and its whole path when the pointer rests on it.
     ("file:line", "place", |r| {
         let name = Path::new(&r.source_file)
@@ -259,6 +273,8 @@ const COLUMNS: [Column; 5] = [
     }),
     ("result", "code", |r| esc(&r.code)),
     ("detail", "detail", |r| esc(&r.detail)),
+    // What AlipayHK support asks for when a person writes to them about the row.
+    ("Tracer-Id", "tracer", |r| esc(&r.tracer_id)),
 ];
 
 /// "318,220 of 320,000 stores tagged; 12 need a person: 5 rejected, 4 drifted, 3 failed for
