@@ -121,6 +121,22 @@ fn with_an_unrelated_alipay_key_the_run_stops_keeping_every_label_and_the_right_
             .arg(s.ledger()),
     );
     assert!(out.contains("NOT VERIFIED"), "export says so: {out}");
+    // So does the report, with the Tracer-Id to quote to AlipayHK.
+    let html = s.path("report.html");
+    let (code, _, err) = output(
+        Command::new(crate::util::bin())
+            .args(["report", "-o"])
+            .arg(&html)
+            .arg("--ledger")
+            .arg(s.ledger()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Answer not verified"), "the report lists them");
+    let tracer: String = s.ledger_query(
+        "SELECT tracer_id FROM rows WHERE label_unverified = 1 ORDER BY source_line LIMIT 1",
+    );
+    assert!(page.contains(&tracer), "with the Tracer-Id {tracer}");
 
     // With the right key, the kept answers verify: their stores are not sent again.
     let (code, out, err) = output(
