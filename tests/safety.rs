@@ -132,7 +132,10 @@ fn with_an_unrelated_alipay_key_the_run_stops_keeping_every_label_and_the_right_
     );
     assert_eq!(code, 0, "{err}");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.contains("Answer not verified"), "the report lists them");
+    assert!(
+        page.contains("Answer not verified"),
+        "the report lists them"
+    );
     let tracer: String = s.ledger_query(
         "SELECT tracer_id FROM rows WHERE label_unverified = 1 ORDER BY source_line LIMIT 1",
     );

@@ -267,18 +267,33 @@ fn pem_body(s: &str) -> Option<Vec<u8>> {
 }
 
 fn parse_private(bytes: &[u8]) -> Option<rsa::PrivateKey> {
-    if let Some(s) = text(bytes) {
-        if s.contains("-----BEGIN") {
-            return rsa::PrivateKey::from_pkcs8_pem(s)
+    parse_key(
+        bytes,
+        |s| {
+            rsa::PrivateKey::from_pkcs8_pem(s)
                 .or_else(|_| rsa::PrivateKey::from_pkcs1_pem(s))
                 .ok()
-                .or_else(|| private_from_der(&pem_body(s)?));
+        },
+        private_from_der,
+    )
+}
+
+/// A key in any of the forms users bring: PEM (strict, then with its line breaks lost), the
+/// bare base64 of the DER, or the DER itself.
+fn parse_key<K>(
+    bytes: &[u8],
+    from_pem: impl Fn(&str) -> Option<K>,
+    from_der: impl Fn(&[u8]) -> Option<K>,
+) -> Option<K> {
+    if let Some(s) = text(bytes) {
+        if s.contains("-----BEGIN") {
+            return from_pem(s).or_else(|| from_der(&pem_body(s)?));
         }
         if let Some(der) = bare_base64(s) {
-            return private_from_der(&der);
+            return from_der(&der);
         }
     }
-    private_from_der(bytes)
+    from_der(bytes)
 }
 
 fn private_from_der(der: &[u8]) -> Option<rsa::PrivateKey> {
@@ -300,18 +315,15 @@ fn check_size(path: &Path, bytes: usize) -> Result<(), KeyError> {
 }
 
 fn parse_public(bytes: &[u8]) -> Option<rsa::PublicKey> {
-    if let Some(s) = text(bytes) {
-        if s.contains("-----BEGIN") {
-            return rsa::PublicKey::from_public_key_pem(s)
+    parse_key(
+        bytes,
+        |s| {
+            rsa::PublicKey::from_public_key_pem(s)
                 .or_else(|_| rsa::PublicKey::from_pkcs1_pem(s))
                 .ok()
-                .or_else(|| public_from_der(&pem_body(s)?));
-        }
-        if let Some(der) = bare_base64(s) {
-            return public_from_der(&der);
-        }
-    }
-    public_from_der(bytes)
+        },
+        public_from_der,
+    )
 }
 
 fn public_from_der(der: &[u8]) -> Option<rsa::PublicKey> {

@@ -83,6 +83,26 @@ pub fn recover(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(n as u64)
 }
 
+/// The nine columns of a row as sent (`save_way_type` … `mall_label`, in the table's order),
+/// read from `first` on.
+const PAYLOAD: &str = "save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, \
+    store_id, store_name, mall_group_label, mall_label";
+
+fn row_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Row> {
+    let way: String = r.get(first)?;
+    Ok(Row {
+        save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
+        ipay_trade_no: r.get(first + 1)?,
+        partner_id: r.get(first + 2)?,
+        merchant_id: r.get(first + 3)?,
+        merchant_name: r.get(first + 4)?,
+        store_id: r.get(first + 5)?,
+        store_name: r.get(first + 6)?,
+        mall_group_label: r.get(first + 7)?,
+        mall_label: r.get(first + 8)?,
+    })
+}
+
 /// What the ledger holds of an identity, for a new sighting of it.
 struct Stored {
     row: Row,
@@ -91,27 +111,14 @@ struct Stored {
 }
 
 fn stored(conn: &Connection, key: &str) -> rusqlite::Result<Option<Stored>> {
-    conn.prepare_cached(
-        "SELECT save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, store_id,
-                store_name, mall_group_label, mall_label, state, failure
-         FROM rows WHERE key = ?1",
-    )?
+    conn.prepare_cached(&format!(
+        "SELECT {PAYLOAD}, state, failure FROM rows WHERE key = ?1"
+    ))?
     .query_row([key], |r| {
-        let way: String = r.get(0)?;
         let state: String = r.get(9)?;
         let failure: Option<String> = r.get(10)?;
         Ok(Stored {
-            row: Row {
-                save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
-                ipay_trade_no: r.get(1)?,
-                partner_id: r.get(2)?,
-                merchant_id: r.get(3)?,
-                merchant_name: r.get(4)?,
-                store_id: r.get(5)?,
-                store_name: r.get(6)?,
-                mall_group_label: r.get(7)?,
-                mall_label: r.get(8)?,
-            },
+            row: row_at(r, 0)?,
             state: State::parse(&state).unwrap_or(State::Pending),
             failure: failure.as_deref().and_then(FailureKind::parse),
         })
@@ -541,7 +548,6 @@ pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Sp
          ORDER BY a.id",
     )?;
     let rows = st.query_map([run_id], |r| {
-        let way: String = r.get(1)?;
         let kind: String = r.get(12)?;
         let (code, message, error, label): (
             Option<String>,
@@ -554,17 +560,7 @@ pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Sp
         Ok(Spilled {
             run_id,
             attempt_id: r.get(0)?,
-            row: Row {
-                save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
-                ipay_trade_no: r.get(2)?,
-                partner_id: r.get(3)?,
-                merchant_id: r.get(4)?,
-                merchant_name: r.get(5)?,
-                store_id: r.get(6)?,
-                store_name: r.get(7)?,
-                mall_group_label: r.get(8)?,
-                mall_label: r.get(9)?,
-            },
+            row: row_at(r, 1)?,
             source_file: r.get(10)?,
             source_line: r.get::<_, i64>(11)? as u64,
             attempt: Attempt {
@@ -632,7 +628,6 @@ pub fn kept_unverified(conn: &Connection) -> rusqlite::Result<Vec<KeptAnswer>> {
          ORDER BY a.id",
     )?;
     let rows = st.query_map([], |r| {
-        let way: String = r.get(6)?;
         Ok(KeptAnswer {
             attempt_id: r.get(0)?,
             run_id: r.get(1)?,
@@ -640,17 +635,7 @@ pub fn kept_unverified(conn: &Connection) -> rusqlite::Result<Vec<KeptAnswer>> {
             body: r.get(3)?,
             response_time: r.get(4)?,
             response_signature: r.get(5)?,
-            row: Row {
-                save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
-                ipay_trade_no: r.get(7)?,
-                partner_id: r.get(8)?,
-                merchant_id: r.get(9)?,
-                merchant_name: r.get(10)?,
-                store_id: r.get(11)?,
-                store_name: r.get(12)?,
-                mall_group_label: r.get(13)?,
-                mall_label: r.get(14)?,
-            },
+            row: row_at(r, 6)?,
             maybe_sent: r.get(15)?,
         })
     })?;
