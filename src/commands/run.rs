@@ -232,7 +232,7 @@ fn dry_run(
             "dry run: nothing sent, nothing written (ledger {})\n",
             settings.ledger.display()
         );
-        for (name, n, hint) in [
+        out.push_str(&progress::counts_table(&[
             ("rows read", r.rows_read, ""),
             ("would send", r.would_send, ""),
             (
@@ -252,14 +252,7 @@ fn dry_run(
             ),
             ("rejected", r.rejected, "never sent: fix the row"),
             ("duplicates", r.duplicates, "skipped"),
-        ] {
-            let hint = if n > 0 && !hint.is_empty() {
-                format!("  {hint}")
-            } else {
-                String::new()
-            };
-            out.push_str(&format!("  {name:<16} {n:>8}{hint}\n"));
-        }
+        ]));
         if let Some(example) = &example {
             out.push('\n');
             out.push_str(example);

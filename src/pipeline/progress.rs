@@ -227,12 +227,22 @@ pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str)
         "run {how} in {:.1}s, {requests} requests\n",
         elapsed.as_secs_f64()
     );
+    // Rows that only matter when something happened are left out when they are 0.
+    let shown: Vec<_> = rows
+        .into_iter()
+        .filter(|(name, n, _)| {
+            *n > 0 || !matches!(*name, "not sent" | "not verified" | "throttled")
+        })
+        .collect();
+    out.push_str(&counts_table(&shown));
+    out
+}
+
+/// `  name          count  hint` lines; the hint only where the count is not 0.
+pub fn counts_table(rows: &[(&str, u64, &str)]) -> String {
+    let mut out = String::new();
     for (name, n, hint) in rows {
-        // Rows that only matter when something happened are left out when they are 0.
-        if n == 0 && matches!(name, "not sent" | "not verified" | "throttled") {
-            continue;
-        }
-        let hint = if n > 0 && !hint.is_empty() {
+        let hint = if *n > 0 && !hint.is_empty() {
             format!("  {hint}")
         } else {
             String::new()
