@@ -299,7 +299,11 @@ fn the_sample_run_under_start_here_is_what_the_binary_prints() {
         .into_iter()
         .filter(|b| b.section == "Start here")
         .collect();
-    assert_eq!(blocks.len(), 2, "Start here: the two commands, then the run");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "Start here: the two commands, then the run"
+    );
     for command in [
         "cargo run --release -- run samples/stores.csv --sandbox   # the main job, on the built-in sandbox",
         "cargo test                                                 # the tests",
@@ -341,7 +345,11 @@ fn the_sample_run_under_start_here_is_what_the_binary_prints() {
         err, out
     );
     assert!(
-        stderr.iter().filter(|l| l.contains("samples/stores.csv:")).count() >= 6,
+        stderr
+            .iter()
+            .filter(|l| l.contains("samples/stores.csv:"))
+            .count()
+            >= 6,
         "the rejects are part of what the README shows: {err}"
     );
 
@@ -370,7 +378,10 @@ fn every_docs_file_the_readme_names_exists() {
         "the README links the maintainer's docs"
     );
     for path in &named {
-        assert!(repo(path).is_file(), "README names {path}, which does not exist");
+        assert!(
+            repo(path).is_file(),
+            "README names {path}, which does not exist"
+        );
     }
 }
 
