@@ -4,6 +4,7 @@ mod cli;
 mod doctor;
 mod gateway;
 mod output;
+mod readme;
 mod reconcile;
 mod run;
 mod safety;
