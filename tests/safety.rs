@@ -276,7 +276,8 @@ fn one_ledger_by_a_symlink_or_a_hard_link_is_refused_while_a_run_holds_it() {
     std::os::unix::fs::symlink(s.ledger(), &alias).unwrap();
     let hard = s.path("hard.db");
     std::fs::hard_link(s.ledger(), &hard).unwrap();
-    let relative = Path::new(".").join("sub").join("..").join("ledger.db");
+    // `sub/../ledger.db`, relative to the run's folder.
+    let relative: std::path::PathBuf = [".", "sub", "..", "ledger.db"].iter().collect();
     std::fs::create_dir(s.path("sub")).unwrap();
     for path in [alias.as_path(), hard.as_path(), relative.as_path()] {
         let (code, _, err) =

@@ -228,7 +228,7 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
-            printer.out_line(&format!("  {:<8} {n:>8}  {hint}", c.as_str()));
+            printer.out_line(format!("  {:<8} {n:>8}  {hint}", c.as_str()).trim_end());
         }
     }
     Ok(ExitCode::from(if differences == 0 {

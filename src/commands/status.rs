@@ -52,7 +52,9 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         ),
     ];
     for (name, n, note) in lines {
-        out.push_str(&format!("  {name:<16} {n:>8} {note}\n"));
+        let line = format!("  {name:<16} {n:>8} {note}");
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     if !c.by_result_code.is_empty() {
         out.push_str("by result code:\n");

@@ -46,6 +46,9 @@ pub enum Later {
     /// Once no fresh row is left: an answer that could not be verified is not asked again at
     /// once (with a wrong key the run stops first; with one bad answer the row comes back last).
     AtTheEnd,
+    /// Back to wait out the pause it was sent early from: a probe that found the gateway still
+    /// down uses none of the row's pauses.
+    Again,
 }
 
 /// Where a row stands in this run.
@@ -61,6 +64,8 @@ pub struct Tries {
     pub gateway_answered: bool,
     /// Some request of the row reached the gateway (not only failed connections).
     pub reached: bool,
+    /// Sent early, while set aside, to see whether the gateway is back.
+    pub probe: bool,
 }
 
 /// A row throttled this many times in one run is handled like a transient failure (a gateway
@@ -87,6 +92,13 @@ impl RetryPolicy {
     }
 
     pub fn decide(&self, outcome: &Outcome, tries: Tries) -> Decision {
+        let unanswered = matches!(
+            outcome,
+            Outcome::Transient { .. } | Outcome::Unverified { .. }
+        );
+        if tries.probe && unanswered {
+            return Decision::SetAside(Later::Again);
+        }
         match outcome {
             Outcome::Success { .. } => Decision::Finish {
                 state: State::Succeeded,
@@ -284,6 +296,30 @@ mod tests {
                 failure: Some(FailureKind::Transient)
             }
         );
+    }
+
+    #[test]
+    fn a_probe_that_finds_the_gateway_still_down_uses_none_of_the_pauses() {
+        let p = RetryPolicy::new(
+            3,
+            Duration::from_millis(100),
+            vec![Duration::from_secs(600)],
+        );
+        let probe = Tries {
+            probe: true,
+            ..tries(3, 1)
+        };
+        assert_eq!(
+            p.decide(&transient(None), probe),
+            Decision::SetAside(Later::Again)
+        );
+        let answered = Outcome::Success {
+            pms_label: "1".into(),
+        };
+        assert!(matches!(
+            p.decide(&answered, probe),
+            Decision::Finish { .. }
+        ));
     }
 
     #[test]

@@ -55,8 +55,6 @@ pub struct Job {
     pub believed_at_first_failure: Option<u64>,
     /// Set aside until then (a row sent early as a probe goes back to wait for it).
     pub due: Option<Instant>,
-    /// Sent early to see whether the gateway is back.
-    pub probe: bool,
 }
 
 /// Everything the workers share.
@@ -180,14 +178,14 @@ impl Jobs {
 
     fn set_aside(&self, mut job: Job, later: Later) {
         let mut a = self.aside();
+        job.tries.probe = false;
         match later {
-            Later::After(pause) => {
-                let due = match (job.probe, job.due) {
-                    // A probe that failed goes back to wait for its own pause.
-                    (true, Some(due)) => due,
-                    _ => Instant::now() + pause,
+            Later::After(_) | Later::Again => {
+                let due = match (later, job.due) {
+                    (Later::After(pause), _) => Instant::now() + pause,
+                    (_, Some(due)) => due,
+                    (_, None) => Instant::now(),
                 };
-                job.probe = false;
                 job.due = Some(due);
                 a.order += 1;
                 let order = a.order;
@@ -272,7 +270,7 @@ impl Jobs {
                         a.probing = true;
                         return a.timed.pop().map(|t| {
                             let mut job = t.job;
-                            job.probe = true;
+                            job.tries.probe = true;
                             job
                         });
                     }
@@ -415,7 +413,6 @@ fn feed(
                     unverified: false,
                     believed_at_first_failure: None,
                     due: None,
-                    probe: false,
                 };
                 if tx.blocking_send(job).is_err() {
                     return Ok(());
@@ -439,7 +436,7 @@ async fn unless_stopped(shutdown: &Shutdown, fut: impl Future<Output = ()>) -> b
 /// One worker: rows until there are none, or the run stops.
 async fn work(crew: &Crew, jobs: &Jobs) -> anyhow::Result<()> {
     while let Some(job) = jobs.next(&crew.shutdown).await {
-        let probe = job.probe;
+        let probe = job.tries.probe;
         let before = crew.believed.load(Relaxed);
         let result = send_row(crew, job).await;
         if probe {
@@ -511,11 +508,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             let first = *job.believed_at_first_failure.get_or_insert(now);
             job.tries.gateway_answered = now > first;
         }
-        let mut decision = crew.policy.decide(&attempt.outcome, job.tries);
-        if job.probe && !believable && !matches!(decision, Decision::Fatal) {
-            // A probe that found the gateway still down waits out its own pause again.
-            decision = Decision::SetAside(Later::After(Duration::ZERO));
-        }
+        let decision = crew.policy.decide(&attempt.outcome, job.tries);
         note_streaks(crew, &attempt, &decision);
         let update = policy::row_update(&attempt, &decision, job.maybe_sent);
         let was_unverified = job.unverified;
@@ -559,7 +552,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
                 }
             }
             Decision::SetAside(later) => {
-                if let (Later::After(_), false) = (later, job.probe) {
+                if let Later::After(_) = later {
                     job.tries.later += 1;
                 }
                 return Ok(Some((job, later)));
