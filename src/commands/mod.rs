@@ -34,13 +34,14 @@ pub fn ledger_path(args: &crate::cli::LedgerArgs) -> anyhow::Result<std::path::P
     Ok(std::path::PathBuf::from(layers.require("ledger")?))
 }
 
-/// Identities `run`, `reconcile` and `export --annotate` keep in memory before the rest of a
-/// sheet's go to a temporary file: 16 MiB of table at most (32 bytes a slot, half full).
+/// Identities `run`, `reconcile` and `export --annotate` keep in memory at a time before they move
+/// to a temporary file: 16 MiB of table at most (32 bytes a slot, at least half of them empty).
 const IDENTITIES_IN_MEMORY: usize = 1 << 18;
 
 /// The duplicate check of the commands whose memory must not grow with the sheet: identities in
-/// memory up to a budget (`PMS_ONBOARD_IDENTITIES_IN_MEMORY`, default 262,144), then all of them
-/// in a scratch table on a temporary file. `validate` keeps them all in memory (the fastest).
+/// memory up to a budget (`PMS_ONBOARD_IDENTITIES_IN_MEMORY`, default 262,144), moved to a scratch
+/// table on a temporary file each time the budget is reached. `validate` keeps them all in memory
+/// (the fastest).
 pub fn bounded_dedupe() -> anyhow::Result<crate::input::Dedupe> {
     use anyhow::Context as _;
     const VAR: &str = "PMS_ONBOARD_IDENTITIES_IN_MEMORY";

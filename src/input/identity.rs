@@ -45,7 +45,7 @@ pub(crate) const PAYLOAD_FIELDS: [Column; 4] = [
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct KeyPrint(u64, u64);
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 struct Seen {
     payload: u64,
     fields: [u8; 4],
@@ -426,6 +426,38 @@ mod tests {
             } => assert!(matches!(column, Some("mall_label") | None)),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn identities_past_the_budget_go_to_the_spill_and_are_found_there() {
+        let mut ids = Identities::new(Dedupe::Bounded {
+            budget: 3,
+            spill: Box::new(crate::ledger::scratch::Prints::open().unwrap()),
+        });
+        for (i, store) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let verdict = ids.check(&row(store, "2", ""), i as u32 + 1).unwrap();
+            assert_eq!(verdict, Verdict::New);
+        }
+        assert!(ids.spilled());
+        // "a" went to the spill with the first four; "e" is in memory.
+        assert_eq!(
+            ids.check(&row("a", "2", ""), 9).unwrap(),
+            Verdict::Duplicate { first_ordinal: 1 }
+        );
+        assert!(matches!(
+            ids.check(&row("e", "3", ""), 10).unwrap(),
+            Verdict::Conflict {
+                first_ordinal: 5,
+                column: Some("mall_label") | None
+            }
+        ));
+        assert!(matches!(
+            ids.check(&row("b", "3", ""), 11).unwrap(),
+            Verdict::Conflict {
+                first_ordinal: 2,
+                column: Some("mall_label") | None
+            }
+        ));
     }
 
     #[test]

@@ -87,8 +87,7 @@ impl Spill for Prints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::identity::{Identities, Verdict};
-    use crate::input::{Dedupe, Encoding, Input, Item, Row, SaveWay};
+    use crate::input::{Dedupe, Encoding, Input, Item};
     use std::io::Write as _;
 
     /// Every item of `sheet`, with its message, read with `dedupe`.
@@ -141,51 +140,6 @@ mod tests {
             spill: Box::new(Prints::open().unwrap()),
         };
         assert_eq!(items(&sheet, bounded), memory);
-    }
-
-    #[test]
-    fn identities_past_the_budget_go_to_the_spill_and_are_found_there() {
-        let mut ids = Identities::new(Dedupe::Bounded {
-            budget: 3,
-            spill: Box::new(Prints::open().unwrap()),
-        });
-        let row = |store: &str, mall: &str| Row {
-            save_way: SaveWay::MerchantPms,
-            ipay_trade_no: String::new(),
-            partner_id: "1".into(),
-            merchant_id: "m".into(),
-            merchant_name: String::new(),
-            store_id: store.into(),
-            store_name: String::new(),
-            mall_group_label: "1".into(),
-            mall_label: mall.into(),
-        };
-        for (i, store) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            assert_eq!(
-                ids.check(&row(store, "2"), i as u32 + 1).unwrap(),
-                Verdict::New
-            );
-        }
-        assert!(ids.spilled());
-        // "a" went to the spill with the first four; "e" is in memory.
-        assert_eq!(
-            ids.check(&row("a", "2"), 9).unwrap(),
-            Verdict::Duplicate { first_ordinal: 1 }
-        );
-        assert!(matches!(
-            ids.check(&row("e", "3"), 10).unwrap(),
-            Verdict::Conflict {
-                first_ordinal: 5,
-                ..
-            }
-        ));
-        assert!(matches!(
-            ids.check(&row("b", "3"), 11).unwrap(),
-            Verdict::Conflict {
-                first_ordinal: 2,
-                ..
-            }
-        ));
     }
 
     #[test]

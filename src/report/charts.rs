@@ -301,13 +301,18 @@ pub fn throughput_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
                 .x_desc(format!("{unit} since the first request"))
                 .y_desc("requests a second")
                 .x_label_formatter(&|x| format!("{x:.0$}", usize::from(end < 5.0)))
-                .y_label_formatter(&|y| format!("{y:.0}"))
+                .y_label_formatter(&|y| format!("{y:.0$}", usize::from(top < 5.0)))
                 .label_style(("sans-serif", 13))
                 .draw()?;
+            let color = RGBColor(60, 110, 180);
             chart.draw_series(LineSeries::new(
                 points.iter().copied(),
-                RGBColor(60, 110, 180).stroke_width(2),
+                color.stroke_width(2),
             ))?;
+            // A short run has few points: each is marked, so that one alone still shows.
+            if points.len() <= 60 {
+                chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+            }
             area.present()
         };
         draw().map_err(|e| anyhow::anyhow!("cannot draw a chart: {e}"))?;
