@@ -283,6 +283,13 @@ impl Jobs {
                 };
                 (due, a.fresh_done)
             };
+            // The common case, cheaply: a fresh row is waiting.
+            if !fresh_done
+                && let Ok(mut fresh) = self.fresh.try_lock()
+                && let Ok(job) = fresh.try_recv()
+            {
+                return Some(job);
+            }
             tokio::select! {
                 job = async { self.fresh.lock().await.recv().await }, if !fresh_done => match job {
                     Some(job) => return Some(job),
@@ -298,7 +305,7 @@ impl Jobs {
                     }
                 } => {}
                 // A believable answer elsewhere may wake rows set aside: look again each second.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)), if due.is_some() => {}
                 _ = changed => {}
                 _ = shutdown.stopped() => return None,
             }
