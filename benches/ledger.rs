@@ -63,6 +63,7 @@ async fn one_outcome(w: &Writer, run_id: i64, row_id: RowId, row: &Row) {
         maybe_sent: false,
         pms_label: Some("PMS0001".to_owned()),
         label_unverified: false,
+        answer_unverified: Some(false),
         result_code: Some("SUCCESS".to_owned()),
         result_message: None,
         tracer_id: attempt.tracer_id.clone(),

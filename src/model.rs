@@ -88,6 +88,9 @@ pub struct RowUpdate {
     pub pms_label: Option<String>,
     /// `pms_label` came from an answer whose signature did not verify.
     pub label_unverified: bool,
+    /// Whether the answer could not be verified (`Some(true)`), was (`Some(false)`), or no
+    /// answer came (`None`: the row keeps what it had).
+    pub answer_unverified: Option<bool>,
     pub result_code: Option<String>,
     pub result_message: Option<String>,
     pub tracer_id: Option<String>,

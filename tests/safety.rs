@@ -141,6 +141,27 @@ fn with_an_unrelated_alipay_key_the_run_stops_keeping_every_label_and_the_right_
     );
     assert!(page.contains(&tracer), "with the Tracer-Id {tracer}");
 
+    // Run again with the key still wrong: fresh rows go first, so it stops again before any
+    // row whose answer is kept is asked twice.
+    let (code, _, err) = output(
+        s.run_cmd_overriding(
+            &sandbox.endpoint,
+            &[&sheet],
+            &[(
+                "--alipay-public-key",
+                &other.keys().join("alipay_public.pem"),
+            )],
+        )
+        .args(["--rate", "20"]),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("still does not verify"), "{err}");
+    let asked_twice: i64 = s.ledger_query(
+        "SELECT count(*) FROM (SELECT key FROM attempts GROUP BY key HAVING count(*) > 1)",
+    );
+    assert_eq!(asked_twice, 0, "no store answered twice");
+    every_label_kept(&s, &sandbox);
+
     // With the right key, the kept answers verify: their stores are not sent again.
     let (code, out, err) = output(
         s.run_cmd(&sandbox.endpoint, &[&sheet])

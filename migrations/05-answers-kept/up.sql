@@ -31,6 +31,9 @@ CREATE INDEX attempts_unverified ON attempts (key) WHERE verified = 0;
 -- attempt of the row whose outcome was unknown (what AlipayHK most likely acted on).
 ALTER TABLE rows ADD COLUMN tracer_id TEXT;
 ALTER TABLE rows ADD COLUMN label_unverified INTEGER NOT NULL DEFAULT 0;
+-- 1 while the row's last answer could not be verified (with a label or not): such rows are sent
+-- after the others, and their answers verified again first.
+ALTER TABLE rows ADD COLUMN answer_unverified INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE rows ADD COLUMN first_maybe_sent_attempt INTEGER;
 
 -- What a run did, beside what it planned (to_send).

@@ -97,8 +97,7 @@ fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
 }
 
 /// Rows of this run still to send, in input order, after `after_seq`: `(seq, rowid, row)`. Rows
-/// holding a label from an answer that did not verify come in a pass of their own
-/// (`unverified`).
+/// whose last answer did not verify come in a pass of their own (`unverified`).
 pub fn pending_page(
     conn: &Connection,
     run_id: i64,
@@ -108,7 +107,7 @@ pub fn pending_page(
 ) -> rusqlite::Result<Vec<(u64, RowId, LedgerRow)>> {
     let mut st = conn.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS}, rowid FROM rows
-         WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 AND label_unverified = ?4
+         WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 AND answer_unverified = ?4
          ORDER BY seq LIMIT ?3"
     ))?;
     let rows = st.query_map(
@@ -231,7 +230,7 @@ pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCou
         ..StatusCounts::default()
     };
     c.unverified = conn.query_row(
-        "SELECT count(*) FROM rows WHERE label_unverified = 1
+        "SELECT count(*) FROM rows WHERE answer_unverified = 1
          AND state <> 'succeeded' AND state <> 'already_circled'",
         [],
         |r| r.get::<_, i64>(0),
@@ -331,7 +330,7 @@ pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<O
         }
     }
     c.unverified = conn.query_row(
-        "SELECT count(*) FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND label_unverified = 1
+        "SELECT count(*) FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND answer_unverified = 1
          AND state <> 'succeeded' AND state <> 'already_circled'",
         [run],
         |r| r.get::<_, i64>(0),
@@ -494,7 +493,7 @@ pub fn attention(
         }
         Attention::Ambiguous => format!("{FROM_ROWS} state = 'already_circled' AND ambiguous = 1"),
         Attention::Unverified => format!(
-            "{FROM_ROWS} label_unverified = 1 AND state <> 'succeeded' AND state <> 'already_circled'"
+            "{FROM_ROWS} answer_unverified = 1 AND state <> 'succeeded' AND state <> 'already_circled'"
         ),
         Attention::Drifted => {
             "SELECT d.source_file AS source_file, d.source_line AS source_line, d.key,

@@ -390,6 +390,7 @@ fn update_row(
             "UPDATE rows SET state = ?2, failure = ?3, ambiguous = ?4,
                  maybe_sent = (maybe_sent OR ?5), pms_label = COALESCE(?6, pms_label),
                  label_unverified = CASE WHEN ?6 IS NULL THEN label_unverified ELSE ?7 END,
+                 answer_unverified = COALESCE(?14, answer_unverified),
                  result_code = ?8, result_message = ?9, tracer_id = COALESCE(?10, tracer_id),
                  first_maybe_sent_attempt = COALESCE(first_maybe_sent_attempt,
                      CASE WHEN ?11 THEN ?12 END),
@@ -409,7 +410,8 @@ fn update_row(
             u.tracer_id,
             maybe_processed,
             attempt_id,
-            now()
+            now(),
+            u.answer_unverified
         ])?;
     if changed == 0 && u.pms_label.is_some() {
         conn.prepare_cached(
@@ -542,7 +544,7 @@ pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Sp
                 a.error, a.tracer_id, a.response_body, a.response_time, a.response_signature,
                 COALESCE(a.latency_us, a.latency_ms * 1000, 0),
                 r.state, r.failure, r.ambiguous, r.maybe_sent, r.pms_label, r.label_unverified,
-                r.result_code, r.result_message, r.tracer_id
+                r.result_code, r.result_message, r.tracer_id, r.answer_unverified
          FROM attempts a JOIN rows r ON r.key = a.key
          WHERE a.run_id = ?1 AND a.outcome IS NOT NULL AND a.outcome <> 'lost'
          ORDER BY a.id",
@@ -594,6 +596,7 @@ pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Sp
                 maybe_sent: r.get(29)?,
                 pms_label: r.get(30)?,
                 label_unverified: r.get(31)?,
+                answer_unverified: Some(r.get(35)?),
                 result_code: r.get(32)?,
                 result_message: r.get(33)?,
                 tracer_id: r.get(34)?,
@@ -735,6 +738,7 @@ mod tests {
                 maybe_sent: state == State::AlreadyCircled,
                 pms_label: label,
                 label_unverified: false,
+                answer_unverified: Some(false),
                 result_code: Some("X".into()),
                 result_message: None,
                 tracer_id: Some("t1".into()),

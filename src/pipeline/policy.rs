@@ -197,6 +197,7 @@ pub fn row_update(attempt: &Attempt, decision: &Decision, maybe_sent: bool) -> R
         ambiguous,
         maybe_sent,
         label_unverified: pms_label.is_some() && unverified,
+        answer_unverified: attempt.verified.map(|v| !v),
         pms_label,
         result_code: code,
         result_message: message,
@@ -377,6 +378,7 @@ mod tests {
         assert_eq!(u.state, State::Pending);
         assert_eq!(u.pms_label.as_deref(), Some("2026"));
         assert!(u.label_unverified);
+        assert_eq!(u.answer_unverified, Some(true));
         let m = u.result_message.unwrap();
         assert!(m.contains("alipay_public_key") && m.contains("abc"), "{m}");
     }
