@@ -171,7 +171,7 @@ enum FileReader {
 }
 
 /// One open file of the input.
-struct Source {
+struct OpenFile {
     name: String,
     columns: ColumnMap,
     /// Checks UTF-8 ourselves (raw bytes); decoded legacy encodings are UTF-8 by construction.
@@ -180,7 +180,7 @@ struct Source {
 
 /// Reads every file of one input, in order, as one stream. Identity dedupe spans all files.
 pub struct Input {
-    sources: Vec<Source>,
+    sources: Vec<OpenFile>,
     current: usize,
     /// `bases[i]`: added to a line of file `i` to make an ordinal unique across the input.
     bases: Vec<u64>,
@@ -242,7 +242,7 @@ impl Input {
                 unknown.push((name.clone(), unknown_here));
             }
             readers.push(reader);
-            sources.push(Source {
+            sources.push(OpenFile {
                 name,
                 columns,
                 check_utf8,
