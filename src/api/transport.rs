@@ -388,4 +388,28 @@ mod tests {
             "{failure:?}"
         );
     }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_the_cap_is_not_read_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).unwrap();
+            let body = vec![b'x'; 200 * 1024];
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        });
+        let url = url::Url::parse(&format!("http://127.0.0.1:{port}/api")).unwrap();
+        let direct = Direct::new(&url, Duration::from_secs(5)).unwrap();
+        let failure = direct.post(Vec::new(), b"{}".to_vec()).await.unwrap_err();
+        assert!(
+            matches!(&failure, SendError::AfterSending { reason, status: Some(200) }
+                if reason.contains("larger than 64 KiB")),
+            "{failure:?}"
+        );
+        server.join().unwrap();
+    }
 }
