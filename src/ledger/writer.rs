@@ -477,9 +477,22 @@ impl Actor {
 
     fn done(&mut self, batch: Vec<Cmd>, results: Vec<Result<Done, String>>) {
         let mut committed = Vec::new();
+        let mut refused = Vec::new();
         for (cmd, result) in batch.into_iter().zip(results) {
             match cmd {
-                Cmd::Record(a) => committed.push(a.attempt_id),
+                Cmd::Record(a) => match result {
+                    Ok(_) => committed.push(a.attempt_id),
+                    // An answer the ledger refused (a bug, not a busy ledger) is not dropped:
+                    // it goes to the side file with the reason in the log.
+                    Err(e) => {
+                        tracing::error!(
+                            "ledger: cannot record the answer for {}: {e}",
+                            a.row.key()
+                        );
+                        committed.push(a.attempt_id);
+                        refused.push(Spilled::new(&a, String::new(), 0));
+                    }
+                },
                 Cmd::BeginRun { reply, .. } => {
                     if let Ok(Done::Id(id)) = &result {
                         self.run_id = Some(*id);
@@ -497,6 +510,10 @@ impl Actor {
             for id in committed {
                 held.remove(&id);
             }
+        }
+        if !refused.is_empty() {
+            let report = write_side_file(&self.held.side_file, refused);
+            self.held.report(report);
         }
     }
 
