@@ -87,6 +87,13 @@ impl Outcome {
         }
     }
 
+    /// Whether the gateway gave an answer that can be believed (whatever it said): not a failure
+    /// without one, and not an answer whose signature did not verify. A throttle counts: the
+    /// gateway is up.
+    pub fn believable(&self) -> bool {
+        !matches!(self, Outcome::Transient { .. } | Outcome::Unverified { .. })
+    }
+
     /// Whether the gateway may have acted on the request.
     pub fn maybe_processed(&self) -> bool {
         match self {

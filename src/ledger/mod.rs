@@ -64,11 +64,7 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
         && let Ok(_lock) = LedgerLock::acquire(path)
         && let Some(taken) = take_in_side_file(&conn, path)?
     {
-        tracing::warn!(
-            "took in {} answer(s) that an earlier run could not write to the ledger ({})",
-            taken.answers,
-            taken.from.display()
-        );
+        tracing::warn!("{taken}");
     }
     Ok(conn)
 }
@@ -89,6 +85,17 @@ pub fn open_existing(path: &Path) -> anyhow::Result<Connection> {
 pub struct TakenIn {
     pub answers: usize,
     pub from: std::path::PathBuf,
+}
+
+impl std::fmt::Display for TakenIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "took in {} answer(s) that an earlier run could not write to the ledger ({})",
+            self.answers,
+            self.from.display()
+        )
+    }
 }
 
 /// Writes the answers of the side file into the ledger (one transaction), then removes the file.

@@ -343,9 +343,8 @@ impl Writer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(answered.attempt_id, answered.clone());
-        if self.tx.send(Cmd::Record(answered)).is_err() {
-            // The writer is gone: the answer is still held, and spilled with the rest.
-        }
+        // Should the writer be gone, the answer is still held, and spilled with the rest.
+        let _ = self.tx.send(Cmd::Record(answered));
     }
 
     /// An answer kept unverified by an earlier run verifies now.
@@ -479,28 +478,21 @@ impl Actor {
         let mut committed = Vec::new();
         let mut refused = Vec::new();
         for (cmd, result) in batch.into_iter().zip(results) {
+            if let (Cmd::BeginRun { .. }, Ok(Done::Id(id))) = (&cmd, &result) {
+                self.run_id = Some(*id);
+            }
             match cmd {
-                Cmd::Record(a) => match result {
-                    Ok(_) => committed.push(a.attempt_id),
+                Cmd::Record(a) => {
+                    committed.push(a.attempt_id);
                     // An answer the ledger refused (a bug, not a busy ledger) is not dropped:
                     // it goes to the side file with the reason in the log.
-                    Err(e) => {
+                    if let Err(e) = result {
                         tracing::error!(
                             "ledger: cannot record the answer for {}: {e}",
                             a.row.key()
                         );
-                        committed.push(a.attempt_id);
                         refused.push(Spilled::new(&a, String::new(), 0));
                     }
-                },
-                Cmd::BeginRun { reply, .. } => {
-                    if let Ok(Done::Id(id)) = &result {
-                        self.run_id = Some(*id);
-                    }
-                    send(reply, result, |d| match d {
-                        Done::Id(id) => Some(id),
-                        _ => None,
-                    })
                 }
                 cmd => reply_to(cmd, result),
             }
@@ -527,12 +519,12 @@ impl Actor {
 
     /// Answers a batch the writer will not commit: answers to the side file, errors to callers.
     fn refuse(&mut self, batch: Vec<Cmd>, reason: &str) {
-        let has_answers = batch.iter().any(|c| matches!(c, Cmd::Record(_)));
         for cmd in batch {
             reply_to(cmd, Err(format!("the ledger cannot be written: {reason}")));
         }
-        if has_answers || self.held.len() > 0 {
-            let report = self.held.spill();
+        // A refused answer is still held (`Writer::record` holds it before sending it here).
+        let report = self.held.spill();
+        if !report.answers.is_empty() {
             self.held.report(report);
         }
     }

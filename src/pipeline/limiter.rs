@@ -112,6 +112,17 @@ struct State {
     adaptive: Option<Adaptive>,
 }
 
+impl State {
+    /// Every worker waits `d` from now (a pause already longer stays); returns when it ends.
+    fn pause(&mut self, d: Duration) -> Instant {
+        let until = Instant::now() + d;
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+        until
+    }
+}
+
 pub struct Limiter {
     /// Requests per second at most (0: no ceiling).
     rate: u32,
@@ -209,16 +220,15 @@ impl Limiter {
         mut take: impl FnMut(&mut State, Instant) -> Result<T, Instant>,
     ) -> T {
         loop {
-            self.wait_pause().await;
             let wait_until = {
                 let mut s = self.state();
                 let now = Instant::now();
-                if s.paused_until.is_some_and(|p| p > now) {
-                    continue;
-                }
-                match take(&mut s, now) {
-                    Ok(done) => return done,
-                    Err(until) => until,
+                match s.paused_until.filter(|p| *p > now) {
+                    Some(pause_end) => pause_end,
+                    None => match take(&mut s, now) {
+                        Ok(done) => return done,
+                        Err(until) => until,
+                    },
                 }
             };
             tokio::time::sleep_until(wait_until).await;
@@ -229,18 +239,10 @@ impl Limiter {
     /// drops below what the gateway let in (once per throttling episode: answers to requests
     /// sent before the last drop say nothing new).
     pub fn throttled(&self, d: Departure, retry_after: Option<Duration>) {
-        let now = Instant::now();
         let mut s = self.state();
-        let pause = retry_after.unwrap_or(THROTTLE_PAUSE);
-        let until = now + pause;
-        if s.paused_until.is_none_or(|p| p < until) {
-            s.paused_until = Some(until);
-        }
-        let stale = s.adaptive.as_ref().is_some_and(|a| d.at < a.since);
-        if stale {
-            if let Some(a) = s.adaptive.as_mut() {
-                a.times += 1;
-            }
+        let until = s.pause(retry_after.unwrap_or(THROTTLE_PAUSE));
+        if let Some(a) = s.adaptive.as_mut().filter(|a| d.at < a.since) {
+            a.times += 1;
             return;
         }
         // What the gateway let in: the requests that left in the second before this one.
@@ -267,15 +269,6 @@ impl Limiter {
         s.next_slot = Some(until);
     }
 
-    /// Every worker waits `d` before sending again.
-    pub fn pause(&self, d: Duration) {
-        let until = Instant::now() + d;
-        let mut s = self.state();
-        if s.paused_until.is_none_or(|p| p < until) {
-            s.paused_until = Some(until);
-        }
-    }
-
     /// How the gateway held the run back, if it did.
     pub fn throttling(&self) -> Option<Throttling> {
         let s = self.state();
@@ -285,18 +278,6 @@ impl Limiter {
             accepted: a.accepted,
             settled: self.pace(&s, Instant::now()).unwrap_or(a.accepted),
         })
-    }
-
-    fn pause_left(&self) -> Option<Instant> {
-        self.state()
-            .paused_until
-            .filter(|until| *until > Instant::now())
-    }
-
-    async fn wait_pause(&self) {
-        while let Some(until) = self.pause_left() {
-            tokio::time::sleep_until(until).await;
-        }
     }
 }
 
@@ -355,7 +336,8 @@ mod tests {
     #[tokio::test]
     async fn a_pause_holds_everyone() {
         let l = Limiter::new(0);
-        l.pause(Duration::from_millis(150));
+        let first = send(&l).await;
+        l.throttled(first, Some(Duration::from_millis(150)));
         let start = std::time::Instant::now();
         send(&l).await;
         assert!(start.elapsed() >= Duration::from_millis(140));

@@ -93,15 +93,10 @@ pub fn execute(
         .map(|p| file_info(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let lock = LedgerLock::acquire(&plan.ledger)?;
-    {
-        let conn = ledger::open_unlocked(&plan.ledger)?;
-        if let Some(taken) = ledger::take_in_side_file(&conn, &plan.ledger)? {
-            printer.info(&format!(
-                "took in {} answer(s) that an earlier run could not write to the ledger ({})",
-                taken.answers,
-                taken.from.display()
-            ));
-        }
+    // The feeder's connection; first it takes in what an earlier run could not write.
+    let reader = ledger::open_unlocked(&plan.ledger)?;
+    if let Some(taken) = ledger::take_in_side_file(&reader, &plan.ledger)? {
+        printer.info(&taken.to_string());
     }
     let (writer, writer_thread) = writer::start(lock)?;
     let recovered = writer.recover()?;
@@ -111,7 +106,6 @@ pub fn execute(
              again (an answer of STORE_IS_CIRCLED for them is marked ambiguous)"
         ));
     }
-    let reader = ledger::open_unlocked(&plan.ledger)?;
     reverify_kept_answers(
         &reader,
         &client,

@@ -92,11 +92,7 @@ impl RetryPolicy {
     }
 
     pub fn decide(&self, outcome: &Outcome, tries: Tries) -> Decision {
-        let unanswered = matches!(
-            outcome,
-            Outcome::Transient { .. } | Outcome::Unverified { .. }
-        );
-        if tries.probe && unanswered {
+        if tries.probe && !outcome.believable() {
             return Decision::SetAside(Later::Again);
         }
         match outcome {

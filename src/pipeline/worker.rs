@@ -431,12 +431,12 @@ fn feed(
     Ok(())
 }
 
-/// Resolves to `true` when `fut` finishes, `false` when the run stops first.
-async fn unless_stopped(shutdown: &Shutdown, fut: impl Future<Output = ()>) -> bool {
+/// What `fut` resolves to, or `None` when the run stops first.
+async fn unless_stopped<T>(shutdown: &Shutdown, fut: impl Future<Output = T>) -> Option<T> {
     tokio::select! {
         biased;
-        _ = shutdown.stopped() => false,
-        _ = fut => true,
+        _ = shutdown.stopped() => None,
+        done = fut => Some(done),
     }
 }
 
@@ -462,7 +462,10 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
     let c = &crew.counters;
     loop {
         // A stop wins over a free slot: no request leaves after Ctrl-C.
-        if !unless_stopped(&crew.shutdown, crew.limiter.acquire()).await {
+        if unless_stopped(&crew.shutdown, crew.limiter.acquire())
+            .await
+            .is_none()
+        {
             return Ok(None);
         }
         // Always waited for (never abandoned): a mark that committed unseen would later be taken
@@ -471,15 +474,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             // Not pending, or not this run's: never sent.
             return Ok(None);
         };
-        let departure = {
-            let depart = crew.limiter.depart();
-            tokio::pin!(depart);
-            tokio::select! {
-                biased;
-                _ = crew.shutdown.stopped() => None,
-                d = &mut depart => Some(d),
-            }
-        };
+        let departure = unless_stopped(&crew.shutdown, crew.limiter.depart()).await;
         let Some(departure) = departure else {
             crew.writer.unsend(attempt_id, job.row_id);
             return Ok(None);
@@ -503,12 +498,8 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         job.maybe_sent |= attempt.outcome.maybe_processed();
         // Whether the gateway answered anyone since this row began to fail decides between
         // failing it for this run and setting it aside (an outage).
-        let believable = !matches!(
-            attempt.outcome,
-            Outcome::Transient { .. } | Outcome::Unverified { .. }
-        );
         job.tries.reached |= attempt.outcome.maybe_processed();
-        if believable {
+        if attempt.outcome.believable() {
             crew.believed.fetch_add(1, Relaxed);
         } else {
             let now = crew.believed.load(Relaxed);
@@ -554,7 +545,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
                 c.retrying.fetch_add(1, Relaxed);
                 let waited = unless_stopped(&crew.shutdown, tokio::time::sleep(pause)).await;
                 c.retrying.fetch_sub(1, Relaxed);
-                if !waited {
+                if waited.is_none() {
                     return Ok(None);
                 }
             }
