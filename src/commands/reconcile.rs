@@ -19,7 +19,7 @@ use crate::cli::ReconcileArgs;
 use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
 use crate::ledger::{self, RowId, State};
-use crate::model::{self, FailureKind, Known, Sighting};
+use crate::model::{self, Sighting};
 use crate::output::Printer;
 
 /// The six categories, in the order they are shown.
@@ -98,11 +98,7 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
         )
     };
     let stored_row = s.row();
-    let known = Known {
-        row: &stored_row,
-        state: s.state(),
-        failure: s.failure.as_deref().and_then(FailureKind::parse),
-    };
+    let known = s.known(&stored_row);
     // The decision `run` makes about the same row: done, drifted, or to send.
     match model::sighting(Some(&known), &row.row, false) {
         Sighting::Done => (Category::Done, String::new()),

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{RowId, State};
 use crate::input::{Reject, Row, SaveWay};
+use crate::model::{FailureKind, Known};
 
 /// A row of the ledger as `export` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +57,16 @@ impl LedgerRow {
 
     pub fn state(&self) -> State {
         State::parse(&self.state).unwrap_or(State::Pending)
+    }
+
+    /// What a new sighting of this row is decided against (`model::sighting`); `row` is
+    /// [`LedgerRow::row`].
+    pub fn known<'a>(&self, row: &'a Row) -> Known<'a> {
+        Known {
+            row,
+            state: self.state(),
+            failure: self.failure.as_deref().and_then(FailureKind::parse),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::input::{Input, Item, Options, SourceRow};
 use crate::ledger::queries;
-use crate::model::{self, FailureKind, Known, Sighting, State};
+use crate::model::{self, Sighting};
 use crate::output::Printer;
 
 /// Opens the ledger so that nothing about it changes: read-only, never upgraded, and, when no
@@ -86,11 +86,7 @@ pub fn rehearse(
                 let known = stored
                     .as_ref()
                     .zip(stored_row.as_ref())
-                    .map(|(s, row)| Known {
-                        row,
-                        state: State::parse(&s.state).unwrap_or(State::Pending),
-                        failure: s.failure.as_deref().and_then(FailureKind::parse),
-                    });
+                    .map(|(s, row)| s.known(row));
                 match model::sighting(known.as_ref(), &src.row, retry_failed) {
                     Sighting::Send => {
                         r.would_send += 1;

@@ -184,7 +184,7 @@ pub fn execute(
         plan.limit,
         DRAIN_LIMIT,
     ));
-    if let Ok((true, _)) = sent
+    if let Ok(true) = sent
         && counters.in_flight.load(Relaxed) > 0
     {
         printer.warn(&format!(

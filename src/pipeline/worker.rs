@@ -221,12 +221,6 @@ impl Jobs {
         self.changed.notify_waiters();
     }
 
-    /// Rows set aside and not yet back.
-    pub fn waiting(&self) -> u64 {
-        let a = self.aside();
-        (a.timed.len() + a.at_end.len()) as u64
-    }
-
     /// The next row to send; `None` when there is none left (or the run is stopping). A worker
     /// that set a row aside keeps asking, so a row set aside is always picked up again.
     async fn next(&self, shutdown: &Shutdown) -> Option<Job> {
@@ -323,7 +317,7 @@ pub async fn send_all(
     concurrency: usize,
     limit: Option<u64>,
     drain: Duration,
-) -> anyhow::Result<(bool, Arc<Jobs>)> {
+) -> anyhow::Result<bool> {
     let (tx, rx) = mpsc::channel::<Job>(concurrency * 2);
     let feeder = tokio::task::spawn_blocking({
         let shutdown = crew.shutdown.clone();
@@ -383,10 +377,7 @@ pub async fn send_all(
         }
         Ok(Ok(())) => {}
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok((cut_short, jobs)),
-    }
+    first_error.map_or(Ok(cut_short), Err)
 }
 
 /// Reads the run's pending rows page by page and hands them to the workers: first the rows
