@@ -232,14 +232,7 @@ impl Client {
         }
         let response_time = header("response-time");
         let signature = header("signature");
-        let verified = signing::verify(
-            &self.alipay_public_key,
-            API_PATH,
-            &self.settings.client_id,
-            response_time.as_deref(),
-            &body,
-            signature.as_deref(),
-        );
+        let verified = self.verify(&body, response_time.as_deref(), signature.as_deref());
         let mut attempt = interpret_answer(status, &body, verified, latency);
         attempt.tracer_id = tracer_id;
         if attempt.verified == Some(false) {
@@ -247,6 +240,23 @@ impl Client {
             attempt.response_signature = signature;
         }
         attempt
+    }
+
+    /// An answer's signature, checked with `alipay_public_key` over our own client id.
+    fn verify(
+        &self,
+        body: &[u8],
+        response_time: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(), signing::VerifyError> {
+        signing::verify(
+            &self.alipay_public_key,
+            API_PATH,
+            &self.settings.client_id,
+            response_time,
+            body,
+            signature,
+        )
     }
 
     /// Verifies an answer kept from an earlier run (one that did not verify then) with this
@@ -258,14 +268,7 @@ impl Client {
         response_time: Option<&str>,
         signature: Option<&str>,
     ) -> Option<Attempt> {
-        let verified = signing::verify(
-            &self.alipay_public_key,
-            API_PATH,
-            &self.settings.client_id,
-            response_time,
-            body,
-            signature,
-        );
+        let verified = self.verify(body, response_time, signature);
         verified
             .is_ok()
             .then(|| interpret_answer(200, body, verified, Duration::ZERO))
