@@ -31,6 +31,12 @@ pub enum Outcome {
     /// rotated by AlipayHK, a proxy that rewrites answers). What it says is kept, never believed;
     /// it may have been processed.
     Unverified { reason: String },
+    /// An answer whose signature verified but that is not this request's: its signed
+    /// `response-time` is before the request (beyond the clock offset measured) or long after it,
+    /// its signature was seen before, or its `pmsLabel` is held by another store. A proxy may be
+    /// replaying genuine answers. Kept with the attempt, never believed; the request may have
+    /// reached the gateway, so the row counts as possibly sent and is sent again.
+    NotThisRequest { reason: String },
     /// The gateway refused this row for good.
     Permanent { code: String, message: String },
     /// The configuration is wrong (signature, client, access, endpoint): every row would fail.
@@ -46,6 +52,7 @@ impl Outcome {
             Outcome::Transient { .. } => "transient",
             Outcome::Throttled { .. } => "throttled",
             Outcome::Unverified { .. } => "unverified",
+            Outcome::NotThisRequest { .. } => "not_this_request",
             Outcome::Permanent { .. } => "permanent",
             Outcome::Fatal { .. } => "fatal",
         }
@@ -71,6 +78,7 @@ impl Outcome {
                 retry_after: None,
             },
             "unverified" => Outcome::Unverified { reason: text },
+            "not_this_request" => Outcome::NotThisRequest { reason: text },
             "permanent" => Outcome::Permanent {
                 code,
                 message: text,
@@ -91,7 +99,10 @@ impl Outcome {
     /// without one, and not an answer whose signature did not verify. A throttle counts: the
     /// gateway is up.
     pub fn believable(&self) -> bool {
-        !matches!(self, Outcome::Transient { .. } | Outcome::Unverified { .. })
+        !matches!(
+            self,
+            Outcome::Transient { .. } | Outcome::Unverified { .. } | Outcome::NotThisRequest { .. }
+        )
     }
 
     /// Whether the gateway may have acted on the request.
@@ -100,7 +111,7 @@ impl Outcome {
             Outcome::Transient {
                 maybe_processed, ..
             } => *maybe_processed,
-            Outcome::Unverified { .. } => true,
+            Outcome::Unverified { .. } | Outcome::NotThisRequest { .. } => true,
             _ => false,
         }
     }

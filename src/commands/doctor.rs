@@ -871,7 +871,10 @@ async fn probe(s: &RunSettings, private: PrivateKey, public: PublicKey, out: &mu
                  gateway refuses: endpoint is not AlipayHK's; ask AlipayHK support before a real run"
             ),
         ),
-        Outcome::Throttled { .. } | Outcome::Transient { .. } | Outcome::Unverified { .. } => {
+        Outcome::Throttled { .. }
+        | Outcome::Transient { .. }
+        | Outcome::Unverified { .. }
+        | Outcome::NotThisRequest { .. } => {
             out.warn(
                 "signature",
                 format!(

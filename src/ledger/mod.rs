@@ -2,7 +2,7 @@
 //! attempt, each run and each reject, so that a run killed at any moment is finished by running
 //! the same command again.
 //!
-//! - [`open`] creates or upgrades the file from `migrations/` (embedded at build time), in WAL
+//! - [`open`] creates or upgrades the file from `migrations/sqlite/` (embedded at build time), in WAL
 //!   mode with `synchronous=FULL`: a committed outcome survives a crash or a power cut. It takes
 //!   in the side file of answers an earlier run could not write, before anything else.
 //! - [`lock`]: one run per ledger file, whatever path names it.
@@ -31,7 +31,7 @@ pub use crate::model::State;
 pub use error::LedgerError;
 pub use lock::{LedgerLock, LockError};
 
-static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+static MIGRATIONS_DIR: Dir = include_dir!("$CARGO_MANIFEST_DIR/migrations/sqlite");
 static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::from_directory(&MIGRATIONS_DIR).expect("migrations/ is embedded and well formed")
 });

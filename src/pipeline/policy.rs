@@ -110,23 +110,26 @@ impl RetryPolicy {
             },
             Outcome::Fatal { .. } => Decision::Fatal,
             Outcome::Throttled { .. } if tries.throttled < THROTTLED_AT_MOST => Decision::Throttled,
-            Outcome::Unverified { .. } if tries.attempts < self.max_attempts => {
+            Outcome::Unverified { .. } | Outcome::NotThisRequest { .. }
+                if tries.attempts < self.max_attempts =>
+            {
                 Decision::SetAside(Later::AtTheEnd)
             }
             Outcome::Transient { retry_after, .. } if tries.attempts < self.max_attempts => {
                 Decision::RetryIn(self.backoff(tries.attempts, *retry_after))
             }
-            Outcome::Throttled { .. } | Outcome::Unverified { .. } | Outcome::Transient { .. } => {
-                match self.later.get(tries.later) {
-                    Some(pause) if tries.reached && !tries.gateway_answered => {
-                        Decision::SetAside(Later::After(*pause))
-                    }
-                    _ => Decision::Finish {
-                        state: State::Failed,
-                        failure: Some(FailureKind::Transient),
-                    },
+            Outcome::Throttled { .. }
+            | Outcome::Unverified { .. }
+            | Outcome::NotThisRequest { .. }
+            | Outcome::Transient { .. } => match self.later.get(tries.later) {
+                Some(pause) if tries.reached && !tries.gateway_answered => {
+                    Decision::SetAside(Later::After(*pause))
                 }
-            }
+                _ => Decision::Finish {
+                    state: State::Failed,
+                    failure: Some(FailureKind::Transient),
+                },
+            },
         }
     }
 
