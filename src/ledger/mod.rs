@@ -250,7 +250,13 @@ mod tests {
             .query_row(
                 "SELECT state, pms_label, merchant_name FROM rows WHERE key = 'MERCHANT_PMS|p|m|s'",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| {
+                    Ok((
+                        r.get("state")?,
+                        r.get("pms_label")?,
+                        r.get("merchant_name")?,
+                    ))
+                },
             )
             .unwrap();
         assert_eq!(

@@ -158,8 +158,7 @@ pub fn ingest(
             conn.prepare_cached(
                 "UPDATE rows SET state = 'pending', failure = NULL, merchant_name = :merchant_name,
                      store_name = :store_name, mall_group_label = :mall_group_label,
-                     mall_label = :mall_label, source_file = :source_file,
-                     source_line = :source_line, run_id = :run_id, seq = :seq, updated_at = :now
+                     mall_label = :mall_label, updated_at = :now
                  WHERE key = :key",
             )?
             .execute(named_params! {
@@ -168,33 +167,42 @@ pub fn ingest(
                 ":store_name": r.store_name,
                 ":mall_group_label": r.mall_group_label,
                 ":mall_label": r.mall_label,
-                ":source_file": src.file,
-                ":source_line": src.line as i64,
-                ":run_id": run_id,
-                ":seq": seq as i64,
                 ":now": now(),
             })?;
+            move_to(conn, run_id, seq, src, &key)?;
         }
         // Every other sighting only moves the row's source to this run's input.
         (Some(_), other) => {
             if let Sighting::Drifted(detail) = other {
                 insert_drift(conn, run_id, &key, &src.file, src.line, detail)?;
             }
-            conn.prepare_cached(
-                "UPDATE rows SET source_file = :source_file, source_line = :source_line,
-                     run_id = :run_id, seq = :seq
-                 WHERE key = :key",
-            )?
-            .execute(named_params! {
-                ":key": key,
-                ":source_file": src.file,
-                ":source_line": src.line as i64,
-                ":run_id": run_id,
-                ":seq": seq as i64,
-            })?;
+            move_to(conn, run_id, seq, src, &key)?;
         }
     }
     Ok(sighting)
+}
+
+/// The row `key` is now at its place (`seq`) in this run's input, at `src`'s file and line.
+fn move_to(
+    conn: &Connection,
+    run_id: i64,
+    seq: u64,
+    src: &SourceRow,
+    key: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE rows SET source_file = :source_file, source_line = :source_line, run_id = :run_id,
+             seq = :seq
+         WHERE key = :key",
+    )?
+    .execute(named_params! {
+        ":key": key,
+        ":source_file": src.file,
+        ":source_line": src.line as i64,
+        ":run_id": run_id,
+        ":seq": seq as i64,
+    })?;
+    Ok(())
 }
 
 /// A row the ledger has not seen: pending, at its place in the run's input.
@@ -870,11 +878,16 @@ mod tests {
 
     fn row_id(conn: &Connection, key: &str) -> RowId {
         RowId(
-            conn.query_row("SELECT rowid FROM rows WHERE key = ?1", [key], |r| r.get(0))
-                .unwrap(),
+            conn.query_row(
+                "SELECT rowid AS row_id FROM rows WHERE key = :key",
+                named_params! {":key": key},
+                |r| r.get("row_id"),
+            )
+            .unwrap(),
         )
     }
 
+    /// The one value `sql` selects.
     fn q<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> T {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
