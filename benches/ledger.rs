@@ -1,7 +1,9 @@
 //! Ledger writer throughput with `synchronous=FULL`: outcomes recorded per second. One outcome
 //! is what a sent row costs the ledger: "mark in flight" (awaited before the request leaves)
-//! and "record" (the answer and the row's new state, handed over without waiting: the next mark
-//! of the same worker commits with it or after it). With several workers the single writer
+//! and "record" (the answer and the row's new state; a success is awaited until committed, as
+//! the worker awaits it, since the ledger may refuse a label another store holds: the next mark
+//! of the same worker would have committed with it or after it anyway). Each row gets a label of
+//! its own, 31 digits in the order they are issued (the sandbox's are a time stamp and a count). With several workers the single writer
 //! commits whatever has queued up in one transaction (group commit); one worker alone gets a
 //! commit, and an fsync, per command: the commit-per-row baseline.
 //!
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pms_onboard::api::outcome::{Attempt, Outcome};
 use pms_onboard::input::{Row, SaveWay, SourceRow};
-use pms_onboard::ledger::store::Answered;
+use pms_onboard::ledger::store::{Answered, Verdict};
 use pms_onboard::ledger::writer::{self, Writer};
 use pms_onboard::ledger::{LedgerLock, RowId, State};
 use pms_onboard::model::{RowUpdate, RunCounts, RunEnd};
@@ -38,15 +40,16 @@ fn row(i: u64) -> SourceRow {
 
 async fn one_outcome(w: &Writer, run_id: i64, row_id: RowId, row: &Row) {
     let attempt_id = w.mark_in_flight(run_id, row_id).await.unwrap().unwrap();
+    let label = format!("2026{:027}", row_id.0);
     let attempt = Attempt {
         outcome: Outcome::Success {
-            pms_label: "PMS0001".to_owned(),
+            pms_label: label.clone(),
         },
         http_status: Some(200),
         result_code: Some("SUCCESS".to_owned()),
         result_status: Some("S".to_owned()),
         result_message: Some("success".to_owned()),
-        pms_label: Some("PMS0001".to_owned()),
+        pms_label: Some(label.clone()),
         verified: Some(true),
         tracer_id: Some("0af7651916cd43dd8448eb211c80319c".to_owned()),
         response_body: Some(
@@ -61,21 +64,25 @@ async fn one_outcome(w: &Writer, run_id: i64, row_id: RowId, row: &Row) {
         failure: None,
         ambiguous: false,
         maybe_sent: false,
-        pms_label: Some("PMS0001".to_owned()),
+        pms_label: Some(label),
         label_unverified: false,
         answer_unverified: Some(false),
         result_code: Some("SUCCESS".to_owned()),
         result_message: None,
         tracer_id: attempt.tracer_id.clone(),
     };
-    w.record(Answered {
-        run_id,
-        attempt_id,
-        row_id,
-        row: row.clone(),
-        attempt,
-        update,
-    });
+    let verdict = w
+        .record(Answered {
+            run_id,
+            attempt_id,
+            row_id,
+            row: row.clone(),
+            attempt,
+            update,
+        })
+        .verdict()
+        .await;
+    assert_eq!(verdict, Verdict::Kept);
 }
 
 /// Time to record `n` outcomes with `workers` concurrent senders, on a fresh ledger.
@@ -91,9 +98,9 @@ fn record_outcomes(rt: &tokio::runtime::Runtime, n: u64, workers: u64) -> Durati
     // The workers name rows by rowid, as the feeder hands them out.
     let conn = pms_onboard::ledger::open_unlocked(&path).unwrap();
     let ids: Arc<Vec<RowId>> = Arc::new(
-        conn.prepare("SELECT rowid FROM rows ORDER BY seq")
+        conn.prepare("SELECT rowid AS row_id FROM rows ORDER BY seq")
             .unwrap()
-            .query_map([], |r| r.get(0).map(RowId))
+            .query_map([], |r| r.get("row_id").map(RowId))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap(),

@@ -53,6 +53,9 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Check keys, endpoint, clock, settings and ledger before a real run.
     Doctor(DoctorArgs),
+    /// Look after the ledger file: upgrade it to this version, saying what changed.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     Completions(CompletionsArgs),
     /// Print the man page (or write one page per command into a folder with --dir).
@@ -346,6 +349,24 @@ pub struct DoctorArgs {
     pub probe: bool,
     #[command(flatten)]
     pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Upgrade the ledger to this version (every command does when it opens one) and say what
+    /// changed; an upgrade that will not guess stops, naming the rows and what to do.
+    Upgrade(LedgerUpgradeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerUpgradeArgs {
+    /// For the rows whose ids hold `|` (an earlier version may have taken two stores for one):
+    /// take the ids stored in each row as the store it is. Only after checking those stores
+    /// with AlipayHK.
+    #[arg(long)]
+    pub accept_stored_ids: bool,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod cli;
 mod doctor;
 mod gateway;
+mod ledger;
 mod output;
 mod readme;
 mod reconcile;

@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
+use crate::output::Printer;
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
 pub const COLUMNS: [&str; 20] = [
@@ -34,9 +35,12 @@ pub const COLUMNS: [&str; 20] = [
     "tracer_id",
 ];
 
-pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let path = super::ledger_path(&args.ledger)?;
-    let conn = ledger::open_existing(&path)?;
+pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    // Annotating a sheet says what was done for it: at the gateway the settings name, if any.
+    let gateway = gateway.filter(|_| args.annotate.is_some());
+    let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
+    super::show_notices(printer, &conn);
     if let Some(sheet) = &args.annotate {
         let output = args.output.as_deref();
         let format =

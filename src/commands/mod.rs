@@ -6,6 +6,7 @@ pub mod completions;
 pub mod doctor;
 pub mod export;
 pub mod keygen;
+pub mod ledger;
 pub mod reconcile;
 pub mod report;
 pub mod run;
@@ -30,8 +31,46 @@ pub mod exit {
 
 /// The ledger path from `--ledger`, `PMS_ONBOARD_LEDGER`, the config file or the default.
 pub fn ledger_path(args: &crate::cli::LedgerArgs) -> anyhow::Result<std::path::PathBuf> {
-    let layers = crate::config::Layers::resolve(&args.flags(), args.config.as_deref())?;
-    Ok(std::path::PathBuf::from(layers.require("ledger")?))
+    Ok(std::path::PathBuf::from(layers(args)?.require("ledger")?))
+}
+
+fn layers(args: &crate::cli::LedgerArgs) -> anyhow::Result<crate::config::Layers> {
+    crate::config::Layers::resolve(&args.flags(), args.config.as_deref())
+}
+
+/// The ledger path, and the gateway the settings name (`endpoint`, by default AlipayHK's, with
+/// `client_id`), for the commands that compare a sheet with the ledger: a ledger of another
+/// gateway is refused. Settings that name no client id name no gateway: the ledger is read as
+/// it is.
+pub fn ledger_and_gateway(
+    args: &crate::cli::LedgerArgs,
+) -> anyhow::Result<(std::path::PathBuf, Option<crate::ledger::Gateway>)> {
+    use crate::config::Origin;
+    let layers = layers(args)?;
+    let path = std::path::PathBuf::from(layers.require("ledger")?);
+    let Some(client_id) = layers.optional("client_id") else {
+        return Ok((path, None));
+    };
+    let gateway =
+        crate::ledger::Gateway::new(layers.require("endpoint")?, client_id).map_err(|e| {
+            anyhow::anyhow!(
+                "setting `endpoint` ({}): {e}",
+                layers.origin("endpoint").unwrap_or(&Origin::Default)
+            )
+        })?;
+    Ok((path, Some(gateway)))
+}
+
+/// Shows what opening the ledger did: answers taken in from the side file, an upgrade that
+/// changed rows.
+pub fn show_notices(printer: &crate::output::Printer, opened: &crate::ledger::Opened) {
+    use crate::ledger::Notice;
+    for notice in opened.notices() {
+        match notice {
+            Notice::TakenIn(_) => printer.info(&notice.to_string()),
+            Notice::Upgraded(_) => printer.warn(&notice.to_string()),
+        }
+    }
 }
 
 /// Identities `run`, `reconcile` and `export --annotate` keep in memory at a time before they move

@@ -117,8 +117,9 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
 }
 
 pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let path = super::ledger_path(&args.ledger)?;
-    let conn = ledger::open_existing(&path)?;
+    let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
+    super::show_notices(printer, &conn);
     let input =
         Input::open(&args.files, args.input.options())?.with_dedupe(super::bounded_dedupe()?);
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();

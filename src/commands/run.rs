@@ -14,6 +14,7 @@ use crate::api::client::Client;
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::cli::RunArgs;
 use crate::config::{Layers, Origin, RunSettings};
+use crate::ledger::Gateway;
 use crate::model::RunEnd;
 use crate::output::Printer;
 use crate::pipeline::{self, Plan, Report, dry_run, policy::RetryPolicy, progress};
@@ -63,6 +64,13 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         sandbox_guard = Some(guard);
     }
     let settings = RunSettings::from_layers(&layers)?;
+    // The gateway the ledger must belong to: the sandbox is one gateway whatever its port.
+    let gateway = if args.sandbox {
+        Gateway::built_in_sandbox(&settings.client_id)
+    } else {
+        Gateway::new(&settings.endpoint, &settings.client_id)
+            .map_err(|e| anyhow::anyhow!("setting `endpoint`: {e}"))?
+    };
     let client = client(&settings)?;
     if args.sandbox {
         printer.info(&format!(
@@ -72,13 +80,14 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         ));
     }
     if args.dry_run {
-        return dry_run(&args, &settings, &client, &printer);
+        return dry_run(&args, &settings, &gateway, &client, &printer);
     }
     let plan = Plan {
         files: args.files.clone(),
         input: args.input.options(),
         dedupe: super::bounded_dedupe()?,
         ledger: settings.ledger.clone(),
+        gateway,
         rate: settings.rate,
         concurrency: settings.concurrency,
         policy: RetryPolicy::new(
@@ -202,6 +211,7 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
 fn dry_run(
     args: &RunArgs,
     settings: &RunSettings,
+    gateway: &Gateway,
     client: &Client,
     printer: &Printer,
 ) -> anyhow::Result<ExitCode> {
@@ -209,6 +219,7 @@ fn dry_run(
         &args.files,
         args.input.options(),
         &settings.ledger,
+        gateway,
         args.retry_failed,
         printer,
     )?;

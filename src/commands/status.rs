@@ -9,6 +9,7 @@ use crate::output::Printer;
 pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
     let conn = ledger::open_existing(&path)?;
+    super::show_notices(printer, &conn);
     let c = queries::status(&conn, 5)?;
     if args.json {
         printer.out_line(&serde_json::to_string(&c)?);

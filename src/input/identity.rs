@@ -8,8 +8,9 @@
 //! its old and its doubled array together (about 100 MB at a million rows); a shard's doubling
 //! costs 1/256 of that.
 //! The hashes are XXH3 with a fixed seed, so that the same sheet always gets the same messages
-//! (a sheet is the user's own data, not an adversary's: no need for a random seed): one 128-bit hash of the key (its fields joined by a
-//! byte that UTF-8 text never holds), one 64-bit hash per payload field and one of those four; a
+//! (a sheet is the user's own data, not an adversary's: no need for a random seed): one 128-bit hash of the key (the
+//! ledger's key, `Row::key`, in which no id can stand for a separator), one 64-bit hash per
+//! payload field and one of those four; a
 //! false match needs a 128-bit (key) and a 64-bit (payload) collision, negligible at any
 //! spreadsheet size. (SipHash, two 64-bit hashes for the key and five for the payload, was a
 //! tenth of the time of `validate`.)
@@ -29,8 +30,7 @@ use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_seed};
 
 use super::columns::Column;
 #[cfg(test)]
-use super::row::Row;
-use super::row::SaveWay;
+use super::row::{Row, SaveWay};
 use super::rules::Valid;
 
 /// The payload fields, in the order a conflict names the first differing one.
@@ -105,8 +105,8 @@ pub enum Dedupe {
 
 pub(crate) struct Identities {
     seed: u64,
-    /// The key's bytes, reused from row to row.
-    buf: Vec<u8>,
+    /// The key, reused from row to row.
+    buf: String,
     shards: Vec<Shard>,
     /// Identities in `shards`.
     len: usize,
@@ -256,7 +256,7 @@ impl Identities {
     pub(crate) fn new(dedupe: Dedupe) -> Identities {
         Identities {
             seed: SEED,
-            buf: Vec::with_capacity(256),
+            buf: String::with_capacity(256),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             len: 0,
             overflow: match dedupe {
@@ -373,21 +373,11 @@ impl Identities {
         Ok(())
     }
 
-    /// 128 bits of the key: the save way and its fields, each followed by 0xFF (never in UTF-8).
+    /// 128 bits of the key, as the ledger writes it (`Row::key`).
     fn key_print(&mut self, row: &Valid<'_>) -> KeyPrint {
-        let b = &mut self.buf;
-        b.clear();
-        b.extend_from_slice(row.save_way.as_str().as_bytes());
-        b.push(0xFF);
-        let fields: &[Column] = match row.save_way {
-            SaveWay::MerchantPms => &[Column::PartnerId, Column::MerchantId, Column::StoreId],
-            SaveWay::IpayTradeNo => &[Column::IpayTradeNo],
-        };
-        for c in fields {
-            b.extend_from_slice(row.get(*c).as_bytes());
-            b.push(0xFF);
-        }
-        let h = xxh3_128_with_seed(b, self.seed);
+        self.buf.clear();
+        row.write_key(&mut self.buf);
+        let h = xxh3_128_with_seed(self.buf.as_bytes(), self.seed);
         KeyPrint(h as u64, (h >> 64) as u64)
     }
 }
@@ -479,6 +469,23 @@ mod tests {
                 column: Some("mall_label") | None
             }
         ));
+    }
+
+    #[test]
+    fn look_alike_ids_are_two_identities() {
+        let mut ids = Identities::new(Dedupe::InMemory);
+        let (mut a, mut b) = (row("S|2", "2", ""), row("2", "3", ""));
+        a.merchant_id = "M1".into();
+        b.merchant_id = "M1|S".into();
+        assert_eq!(ids.check(&a, 1).unwrap(), Verdict::New);
+        assert_eq!(ids.check(&b, 2).unwrap(), Verdict::New);
+        let mut c = a.clone();
+        c.store_id = "Ｓ|2".into(); // a full-width S: another store
+        assert_eq!(ids.check(&c, 3).unwrap(), Verdict::New);
+        assert_eq!(
+            ids.check(&a, 4).unwrap(),
+            Verdict::Duplicate { first_ordinal: 1 }
+        );
     }
 
     #[test]

@@ -20,4 +20,4 @@ pub use encoding::{Encoding, UnknownEncoding};
 pub use identity::{Dedupe, Print, Spill, SpillError};
 pub use reader::{Checked, Input, InputError, Item, Options};
 pub use rejects::{RejectsWriter, write_rejects_csv};
-pub use row::{Reject, Row, SaveWay, SourceRow};
+pub use row::{Reject, Row, SaveWay, SourceRow, write_key};

@@ -43,6 +43,51 @@ impl fmt::Display for SaveWay {
     }
 }
 
+/// Writes a store's identity, the ledger's key, to `out`: the save way and the ids it names,
+/// each after a `|` (`MERCHANT_PMS|partner_id|merchant_id|store_id` or
+/// `IPAY_TRADE_NO|ipay_trade_no`), with `%` and `|` inside an id written `%25` and `%7C`. No
+/// separator can come from an id, so two stores never share a key (`M1` + `S|2` and `M1|S` + `2`
+/// are two), and a key is read back into its ids one way only; ids without either character
+/// read as they did before the escape (ledgers written then keep their keys). The ids are taken
+/// exactly as the input gives them: no trimming beyond the input's, no folding of look-alike
+/// characters (ids that only look alike are different stores).
+///
+/// The one place a row's identity is built: [`Row::key`], the sheet's duplicate check
+/// (`input::identity`) and migration `06-unambiguous-keys` (the same escape in SQL) follow it.
+pub fn write_key(
+    out: &mut String,
+    save_way: SaveWay,
+    ipay_trade_no: &str,
+    partner_id: &str,
+    merchant_id: &str,
+    store_id: &str,
+) {
+    out.push_str(save_way.as_str());
+    let ids: &[&str] = match save_way {
+        SaveWay::MerchantPms => &[partner_id, merchant_id, store_id],
+        SaveWay::IpayTradeNo => &[ipay_trade_no],
+    };
+    for id in ids {
+        out.push('|');
+        push_escaped(out, id);
+    }
+}
+
+/// `id` with `%` and `|` percent-escaped.
+fn push_escaped(out: &mut String, id: &str) {
+    let mut rest = id;
+    while let Some(at) = memchr::memchr2(b'%', b'|', rest.as_bytes()) {
+        out.push_str(&rest[..at]);
+        out.push_str(if rest.as_bytes()[at] == b'%' {
+            "%25"
+        } else {
+            "%7C"
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
 /// One row that passed every rule. Fields that do not apply to the save way are empty strings,
 /// exactly as they are sent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,15 +104,18 @@ pub struct Row {
 }
 
 impl Row {
-    /// The row's identity: `MERCHANT_PMS|partner|merchant|store` or `IPAY_TRADE_NO|trade_no`.
+    /// The row's identity as one text: see [`write_key`].
     pub fn key(&self) -> String {
-        match self.save_way {
-            SaveWay::MerchantPms => format!(
-                "MERCHANT_PMS|{}|{}|{}",
-                self.partner_id, self.merchant_id, self.store_id
-            ),
-            SaveWay::IpayTradeNo => format!("IPAY_TRADE_NO|{}", self.ipay_trade_no),
-        }
+        let mut key = String::with_capacity(64);
+        write_key(
+            &mut key,
+            self.save_way,
+            &self.ipay_trade_no,
+            &self.partner_id,
+            &self.merchant_id,
+            &self.store_id,
+        );
+        key
     }
 
     /// True when the payload (mall and names) is the same; the identity is assumed equal.
@@ -124,5 +172,62 @@ impl fmt::Display for Reject {
             "{}:{}: column {}: {}",
             self.file, self.line, self.column, self.reason
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(merchant: &str, store: &str) -> Row {
+        Row {
+            save_way: SaveWay::MerchantPms,
+            ipay_trade_no: String::new(),
+            partner_id: "2088".into(),
+            merchant_id: merchant.into(),
+            merchant_name: String::new(),
+            store_id: store.into(),
+            store_name: String::new(),
+            mall_group_label: "1".into(),
+            mall_label: "2".into(),
+        }
+    }
+
+    #[test]
+    fn ids_without_a_separator_keep_the_keys_of_before() {
+        assert_eq!(store("M1", "S2").key(), "MERCHANT_PMS|2088|M1|S2");
+        let trade = Row {
+            save_way: SaveWay::IpayTradeNo,
+            ipay_trade_no: "42".into(),
+            ..store("", "")
+        };
+        assert_eq!(trade.key(), "IPAY_TRADE_NO|42");
+    }
+
+    #[test]
+    fn look_alike_ids_are_two_stores() {
+        let a = store("M1", "S|2");
+        let b = store("M1|S", "2");
+        assert_ne!(a.key(), b.key());
+        assert_eq!(a.key(), "MERCHANT_PMS|2088|M1|S%7C2");
+        assert_eq!(b.key(), "MERCHANT_PMS|2088|M1%7CS|2");
+        // An id that holds what an escape looks like is escaped in turn.
+        assert_ne!(store("M1", "S%7C2").key(), a.key());
+        assert_eq!(store("M%", "%|").key(), "MERCHANT_PMS|2088|M%25|%25%7C");
+        // Exact: no trimming, no folding of characters that only look alike.
+        assert_ne!(store("M1", "S2").key(), store("M1", "Ｓ2").key());
+        assert_ne!(store("M1", "S2").key(), store("M1", "s2").key());
+    }
+
+    #[test]
+    fn a_key_reads_back_into_its_ids_one_way_only() {
+        for (merchant, id) in [("M1", "S|2"), ("M1|S", "2"), ("a%7C", "|%"), ("", "")] {
+            let key = store(merchant, id).key();
+            let fields: Vec<String> = key
+                .split('|')
+                .map(|f| f.replace("%7C", "|").replace("%25", "%"))
+                .collect();
+            assert_eq!(fields, ["MERCHANT_PMS", "2088", merchant, id], "{key}");
+        }
     }
 }

@@ -110,15 +110,21 @@ impl<'a> Valid<'a> {
 
     /// The identity, as [`Row::key`] writes it.
     pub(crate) fn key(&self) -> String {
-        match self.save_way {
-            SaveWay::MerchantPms => format!(
-                "MERCHANT_PMS|{}|{}|{}",
-                self.get(Column::PartnerId),
-                self.get(Column::MerchantId),
-                self.get(Column::StoreId)
-            ),
-            SaveWay::IpayTradeNo => format!("IPAY_TRADE_NO|{}", self.get(Column::IpayTradeNo)),
-        }
+        let mut key = String::with_capacity(64);
+        self.write_key(&mut key);
+        key
+    }
+
+    /// Writes the identity to `out` ([`super::row::write_key`]).
+    pub(crate) fn write_key(&self, out: &mut String) {
+        super::row::write_key(
+            out,
+            self.save_way,
+            self.get(Column::IpayTradeNo),
+            self.get(Column::PartnerId),
+            self.get(Column::MerchantId),
+            self.get(Column::StoreId),
+        );
     }
 }
 

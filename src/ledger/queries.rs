@@ -1,11 +1,20 @@
 //! Reads: the rows a run must send, counts for `status`, rows for `export` and `reconcile`.
 
-use rusqlite::{Connection, OptionalExtension as _, Row as SqlRow, params};
+use rusqlite::{Connection, OptionalExtension as _, Row as SqlRow, named_params};
 use serde::Serialize;
 
+use super::sql::done;
 use super::{RowId, State};
 use crate::input::{Reject, Row, SaveWay};
 use crate::model::{FailureKind, Known};
+
+/// The columns [`run_info_row`] reads.
+macro_rules! run_columns {
+    () => {
+        "id, started_at, ended_at, outcome, rows_read, succeeded, already_circled, failed, \
+         rejected, drifted, message"
+    };
+}
 
 /// A row of the ledger as `export` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -70,41 +79,50 @@ impl LedgerRow {
     }
 }
 
-const ROW_COLUMNS: &str =
-    "key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name,
-    store_id, store_name, mall_group_label, mall_label, state, ambiguous, pms_label, result_code,
-    result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent, seq,
-    tracer_id, label_unverified";
-
-/// Where `rowid` is when a query selects `{ROW_COLUMNS}, rowid`.
-const ROWID_AT: usize = 24;
+/// The columns [`ledger_row`] reads, with the row's `seq` and `rowid` (as `row_id`).
+macro_rules! row_columns {
+    () => {
+        "key, save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, store_id,
+         store_name, mall_group_label, mall_label, state, ambiguous, pms_label, result_code,
+         result_message, attempts, source_file, source_line, updated_at, failure, maybe_sent,
+         tracer_id, label_unverified, seq, rowid AS row_id"
+    };
+}
 
 fn ledger_row(r: &SqlRow<'_>) -> rusqlite::Result<LedgerRow> {
+    let text = |column: &str| -> rusqlite::Result<String> {
+        Ok(r.get::<_, Option<String>>(column)?.unwrap_or_default())
+    };
     Ok(LedgerRow {
-        key: r.get(0)?,
-        save_way_type: r.get(1)?,
-        ipay_trade_no: r.get(2)?,
-        partner_id: r.get(3)?,
-        merchant_id: r.get(4)?,
-        merchant_name: r.get(5)?,
-        store_id: r.get(6)?,
-        store_name: r.get(7)?,
-        mall_group_label: r.get(8)?,
-        mall_label: r.get(9)?,
-        state: r.get(10)?,
-        ambiguous: r.get(11)?,
-        pms_label: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
-        result_code: r.get::<_, Option<String>>(13)?.unwrap_or_default(),
-        result_message: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
-        attempts: r.get(15)?,
-        source_file: r.get(16)?,
-        source_line: r.get::<_, i64>(17)? as u64,
-        updated_at: r.get(18)?,
-        failure: r.get(19)?,
-        maybe_sent: r.get(20)?,
-        tracer_id: r.get::<_, Option<String>>(22)?.unwrap_or_default(),
-        label_unverified: r.get(23)?,
+        key: r.get("key")?,
+        save_way_type: r.get("save_way_type")?,
+        ipay_trade_no: r.get("ipay_trade_no")?,
+        partner_id: r.get("partner_id")?,
+        merchant_id: r.get("merchant_id")?,
+        merchant_name: r.get("merchant_name")?,
+        store_id: r.get("store_id")?,
+        store_name: r.get("store_name")?,
+        mall_group_label: r.get("mall_group_label")?,
+        mall_label: r.get("mall_label")?,
+        state: r.get("state")?,
+        ambiguous: r.get("ambiguous")?,
+        pms_label: text("pms_label")?,
+        result_code: text("result_code")?,
+        result_message: text("result_message")?,
+        attempts: r.get("attempts")?,
+        source_file: r.get("source_file")?,
+        source_line: r.get::<_, i64>("source_line")? as u64,
+        updated_at: r.get("updated_at")?,
+        failure: r.get("failure")?,
+        maybe_sent: r.get("maybe_sent")?,
+        tracer_id: text("tracer_id")?,
+        label_unverified: r.get("label_unverified")?,
     })
+}
+
+/// The row's seq and rowid, beside [`ledger_row`].
+fn seq_and_id(r: &SqlRow<'_>) -> rusqlite::Result<(u64, RowId)> {
+    Ok((r.get::<_, i64>("seq")? as u64, RowId(r.get("row_id")?)))
 }
 
 /// Rows of this run still to send, in input order, after `after_seq`: `(seq, rowid, row)`. Rows
@@ -116,19 +134,24 @@ pub fn pending_page(
     limit: usize,
     unverified: bool,
 ) -> rusqlite::Result<Vec<(u64, RowId, LedgerRow)>> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS}, rowid FROM rows
-         WHERE run_id = ?1 AND state = 'pending' AND seq > ?2 AND answer_unverified = ?4
-         ORDER BY seq LIMIT ?3"
+    let mut st = conn.prepare_cached(concat!(
+        "SELECT ",
+        row_columns!(),
+        " FROM rows
+         WHERE run_id = :run_id AND state = 'pending' AND seq > :after
+           AND answer_unverified = :unverified
+         ORDER BY seq LIMIT :limit"
     ))?;
     let rows = st.query_map(
-        params![run_id, after_seq as i64, limit as i64, unverified],
+        named_params! {
+            ":run_id": run_id,
+            ":after": after_seq as i64,
+            ":limit": limit as i64,
+            ":unverified": unverified,
+        },
         |r| {
-            Ok((
-                r.get::<_, i64>(21)? as u64,
-                RowId(r.get(ROWID_AT)?),
-                ledger_row(r)?,
-            ))
+            let (seq, id) = seq_and_id(r)?;
+            Ok((seq, id, ledger_row(r)?))
         },
     )?;
     rows.collect()
@@ -136,10 +159,14 @@ pub fn pending_page(
 
 /// One row by its identity, with its rowid.
 pub fn row_by_key(conn: &Connection, key: &str) -> rusqlite::Result<Option<(RowId, LedgerRow)>> {
-    conn.prepare_cached(&format!(
-        "SELECT {ROW_COLUMNS}, rowid FROM rows WHERE key = ?1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        row_columns!(),
+        " FROM rows WHERE key = :key"
     ))?
-    .query_row([key], |r| Ok((RowId(r.get(ROWID_AT)?), ledger_row(r)?)))
+    .query_row(named_params! {":key": key}, |r| {
+        Ok((seq_and_id(r)?.1, ledger_row(r)?))
+    })
     .optional()
 }
 
@@ -158,14 +185,16 @@ pub fn rows_with_ids(
     states: &[State],
     mut each: impl FnMut(RowId, LedgerRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut st = conn.prepare(&format!(
-        "SELECT {ROW_COLUMNS}, rowid FROM rows ORDER BY run_id, seq, key"
+    let mut st = conn.prepare(concat!(
+        "SELECT ",
+        row_columns!(),
+        " FROM rows ORDER BY run_id, seq, key"
     ))?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
         let row = ledger_row(r)?;
         if states.is_empty() || states.contains(&row.state()) {
-            each(RowId(r.get(ROWID_AT)?), row)?;
+            each(seq_and_id(r)?.1, row)?;
         }
     }
     Ok(())
@@ -173,21 +202,22 @@ pub fn rows_with_ids(
 
 /// The id of the latest run, if any.
 pub fn last_run_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+    conn.query_row("SELECT max(id) AS id FROM runs", [], |r| r.get("id"))
 }
 
 /// The rejects a run recorded.
 pub fn rejects(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Reject>> {
     let mut st = conn.prepare(
-        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = ?1 ORDER BY id",
+        "SELECT file, line, column_name, value, reason FROM rejects WHERE run_id = :run_id
+         ORDER BY id",
     )?;
-    let rows = st.query_map([run_id], |r| {
+    let rows = st.query_map(named_params! {":run_id": run_id}, |r| {
         Ok(Reject {
-            file: r.get(0)?,
-            line: r.get::<_, i64>(1)? as u64,
-            column: r.get(2)?,
-            value: r.get(3)?,
-            reason: r.get(4)?,
+            file: r.get("file")?,
+            line: r.get::<_, i64>("line")? as u64,
+            column: r.get("column_name")?,
+            value: r.get("value")?,
+            reason: r.get("reason")?,
         })
     })?;
     rows.collect()
@@ -240,45 +270,55 @@ pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCou
         failed_permanent: o.failed_permanent,
         ..StatusCounts::default()
     };
-    c.unverified = conn.query_row(
-        "SELECT count(*) FROM rows WHERE answer_unverified = 1
-         AND state <> 'succeeded' AND state <> 'already_circled'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )? as u64;
+    c.unverified = unverified(conn, None)?;
     let mut st = conn.prepare(
-        "SELECT result_code, count(*) FROM rows WHERE result_code IS NOT NULL GROUP BY 1 ORDER BY 1",
+        "SELECT result_code, count(*) AS n FROM rows WHERE result_code IS NOT NULL
+         GROUP BY result_code ORDER BY result_code",
     )?;
     let mut q = st.query([])?;
     while let Some(r) = q.next()? {
         c.by_result_code
-            .insert(r.get(0)?, r.get::<_, i64>(1)? as u64);
+            .insert(r.get("result_code")?, r.get::<_, i64>("n")? as u64);
     }
-    let mut st = conn.prepare(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?1"
+    let mut st = conn.prepare(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM runs ORDER BY id DESC LIMIT :limit"
     ))?;
-    let runs = st.query_map([last_runs as i64], run_info_row)?;
+    let runs = st.query_map(named_params! {":limit": last_runs as i64}, run_info_row)?;
     c.last_runs = runs.collect::<rusqlite::Result<_>>()?;
     Ok(c)
 }
 
-const RUN_COLUMNS: &str = "id, started_at, ended_at, outcome, rows_read, succeeded, \
-    already_circled, failed, rejected, drifted, message";
-
 fn run_info_row(r: &SqlRow<'_>) -> rusqlite::Result<RunInfo> {
+    let count = |column: &str| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(column)? as u64) };
     Ok(RunInfo {
-        id: r.get(0)?,
-        started_at: r.get(1)?,
-        ended_at: r.get(2)?,
-        outcome: r.get(3)?,
-        rows_read: r.get::<_, i64>(4)? as u64,
-        succeeded: r.get::<_, i64>(5)? as u64,
-        already_circled: r.get::<_, i64>(6)? as u64,
-        failed: r.get::<_, i64>(7)? as u64,
-        rejected: r.get::<_, i64>(8)? as u64,
-        drifted: r.get::<_, i64>(9)? as u64,
-        message: r.get(10)?,
+        id: r.get("id")?,
+        started_at: r.get("started_at")?,
+        ended_at: r.get("ended_at")?,
+        outcome: r.get("outcome")?,
+        rows_read: count("rows_read")?,
+        succeeded: count("succeeded")?,
+        already_circled: count("already_circled")?,
+        failed: count("failed")?,
+        rejected: count("rejected")?,
+        drifted: count("drifted")?,
+        message: r.get("message")?,
     })
+}
+
+/// Rows not done whose last answer could not be verified (of `run`, when given).
+fn unverified(conn: &Connection, run: Option<i64>) -> rusqlite::Result<u64> {
+    conn.query_row(
+        concat!(
+            "SELECT count(*) AS n FROM rows
+             WHERE (:run IS NULL OR run_id = :run) AND answer_unverified = 1 AND NOT ",
+            done!()
+        ),
+        named_params! {":run": run},
+        |r| r.get::<_, i64>("n"),
+    )
+    .map(|n| n as u64)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,15 +355,15 @@ fn run_or_last(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Option<i
 pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<OutcomeCounts> {
     let mut c = OutcomeCounts::default();
     let mut st = conn.prepare(
-        "SELECT state, COALESCE(failure, ''), ambiguous, count(*) FROM rows
-         WHERE ?1 IS NULL OR run_id = ?1 GROUP BY 1, 2, 3",
+        "SELECT state, COALESCE(failure, '') AS failure, ambiguous, count(*) AS n FROM rows
+         WHERE :run IS NULL OR run_id = :run GROUP BY state, failure, ambiguous",
     )?;
-    let mut q = st.query([run])?;
+    let mut q = st.query(named_params! {":run": run})?;
     while let Some(r) = q.next()? {
-        let state: String = r.get(0)?;
-        let failure: String = r.get(1)?;
-        let ambiguous: bool = r.get(2)?;
-        let n = r.get::<_, i64>(3)? as u64;
+        let state: String = r.get("state")?;
+        let failure: String = r.get("failure")?;
+        let ambiguous: bool = r.get("ambiguous")?;
+        let n = r.get::<_, i64>("n")? as u64;
         c.total += n;
         match State::parse(&state) {
             Some(State::Pending) => c.pending += n,
@@ -340,23 +380,14 @@ pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<O
             None => {}
         }
     }
-    c.unverified = conn.query_row(
-        "SELECT count(*) FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND answer_unverified = 1
-         AND state <> 'succeeded' AND state <> 'already_circled'",
-        [run],
-        |r| r.get::<_, i64>(0),
-    )? as u64;
+    c.unverified = unverified(conn, run)?;
     if let Some(id) = run_or_last(conn, run)? {
-        c.drifted = conn.query_row(
-            "SELECT count(DISTINCT key) FROM drift WHERE run_id = ?1",
-            [id],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
-        c.rejected = conn.query_row(
-            "SELECT count(*) FROM rejects WHERE run_id = ?1",
-            [id],
-            |r| r.get::<_, i64>(0),
-        )? as u64;
+        let count = |sql: &str| -> rusqlite::Result<u64> {
+            conn.query_row(sql, named_params! {":run_id": id}, |r| r.get::<_, i64>("n"))
+                .map(|n| n as u64)
+        };
+        c.drifted = count("SELECT count(DISTINCT key) AS n FROM drift WHERE run_id = :run_id")?;
+        c.rejected = count("SELECT count(*) AS n FROM rejects WHERE run_id = :run_id")?;
     }
     Ok(c)
 }
@@ -380,20 +411,21 @@ impl MallCounts {
 }
 
 pub fn by_mall(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<MallCounts>> {
-    let mut st = conn.prepare(
-        "SELECT mall_group_label, mall_label,
-                sum(state IN ('succeeded', 'already_circled')), sum(state = 'failed'),
-                sum(state IN ('pending', 'in_flight'))
-         FROM rows WHERE ?1 IS NULL OR run_id = ?1
-         GROUP BY 1, 2 ORDER BY 1, 2",
-    )?;
-    let rows = st.query_map([run], |r| {
+    let mut st = conn.prepare(concat!(
+        "SELECT mall_group_label, mall_label, sum(",
+        done!(),
+        ") AS done, sum(state = 'failed') AS failed,
+                sum(state = 'pending' OR state = 'in_flight') AS pending
+         FROM rows WHERE :run IS NULL OR run_id = :run
+         GROUP BY mall_group_label, mall_label ORDER BY mall_group_label, mall_label"
+    ))?;
+    let rows = st.query_map(named_params! {":run": run}, |r| {
         Ok(MallCounts {
-            mall_group_label: r.get(0)?,
-            mall_label: r.get(1)?,
-            done: r.get::<_, i64>(2)? as u64,
-            failed: r.get::<_, i64>(3)? as u64,
-            pending: r.get::<_, i64>(4)? as u64,
+            mall_group_label: r.get("mall_group_label")?,
+            mall_label: r.get("mall_label")?,
+            done: r.get::<_, i64>("done")? as u64,
+            failed: r.get::<_, i64>("failed")? as u64,
+            pending: r.get::<_, i64>("pending")? as u64,
         })
     })?;
     rows.collect()
@@ -402,12 +434,15 @@ pub fn by_mall(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<Mall
 /// `(attempts, rows that took that many)`, for rows with at least one attempt.
 pub fn attempts_per_row(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<(u64, u64)>> {
     let mut st = conn.prepare(
-        "SELECT n, count(*) FROM
-           (SELECT count(*) AS n FROM attempts WHERE ?1 IS NULL OR run_id = ?1 GROUP BY key)
+        "SELECT n, count(*) AS rows FROM
+           (SELECT count(*) AS n FROM attempts WHERE :run IS NULL OR run_id = :run GROUP BY key)
          GROUP BY n ORDER BY n",
     )?;
-    let rows = st.query_map([run], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+    let rows = st.query_map(named_params! {":run": run}, |r| {
+        Ok((
+            r.get::<_, i64>("n")? as u64,
+            r.get::<_, i64>("rows")? as u64,
+        ))
     })?;
     rows.collect()
 }
@@ -426,15 +461,16 @@ pub struct Latency {
 /// of millions of attempts is not read into memory.
 pub fn latencies(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<Latency>> {
     let mut st = conn.prepare(
-        "SELECT COALESCE(latency_us, latency_ms * 1000), latency_us IS NULL, count(*)
-         FROM attempts WHERE latency_ms IS NOT NULL AND (?1 IS NULL OR run_id = ?1)
-         GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT COALESCE(latency_us, latency_ms * 1000) AS micros, latency_us IS NULL AS whole_ms,
+                count(*) AS answers
+         FROM attempts WHERE latency_ms IS NOT NULL AND (:run IS NULL OR run_id = :run)
+         GROUP BY micros, whole_ms ORDER BY micros, whole_ms",
     )?;
-    let rows = st.query_map([run], |r| {
+    let rows = st.query_map(named_params! {":run": run}, |r| {
         Ok(Latency {
-            micros: r.get::<_, i64>(0)?.max(0) as u64,
-            whole_ms: r.get(1)?,
-            answers: r.get::<_, i64>(2)? as u64,
+            micros: r.get::<_, i64>("micros")?.max(0) as u64,
+            whole_ms: r.get("whole_ms")?,
+            answers: r.get::<_, i64>("answers")? as u64,
         })
     })?;
     rows.collect()
@@ -443,10 +479,12 @@ pub fn latencies(conn: &Connection, run: Option<i64>) -> rusqlite::Result<Vec<La
 /// Requests started in each second of one run: `(second as stored, YYYY-MM-DDTHH:MM:SS; count)`.
 pub fn requests_per_second(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<(String, u64)>> {
     let mut st = conn.prepare(
-        "SELECT substr(started_at, 1, 19), count(*) FROM attempts WHERE run_id = ?1
-         GROUP BY 1 ORDER BY 1",
+        "SELECT substr(started_at, 1, 19) AS second, count(*) AS n FROM attempts
+         WHERE run_id = :run_id GROUP BY second ORDER BY second",
     )?;
-    let rows = st.query_map([run_id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+    let rows = st.query_map(named_params! {":run_id": run_id}, |r| {
+        Ok((r.get("second")?, r.get::<_, i64>("n")? as u64))
+    })?;
     rows.collect()
 }
 
@@ -491,10 +529,11 @@ pub fn attention(
     kind: Attention,
     limit: usize,
 ) -> rusqlite::Result<Vec<AttentionRow>> {
+    // Every kind selects the columns AttentionRow is read from, by these names.
     const FROM_ROWS: &str = "SELECT source_file, source_line, key, store_name, mall_group_label,
-                mall_label, COALESCE(result_code, ''), COALESCE(result_message, ''),
-                COALESCE(tracer_id, '')
-         FROM rows WHERE (?1 IS NULL OR run_id = ?1) AND";
+                mall_label, COALESCE(result_code, '') AS code,
+                COALESCE(result_message, '') AS detail, COALESCE(tracer_id, '') AS tracer_id
+         FROM rows WHERE (:run IS NULL OR run_id = :run) AND";
     let sql = match kind {
         Attention::FailedPermanent => {
             format!("{FROM_ROWS} state = 'failed' AND failure = 'permanent'")
@@ -504,20 +543,25 @@ pub fn attention(
         }
         Attention::Ambiguous => format!("{FROM_ROWS} state = 'already_circled' AND ambiguous = 1"),
         Attention::Unverified => format!(
-            "{FROM_ROWS} answer_unverified = 1 AND state <> 'succeeded' AND state <> 'already_circled'"
+            concat!("{} answer_unverified = 1 AND NOT ", done!()),
+            FROM_ROWS
         ),
         Attention::Drifted => {
-            "SELECT d.source_file AS source_file, d.source_line AS source_line, d.key,
-                    COALESCE(r.store_name, ''), COALESCE(r.mall_group_label, ''),
-                    COALESCE(r.mall_label, ''), COALESCE(r.result_code, ''),
-                    d.detail || COALESCE('; its pmsLabel is ' || NULLIF(r.pms_label, ''), ''),
-                    COALESCE(r.tracer_id, '')
-             FROM drift d LEFT JOIN rows r ON r.key = d.key WHERE d.run_id = ?1"
+            "SELECT d.source_file AS source_file, d.source_line AS source_line, d.key AS key,
+                    COALESCE(r.store_name, '') AS store_name,
+                    COALESCE(r.mall_group_label, '') AS mall_group_label,
+                    COALESCE(r.mall_label, '') AS mall_label,
+                    COALESCE(r.result_code, '') AS code,
+                    d.detail || COALESCE('; its pmsLabel is ' || NULLIF(r.pms_label, ''), '')
+                        AS detail,
+                    COALESCE(r.tracer_id, '') AS tracer_id
+             FROM drift d LEFT JOIN rows r ON r.key = d.key WHERE d.run_id = :run"
                 .to_owned()
         }
-        Attention::Rejected => "SELECT file AS source_file, line AS source_line, '', '', '', '',
-                    'column ' || column_name, reason, ''
-             FROM rejects WHERE run_id = ?1"
+        Attention::Rejected => "SELECT file AS source_file, line AS source_line, '' AS key,
+                    '' AS store_name, '' AS mall_group_label, '' AS mall_label,
+                    'column ' || column_name AS code, reason AS detail, '' AS tracer_id
+             FROM rejects WHERE run_id = :run"
             .to_owned(),
     };
     let run = match kind {
@@ -527,18 +571,20 @@ pub fn attention(
         },
         _ => run,
     };
-    let mut st = conn.prepare(&format!("{sql} ORDER BY source_file, source_line LIMIT ?2"))?;
-    let rows = st.query_map(params![run, limit as i64], |r| {
+    let mut st = conn.prepare(&format!(
+        "{sql} ORDER BY source_file, source_line LIMIT :limit"
+    ))?;
+    let rows = st.query_map(named_params! {":run": run, ":limit": limit as i64}, |r| {
         Ok(AttentionRow {
-            source_file: r.get(0)?,
-            source_line: r.get::<_, i64>(1)? as u64,
-            key: r.get(2)?,
-            store_name: r.get(3)?,
-            mall_group_label: r.get(4)?,
-            mall_label: r.get(5)?,
-            code: r.get(6)?,
-            detail: r.get(7)?,
-            tracer_id: r.get(8)?,
+            source_file: r.get("source_file")?,
+            source_line: r.get::<_, i64>("source_line")? as u64,
+            key: r.get("key")?,
+            store_name: r.get("store_name")?,
+            mall_group_label: r.get("mall_group_label")?,
+            mall_label: r.get("mall_label")?,
+            code: r.get("code")?,
+            detail: r.get("detail")?,
+            tracer_id: r.get("tracer_id")?,
         })
     })?;
     rows.collect()
@@ -547,8 +593,8 @@ pub fn attention(
 /// One run's record, by id.
 pub fn run_info(conn: &Connection, run_id: i64) -> rusqlite::Result<Option<RunInfo>> {
     conn.query_row(
-        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-        [run_id],
+        concat!("SELECT ", run_columns!(), " FROM runs WHERE id = :run_id"),
+        named_params! {":run_id": run_id},
         run_info_row,
     )
     .optional()

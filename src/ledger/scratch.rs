@@ -7,7 +7,7 @@
 //! (`input::Spill`), so that `run`, `reconcile` and `export --annotate` read a sheet of ten million
 //! rows in the memory of one of a few hundred thousand.
 
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, OptionalExtension as _, named_params};
 
 use crate::input::{Print, Spill, SpillError};
 
@@ -52,15 +52,16 @@ impl Spill for Prints {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare(
-                "INSERT INTO prints (key, payload, fields, ordinal) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO prints (key, payload, fields, ordinal)
+                 VALUES (:key, :payload, :fields, :ordinal)",
             )?;
             for p in prints {
-                insert.execute(params![
-                    &p.key.to_be_bytes()[..],
-                    p.payload as i64,
-                    u32::from_le_bytes(p.fields),
-                    p.ordinal
-                ])?;
+                insert.execute(named_params! {
+                    ":key": &p.key.to_be_bytes()[..],
+                    ":payload": p.payload as i64,
+                    ":fields": u32::from_le_bytes(p.fields),
+                    ":ordinal": p.ordinal,
+                })?;
             }
         }
         tx.commit()?;
@@ -71,13 +72,13 @@ impl Spill for Prints {
     fn get(&mut self, key: u128) -> Result<Option<Print>, SpillError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT payload, fields, ordinal FROM prints WHERE key = ?1")?
-            .query_row([&key.to_be_bytes()[..]], |r| {
+            .prepare_cached("SELECT payload, fields, ordinal FROM prints WHERE key = :key")?
+            .query_row(named_params! {":key": &key.to_be_bytes()[..]}, |r| {
                 Ok(Print {
                     key,
-                    payload: r.get::<_, i64>(0)? as u64,
-                    fields: r.get::<_, u32>(1)?.to_le_bytes(),
-                    ordinal: r.get(2)?,
+                    payload: r.get::<_, i64>("payload")? as u64,
+                    fields: r.get::<_, u32>("fields")?.to_le_bytes(),
+                    ordinal: r.get("ordinal")?,
                 })
             })
             .optional()?)

@@ -4,14 +4,18 @@
 //! many into one commit) and is tested on its own against a temporary database.
 //!
 //! The decisions themselves are pure functions elsewhere (`model::sighting`,
-//! `model::circled_with_earlier_payload`); this module stores what they decide.
+//! `model::circled_with_earlier_payload`); this module stores what they decide. It decides one
+//! thing itself, because only the ledger knows every store: a `pmsLabel` another store holds is
+//! never believed for a second one (a proxy replaying a genuine answer), whatever path the answer
+//! comes by (a worker, the side file, a kept answer verified again).
 
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, OptionalExtension as _, named_params};
 
 use super::spill::Spilled;
+use super::sql::{done, payload, payload_columns};
 use super::{RowId, now};
 use crate::api::outcome::{Attempt, Outcome};
-use crate::input::{Reject, Row, SaveWay, SourceRow};
+use crate::input::{Reject, Row, SourceRow};
 use crate::model::{self, FailureKind, Known, RowUpdate, RunCounts, RunEnd, Sighting, State};
 
 /// An answer as a worker hands it to the writer: the attempt, what it sent, and the row's new
@@ -27,6 +31,17 @@ pub struct Answered {
     pub update: RowUpdate,
 }
 
+/// What the ledger made of an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Recorded as the worker decided.
+    Kept,
+    /// A success whose `pmsLabel` the store `key` already holds: not this request's answer (a
+    /// replay). The attempt is kept as `not_this_request` with what the answer said, label
+    /// included; the row is pending again, possibly sent, and is sent again.
+    LabelHeldBy { key: String },
+}
+
 /// An input file as recorded with its run.
 #[derive(Debug, Clone)]
 pub struct FileInfo {
@@ -36,20 +51,28 @@ pub struct FileInfo {
 }
 
 pub fn begin_run(conn: &Connection, config: &str, files: &[FileInfo]) -> rusqlite::Result<i64> {
+    let t = now();
     // The run lock is held, so a run still marked running ended without saying so.
     conn.execute(
-        "UPDATE runs SET outcome = 'crashed', ended_at = COALESCE(ended_at, ?1) WHERE outcome = 'running'",
-        params![now()],
+        "UPDATE runs SET outcome = 'crashed', ended_at = COALESCE(ended_at, :now)
+         WHERE outcome = 'running'",
+        named_params! {":now": t},
     )?;
     conn.execute(
-        "INSERT INTO runs (started_at, config) VALUES (?1, ?2)",
-        params![now(), config],
+        "INSERT INTO runs (started_at, config) VALUES (:now, :config)",
+        named_params! {":now": t, ":config": config},
     )?;
     let run_id = conn.last_insert_rowid();
     for f in files {
         conn.execute(
-            "INSERT INTO run_files (run_id, path, sha256, bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![run_id, f.path, f.sha256, f.bytes as i64],
+            "INSERT INTO run_files (run_id, path, sha256, bytes)
+             VALUES (:run_id, :path, :sha256, :bytes)",
+            named_params! {
+                ":run_id": run_id,
+                ":path": f.path,
+                ":sha256": f.sha256,
+                ":bytes": f.bytes as i64,
+            },
         )?;
     }
     Ok(run_id)
@@ -61,7 +84,7 @@ pub fn begin_run(conn: &Connection, config: &str, files: &[FileInfo]) -> rusqlit
 pub fn recover(conn: &Connection) -> rusqlite::Result<u64> {
     let open: Vec<(i64, String)> = conn
         .prepare("SELECT id, key FROM attempts WHERE outcome IS NULL ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| Ok((r.get("id")?, r.get("key")?)))?
         .collect::<Result<_, _>>()?;
     conn.execute(
         "UPDATE attempts SET outcome = 'lost', maybe_processed = 1,
@@ -71,36 +94,17 @@ pub fn recover(conn: &Connection) -> rusqlite::Result<u64> {
     )?;
     for (id, key) in &open {
         conn.prepare_cached(
-            "UPDATE rows SET first_maybe_sent_attempt = COALESCE(first_maybe_sent_attempt, ?2)
-             WHERE key = ?1",
+            "UPDATE rows SET first_maybe_sent_attempt = COALESCE(first_maybe_sent_attempt, :attempt)
+             WHERE key = :key",
         )?
-        .execute(params![key, id])?;
+        .execute(named_params! {":key": key, ":attempt": id})?;
     }
     let n = conn.execute(
-        "UPDATE rows SET state = 'pending', maybe_sent = 1, updated_at = ?1 WHERE state = 'in_flight'",
-        params![now()],
+        "UPDATE rows SET state = 'pending', maybe_sent = 1, updated_at = :now
+         WHERE state = 'in_flight'",
+        named_params! {":now": now()},
     )?;
     Ok(n as u64)
-}
-
-/// The nine columns of a row as sent (`save_way_type` … `mall_label`, in the table's order),
-/// read from `first` on.
-const PAYLOAD: &str = "save_way_type, ipay_trade_no, partner_id, merchant_id, merchant_name, \
-    store_id, store_name, mall_group_label, mall_label";
-
-fn row_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Row> {
-    let way: String = r.get(first)?;
-    Ok(Row {
-        save_way: SaveWay::parse(&way).unwrap_or(SaveWay::MerchantPms),
-        ipay_trade_no: r.get(first + 1)?,
-        partner_id: r.get(first + 2)?,
-        merchant_id: r.get(first + 3)?,
-        merchant_name: r.get(first + 4)?,
-        store_id: r.get(first + 5)?,
-        store_name: r.get(first + 6)?,
-        mall_group_label: r.get(first + 7)?,
-        mall_label: r.get(first + 8)?,
-    })
 }
 
 /// What the ledger holds of an identity, for a new sighting of it.
@@ -110,20 +114,24 @@ struct Stored {
     failure: Option<FailureKind>,
 }
 
+const STORED: &str = concat!(
+    "SELECT ",
+    payload_columns!(),
+    ", state, failure FROM rows WHERE key = :key"
+);
+
 fn stored(conn: &Connection, key: &str) -> rusqlite::Result<Option<Stored>> {
-    conn.prepare_cached(&format!(
-        "SELECT {PAYLOAD}, state, failure FROM rows WHERE key = ?1"
-    ))?
-    .query_row([key], |r| {
-        let state: String = r.get(9)?;
-        let failure: Option<String> = r.get(10)?;
-        Ok(Stored {
-            row: row_at(r, 0)?,
-            state: State::parse(&state).unwrap_or(State::Pending),
-            failure: failure.as_deref().and_then(FailureKind::parse),
+    conn.prepare_cached(STORED)?
+        .query_row(named_params! {":key": key}, |r| {
+            let state: String = r.get("state")?;
+            let failure: Option<String> = r.get("failure")?;
+            Ok(Stored {
+                row: payload(r)?,
+                state: State::parse(&state).unwrap_or(State::Pending),
+                failure: failure.as_deref().and_then(FailureKind::parse),
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 /// Records one sheet row (numbered `seq` in the run's input) and decides whether it is sent.
@@ -143,70 +151,88 @@ pub fn ingest(
         failure: s.failure,
     });
     let sighting = model::sighting(known.as_ref(), r, retry_failed);
-    let t = now();
     match (&stored, &sighting) {
         (None, _) => insert_row(conn, run_id, seq, src)?,
         // Rows to send take the payload the sheet now gives and become pending again.
         (Some(_), Sighting::Send) => {
             conn.prepare_cached(
-                "UPDATE rows SET state = 'pending', failure = NULL, merchant_name = ?3,
-                     store_name = ?4, mall_group_label = ?5, mall_label = ?6, source_file = ?7,
-                     source_line = ?8, run_id = ?1, seq = ?9, updated_at = ?10
-                 WHERE key = ?2",
+                "UPDATE rows SET state = 'pending', failure = NULL, merchant_name = :merchant_name,
+                     store_name = :store_name, mall_group_label = :mall_group_label,
+                     mall_label = :mall_label, updated_at = :now
+                 WHERE key = :key",
             )?
-            .execute(params![
-                run_id,
-                key,
-                r.merchant_name,
-                r.store_name,
-                r.mall_group_label,
-                r.mall_label,
-                src.file,
-                src.line as i64,
-                seq as i64,
-                t
-            ])?;
+            .execute(named_params! {
+                ":key": key,
+                ":merchant_name": r.merchant_name,
+                ":store_name": r.store_name,
+                ":mall_group_label": r.mall_group_label,
+                ":mall_label": r.mall_label,
+                ":now": now(),
+            })?;
+            move_to(conn, run_id, seq, src, &key)?;
         }
         // Every other sighting only moves the row's source to this run's input.
         (Some(_), other) => {
             if let Sighting::Drifted(detail) = other {
                 insert_drift(conn, run_id, &key, &src.file, src.line, detail)?;
             }
-            conn.prepare_cached(
-                "UPDATE rows SET source_file = ?3, source_line = ?4, run_id = ?1, seq = ?5 WHERE key = ?2",
-            )?
-            .execute(params![run_id, key, src.file, src.line as i64, seq as i64])?;
+            move_to(conn, run_id, seq, src, &key)?;
         }
     }
     Ok(sighting)
 }
 
+/// The row `key` is now at its place (`seq`) in this run's input, at `src`'s file and line.
+fn move_to(
+    conn: &Connection,
+    run_id: i64,
+    seq: u64,
+    src: &SourceRow,
+    key: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE rows SET source_file = :source_file, source_line = :source_line, run_id = :run_id,
+             seq = :seq
+         WHERE key = :key",
+    )?
+    .execute(named_params! {
+        ":key": key,
+        ":source_file": src.file,
+        ":source_line": src.line as i64,
+        ":run_id": run_id,
+        ":seq": seq as i64,
+    })?;
+    Ok(())
+}
+
 /// A row the ledger has not seen: pending, at its place in the run's input.
 fn insert_row(conn: &Connection, run_id: i64, seq: u64, src: &SourceRow) -> rusqlite::Result<()> {
     let r = &src.row;
-    conn.prepare_cached(
-        "INSERT INTO rows (key, save_way_type, ipay_trade_no, partner_id, merchant_id,
-             merchant_name, store_id, store_name, mall_group_label, mall_label, state,
-             source_file, source_line, run_id, seq, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11, ?12, ?13, ?14, ?15, ?15)",
-    )?
-    .execute(params![
-        r.key(),
-        r.save_way.as_str(),
-        r.ipay_trade_no,
-        r.partner_id,
-        r.merchant_id,
-        r.merchant_name,
-        r.store_id,
-        r.store_name,
-        r.mall_group_label,
-        r.mall_label,
-        src.file,
-        src.line as i64,
-        run_id,
-        seq as i64,
-        now()
-    ])?;
+    conn.prepare_cached(concat!(
+        "INSERT INTO rows (key, ",
+        payload_columns!(),
+        ", state, source_file, source_line, run_id, seq, created_at, updated_at)
+         VALUES (:key, :save_way_type, :ipay_trade_no, :partner_id, :merchant_id, :merchant_name,
+             :store_id, :store_name, :mall_group_label, :mall_label, 'pending', :source_file,
+             :source_line, :run_id, :seq, :now, :now)"
+    ))?
+    .execute(named_params! {
+        ":key": r.key(),
+        ":save_way_type": r.save_way.as_str(),
+        ":ipay_trade_no": r.ipay_trade_no,
+        ":partner_id": r.partner_id,
+        ":merchant_id": r.merchant_id,
+        ":merchant_name": r.merchant_name,
+        ":store_id": r.store_id,
+        ":store_name": r.store_name,
+        ":mall_group_label": r.mall_group_label,
+        ":mall_label": r.mall_label,
+        ":source_file": src.file,
+        ":source_line": src.line as i64,
+        ":run_id": run_id,
+        ":seq": seq as i64,
+        ":now": now(),
+    })?;
     Ok(())
 }
 
@@ -219,25 +245,32 @@ fn insert_drift(
     detail: &str,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO drift (run_id, key, source_file, source_line, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO drift (run_id, key, source_file, source_line, detail)
+         VALUES (:run_id, :key, :source_file, :source_line, :detail)",
     )?
-    .execute(params![run_id, key, file, line as i64, detail])?;
+    .execute(named_params! {
+        ":run_id": run_id,
+        ":key": key,
+        ":source_file": file,
+        ":source_line": line as i64,
+        ":detail": detail,
+    })?;
     Ok(())
 }
 
 pub fn reject(conn: &Connection, run_id: i64, reject: &Reject) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO rejects (run_id, file, line, column_name, value, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (:run_id, :file, :line, :column_name, :value, :reason)",
     )?
-    .execute(params![
-        run_id,
-        reject.file,
-        reject.line as i64,
-        reject.column,
-        reject.value,
-        reject.reason
-    ])?;
+    .execute(named_params! {
+        ":run_id": run_id,
+        ":file": reject.file,
+        ":line": reject.line as i64,
+        ":column_name": reject.column,
+        ":value": reject.value,
+        ":reason": reject.reason,
+    })?;
     Ok(())
 }
 
@@ -245,23 +278,24 @@ pub fn reject(conn: &Connection, run_id: i64, reject: &Reject) -> rusqlite::Resu
 /// id. Only a `pending` row of this run is marked: `None` for a row another run took or that is
 /// no longer pending, which must then not be sent.
 pub fn mark_in_flight(conn: &Connection, run_id: i64, row: RowId) -> rusqlite::Result<Option<i64>> {
-    let t = now();
+    let params = named_params! {":row": row.0, ":run_id": run_id, ":now": now()};
     let changed = conn
         .prepare_cached(
-            "UPDATE rows SET state = 'in_flight', attempts = attempts + 1, updated_at = ?3
-             WHERE rowid = ?1 AND state = 'pending' AND run_id = ?2",
+            "UPDATE rows SET state = 'in_flight', attempts = attempts + 1, updated_at = :now
+             WHERE rowid = :row AND state = 'pending' AND run_id = :run_id",
         )?
-        .execute(params![row.0, run_id, t])?;
+        .execute(params)?;
     if changed == 0 {
         return Ok(None);
     }
     conn.prepare_cached(
         "INSERT INTO attempts (key, run_id, attempt, started_at, sent_merchant_name,
              sent_store_name, sent_mall_group_label, sent_mall_label)
-         SELECT key, ?2, attempts, ?3, merchant_name, store_name, mall_group_label, mall_label
-         FROM rows WHERE rowid = ?1",
+         SELECT key, :run_id, attempts, :now, merchant_name, store_name, mall_group_label,
+             mall_label
+         FROM rows WHERE rowid = :row",
     )?
-    .execute(params![row.0, run_id, t])?;
+    .execute(params)?;
     Ok(Some(conn.last_insert_rowid()))
 }
 
@@ -269,14 +303,14 @@ pub fn mark_in_flight(conn: &Connection, run_id: i64, row: RowId) -> rusqlite::R
 /// counts no attempt, so it is not taken for possibly sent.
 pub fn unsend(conn: &Connection, attempt_id: i64, row: RowId) -> rusqlite::Result<()> {
     let deleted = conn
-        .prepare_cached("DELETE FROM attempts WHERE id = ?1 AND outcome IS NULL")?
-        .execute([attempt_id])?;
+        .prepare_cached("DELETE FROM attempts WHERE id = :attempt AND outcome IS NULL")?
+        .execute(named_params! {":attempt": attempt_id})?;
     if deleted > 0 {
         conn.prepare_cached(
-            "UPDATE rows SET state = 'pending', attempts = attempts - 1, updated_at = ?2
-             WHERE rowid = ?1 AND state = 'in_flight'",
+            "UPDATE rows SET state = 'pending', attempts = attempts - 1, updated_at = :now
+             WHERE rowid = :row AND state = 'in_flight'",
         )?
-        .execute(params![row.0, now()])?;
+        .execute(named_params! {":row": row.0, ":now": now()})?;
     }
     Ok(())
 }
@@ -284,8 +318,14 @@ pub fn unsend(conn: &Connection, attempt_id: i64, row: RowId) -> rusqlite::Resul
 /// Records what an attempt came to: every field of the answer with the attempt, and the row's
 /// new state. A store found circled after an earlier attempt whose outcome was unknown is judged
 /// against what that attempt sent: if the sheet changed since, the row keeps the earlier payload
-/// (what AlipayHK most likely holds) and the change is recorded as drift.
-pub fn record(conn: &Connection, a: &Answered) -> rusqlite::Result<()> {
+/// (what AlipayHK most likely holds) and the change is recorded as drift. A success whose label
+/// another store holds is not believed ([`Verdict::LabelHeldBy`]).
+pub fn record(conn: &Connection, a: &Answered) -> rusqlite::Result<Verdict> {
+    if let Some(verdict) =
+        refuse_a_held_label(conn, a.attempt_id, a.row_id, &a.attempt, record_attempt)?
+    {
+        return Ok(verdict);
+    }
     record_attempt(conn, a.attempt_id, &a.attempt)?;
     let mut update = a.update.clone();
     let mut kept_payload = None;
@@ -307,46 +347,111 @@ pub fn record(conn: &Connection, a: &Answered) -> rusqlite::Result<()> {
     )?;
     if let Some(p) = kept_payload {
         conn.prepare_cached(
-            "UPDATE rows SET merchant_name = ?2, store_name = ?3, mall_group_label = ?4,
-                 mall_label = ?5 WHERE rowid = ?1",
+            "UPDATE rows SET merchant_name = :merchant_name, store_name = :store_name,
+                 mall_group_label = :mall_group_label, mall_label = :mall_label
+             WHERE rowid = :row",
         )?
-        .execute(params![
-            a.row_id.0,
-            p.merchant_name,
-            p.store_name,
-            p.mall_group_label,
-            p.mall_label
-        ])?;
+        .execute(named_params! {
+            ":row": a.row_id.0,
+            ":merchant_name": p.merchant_name,
+            ":store_name": p.store_name,
+            ":mall_group_label": p.mall_group_label,
+            ":mall_label": p.mall_label,
+        })?;
     }
-    Ok(())
+    Ok(Verdict::Kept)
+}
+
+/// The rule of the module header. When `attempt` is a success whose label another store holds,
+/// writes the attempt with `write` (as `not_this_request`, what the answer said kept) and the
+/// row as pending again, possibly sent, and says so; otherwise writes nothing.
+fn refuse_a_held_label(
+    conn: &Connection,
+    attempt_id: i64,
+    row: RowId,
+    attempt: &Attempt,
+    write: impl FnOnce(&Connection, i64, &Attempt) -> rusqlite::Result<()>,
+) -> rusqlite::Result<Option<Verdict>> {
+    let Outcome::Success { pms_label } = &attempt.outcome else {
+        return Ok(None);
+    };
+    let holder: Option<String> = conn
+        .prepare_cached(
+            "SELECT key FROM rows
+             WHERE pms_label = :label AND label_unverified = 0 AND rowid <> :row",
+        )?
+        .query_row(named_params! {":label": pms_label, ":row": row.0}, |r| {
+            r.get("key")
+        })
+        .optional()?;
+    let Some(key) = holder else {
+        return Ok(None);
+    };
+    let reason = format!(
+        "not this request's answer: its pmsLabel {pms_label} is held by another store ({key}); \
+         a proxy may be replaying answers"
+    );
+    let kept = Attempt {
+        outcome: Outcome::NotThisRequest {
+            reason: reason.clone(),
+        },
+        error: Some(reason),
+        ..attempt.clone()
+    };
+    write(conn, attempt_id, &kept)?;
+    let update = RowUpdate {
+        state: State::Pending,
+        failure: None,
+        ambiguous: false,
+        maybe_sent: true,
+        pms_label: None,
+        label_unverified: false,
+        answer_unverified: Some(false),
+        result_code: attempt.result_code.clone(),
+        result_message: Some(format!(
+            "NOT BELIEVED: the answer said SUCCESS with pmsLabel {pms_label}, which another \
+             store ({key}) already holds: a proxy between this machine and AlipayHK may be \
+             replaying answers. The answer is kept with its attempt; the row is sent again{}",
+            attempt
+                .tracer_id
+                .as_deref()
+                .map(|t| format!(" (Tracer-Id {t})"))
+                .unwrap_or_default()
+        )),
+        tracer_id: attempt.tracer_id.clone(),
+    };
+    update_row(conn, row, attempt_id, true, &update)?;
+    Ok(Some(Verdict::LabelHeldBy { key }))
 }
 
 fn record_attempt(conn: &Connection, attempt_id: i64, a: &Attempt) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE attempts SET latency_ms = ?2, latency_us = ?3, http_status = ?4, result_code = ?5,
-             result_status = ?6, result_message = ?7, error = ?8, outcome = ?9,
-             maybe_processed = ?10, pms_label = ?11, verified = ?12, response_body = ?13,
-             tracer_id = ?14, response_time = ?15, response_signature = ?16
-         WHERE id = ?1",
+        "UPDATE attempts SET latency_ms = :latency_ms, latency_us = :latency_us,
+             http_status = :http_status, result_code = :result_code,
+             result_status = :result_status, result_message = :result_message, error = :error,
+             outcome = :outcome, maybe_processed = :maybe_processed, pms_label = :pms_label,
+             verified = :verified, response_body = :response_body, tracer_id = :tracer_id,
+             response_time = :response_time, response_signature = :response_signature
+         WHERE id = :attempt",
     )?
-    .execute(params![
-        attempt_id,
-        a.latency.as_millis() as i64,
-        a.latency.as_micros() as i64,
-        a.http_status,
-        a.result_code,
-        a.result_status,
-        a.result_message,
-        a.error,
-        a.outcome.kind(),
-        a.outcome.maybe_processed(),
-        a.pms_label,
-        a.verified,
-        a.response_body,
-        a.tracer_id,
-        a.response_time,
-        a.response_signature
-    ])?;
+    .execute(named_params! {
+        ":attempt": attempt_id,
+        ":latency_ms": a.latency.as_millis() as i64,
+        ":latency_us": a.latency.as_micros() as i64,
+        ":http_status": a.http_status,
+        ":result_code": a.result_code,
+        ":result_status": a.result_status,
+        ":result_message": a.result_message,
+        ":error": a.error,
+        ":outcome": a.outcome.kind(),
+        ":maybe_processed": a.outcome.maybe_processed(),
+        ":pms_label": a.pms_label,
+        ":verified": a.verified,
+        ":response_body": a.response_body,
+        ":tracer_id": a.tracer_id,
+        ":response_time": a.response_time,
+        ":response_signature": a.response_signature,
+    })?;
     Ok(())
 }
 
@@ -358,20 +463,25 @@ fn first_maybe_sent(
     now_sent: &Row,
 ) -> rusqlite::Result<Option<(Row, String, u64)>> {
     conn.prepare_cached(
-        "SELECT a.sent_merchant_name, a.sent_store_name, a.sent_mall_group_label,
-                a.sent_mall_label, r.source_file, r.source_line
+        "SELECT a.sent_merchant_name AS merchant_name, a.sent_store_name AS store_name,
+                a.sent_mall_group_label AS mall_group_label, a.sent_mall_label AS mall_label,
+                r.source_file AS source_file, r.source_line AS source_line
          FROM rows r JOIN attempts a ON a.id = r.first_maybe_sent_attempt
-         WHERE r.rowid = ?1 AND a.sent_mall_label IS NOT NULL",
+         WHERE r.rowid = :row AND a.sent_mall_label IS NOT NULL",
     )?
-    .query_row([row.0], |r| {
+    .query_row(named_params! {":row": row.0}, |r| {
         let earlier = Row {
-            merchant_name: r.get(0)?,
-            store_name: r.get(1)?,
-            mall_group_label: r.get(2)?,
-            mall_label: r.get(3)?,
+            merchant_name: r.get("merchant_name")?,
+            store_name: r.get("store_name")?,
+            mall_group_label: r.get("mall_group_label")?,
+            mall_label: r.get("mall_label")?,
             ..now_sent.clone()
         };
-        Ok((earlier, r.get(4)?, r.get::<_, i64>(5)? as u64))
+        Ok((
+            earlier,
+            r.get("source_file")?,
+            r.get::<_, i64>("source_line")? as u64,
+        ))
     })
     .optional()
 }
@@ -386,38 +496,46 @@ fn update_row(
     u: &RowUpdate,
 ) -> rusqlite::Result<()> {
     let changed = conn
-        .prepare_cached(
-            "UPDATE rows SET state = ?2, failure = ?3, ambiguous = ?4,
-                 maybe_sent = (maybe_sent OR ?5), pms_label = COALESCE(?6, pms_label),
-                 label_unverified = CASE WHEN ?6 IS NULL THEN label_unverified ELSE ?7 END,
-                 answer_unverified = COALESCE(?14, answer_unverified),
-                 result_code = ?8, result_message = ?9, tracer_id = COALESCE(?10, tracer_id),
+        .prepare_cached(concat!(
+            "UPDATE rows SET state = :state, failure = :failure, ambiguous = :ambiguous,
+                 maybe_sent = (maybe_sent OR :maybe_sent), pms_label = COALESCE(:pms_label, pms_label),
+                 label_unverified = CASE WHEN :pms_label IS NULL THEN label_unverified
+                     ELSE :label_unverified END,
+                 answer_unverified = COALESCE(:answer_unverified, answer_unverified),
+                 result_code = :result_code, result_message = :result_message,
+                 tracer_id = COALESCE(:tracer_id, tracer_id),
                  first_maybe_sent_attempt = COALESCE(first_maybe_sent_attempt,
-                     CASE WHEN ?11 THEN ?12 END),
-                 updated_at = ?13
-             WHERE rowid = ?1 AND state <> 'succeeded' AND state <> 'already_circled'",
-        )?
-        .execute(params![
-            row.0,
-            u.state.as_str(),
-            u.failure.map(FailureKind::as_str),
-            u.ambiguous,
-            u.maybe_sent,
-            u.pms_label,
-            u.label_unverified,
-            u.result_code,
-            u.result_message,
-            u.tracer_id,
-            maybe_processed,
-            attempt_id,
-            now(),
-            u.answer_unverified
-        ])?;
+                     CASE WHEN :maybe_processed THEN :attempt END),
+                 updated_at = :now
+             WHERE rowid = :row AND NOT ",
+            done!()
+        ))?
+        .execute(named_params! {
+            ":row": row.0,
+            ":state": u.state.as_str(),
+            ":failure": u.failure.map(FailureKind::as_str),
+            ":ambiguous": u.ambiguous,
+            ":maybe_sent": u.maybe_sent,
+            ":pms_label": u.pms_label,
+            ":label_unverified": u.label_unverified,
+            ":answer_unverified": u.answer_unverified,
+            ":result_code": u.result_code,
+            ":result_message": u.result_message,
+            ":tracer_id": u.tracer_id,
+            ":maybe_processed": maybe_processed,
+            ":attempt": attempt_id,
+            ":now": now(),
+        })?;
     if changed == 0 && u.pms_label.is_some() {
         conn.prepare_cached(
-            "UPDATE rows SET pms_label = ?2, label_unverified = ?3 WHERE rowid = ?1 AND pms_label IS NULL",
+            "UPDATE rows SET pms_label = :pms_label, label_unverified = :label_unverified
+             WHERE rowid = :row AND pms_label IS NULL",
         )?
-        .execute(params![row.0, u.pms_label, u.label_unverified])?;
+        .execute(named_params! {
+            ":row": row.0,
+            ":pms_label": u.pms_label,
+            ":label_unverified": u.label_unverified,
+        })?;
     }
     Ok(())
 }
@@ -432,59 +550,66 @@ pub fn finish_run(
     message: Option<&str>,
 ) -> rusqlite::Result<RunCounts> {
     let drifted: i64 = conn.query_row(
-        "SELECT count(*) FROM drift WHERE run_id = ?1",
-        [run_id],
-        |r| r.get(0),
+        "SELECT count(*) AS n FROM drift WHERE run_id = :run_id",
+        named_params! {":run_id": run_id},
+        |r| r.get("n"),
     )?;
     let c = RunCounts {
         drifted: drifted as u64,
         ..c.clone()
     };
     conn.execute(
-        "UPDATE runs SET ended_at = ?2, outcome = ?3, rows_read = ?4, to_send = ?5, succeeded = ?6,
-             already_circled = ?7, failed = ?8, rejected = ?9, duplicates = ?10, already_done = ?11,
-             drifted = ?12, message = ?13, sent = ?14, unverified = ?15, throttled = ?16
-         WHERE id = ?1",
-        params![
-            run_id,
-            now(),
-            end.as_str(),
-            c.rows_read as i64,
-            c.to_send as i64,
-            c.succeeded as i64,
-            c.already_circled as i64,
-            c.failed as i64,
-            c.rejected as i64,
-            c.duplicates as i64,
-            c.already_done as i64,
-            c.drifted as i64,
-            message,
-            c.sent as i64,
-            c.unverified as i64,
-            c.throttled as i64
-        ],
+        "UPDATE runs SET ended_at = :now, outcome = :outcome, rows_read = :rows_read,
+             to_send = :to_send, succeeded = :succeeded, already_circled = :already_circled,
+             failed = :failed, rejected = :rejected, duplicates = :duplicates,
+             already_done = :already_done, drifted = :drifted, message = :message, sent = :sent,
+             unverified = :unverified, throttled = :throttled
+         WHERE id = :run_id",
+        named_params! {
+            ":run_id": run_id,
+            ":now": now(),
+            ":outcome": end.as_str(),
+            ":rows_read": c.rows_read as i64,
+            ":to_send": c.to_send as i64,
+            ":succeeded": c.succeeded as i64,
+            ":already_circled": c.already_circled as i64,
+            ":failed": c.failed as i64,
+            ":rejected": c.rejected as i64,
+            ":duplicates": c.duplicates as i64,
+            ":already_done": c.already_done as i64,
+            ":drifted": c.drifted as i64,
+            ":message": message,
+            ":sent": c.sent as i64,
+            ":unverified": c.unverified as i64,
+            ":throttled": c.throttled as i64,
+        },
     )?;
     Ok(c)
 }
 
 /// Takes in one answer from the side file: the row is created if this ledger lacks it, the
-/// attempt updated (or added, when this ledger does not have it), the row moved to its state.
+/// attempt updated (or added, when this ledger does not have it), the row moved to its state; a
+/// success whose label another store holds is not believed, as when it arrived.
 pub fn take_in(conn: &Connection, s: &Spilled, from: &str) -> rusqlite::Result<()> {
     let exists: Option<i64> = conn
-        .prepare_cached("SELECT id FROM runs WHERE id = ?1")?
-        .query_row([s.run_id], |r| r.get(0))
+        .prepare_cached("SELECT id FROM runs WHERE id = :run_id")?
+        .query_row(named_params! {":run_id": s.run_id}, |r| r.get("id"))
         .optional()?;
     if exists.is_none() {
         conn.execute(
             "INSERT INTO runs (id, started_at, ended_at, outcome, config, message)
-             VALUES (?1, ?2, ?2, 'aborted', '{}', ?3)",
-            params![s.run_id, now(), format!("answers taken in from {from}")],
+             VALUES (:run_id, :now, :now, 'aborted', '{}', :message)",
+            named_params! {
+                ":run_id": s.run_id,
+                ":now": now(),
+                ":message": format!("answers taken in from {from}"),
+            },
         )?;
     }
     let (row, key) = (&s.row, s.key());
     let row_id: Option<i64> = conn
-        .prepare_cached("SELECT rowid FROM rows WHERE key = ?1")?
-        .query_row([&key], |r| r.get(0))
+        .prepare_cached("SELECT rowid AS row_id FROM rows WHERE key = :key")?
+        .query_row(named_params! {":key": key}, |r| r.get("row_id"))
         .optional()?;
     let row_id = match row_id {
         Some(id) => RowId(id),
@@ -499,8 +624,10 @@ pub fn take_in(conn: &Connection, s: &Spilled, from: &str) -> rusqlite::Result<(
         }
     };
     let present: Option<i64> = conn
-        .prepare_cached("SELECT id FROM attempts WHERE id = ?1 AND key = ?2")?
-        .query_row(params![s.attempt_id, key], |r| r.get(0))
+        .prepare_cached("SELECT id FROM attempts WHERE id = :attempt AND key = :key")?
+        .query_row(named_params! {":attempt": s.attempt_id, ":key": key}, |r| {
+            r.get("id")
+        })
         .optional()?;
     let attempt_id = match present {
         Some(id) => id,
@@ -508,20 +635,24 @@ pub fn take_in(conn: &Connection, s: &Spilled, from: &str) -> rusqlite::Result<(
             conn.execute(
                 "INSERT INTO attempts (key, run_id, attempt, started_at, sent_merchant_name,
                      sent_store_name, sent_mall_group_label, sent_mall_label)
-                 VALUES (?1, ?2, (SELECT attempts FROM rows WHERE key = ?1), ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    key,
-                    s.run_id,
-                    now(),
-                    row.merchant_name,
-                    row.store_name,
-                    row.mall_group_label,
-                    row.mall_label
-                ],
+                 VALUES (:key, :run_id, (SELECT attempts FROM rows WHERE key = :key), :now,
+                     :merchant_name, :store_name, :mall_group_label, :mall_label)",
+                named_params! {
+                    ":key": key,
+                    ":run_id": s.run_id,
+                    ":now": now(),
+                    ":merchant_name": row.merchant_name,
+                    ":store_name": row.store_name,
+                    ":mall_group_label": row.mall_group_label,
+                    ":mall_label": row.mall_label,
+                },
             )?;
             conn.last_insert_rowid()
         }
     };
+    if refuse_a_held_label(conn, attempt_id, row_id, &s.attempt, record_attempt)?.is_some() {
+        return Ok(());
+    }
     record_attempt(conn, attempt_id, &s.attempt)?;
     // A row still marked in flight by the run that spilled it takes its recorded state.
     update_row(
@@ -533,74 +664,93 @@ pub fn take_in(conn: &Connection, s: &Spilled, from: &str) -> rusqlite::Result<(
     )
 }
 
+/// The answers of [`answers_of_run`]: each attempt (the columns read by [`answer`]) with its
+/// row as sent and as it stands now (read by [`row_update`]).
+const ANSWERS_OF_RUN: &str = concat!(
+    "SELECT a.id AS attempt_id, ",
+    payload_columns!("r"),
+    ", r.source_file AS source_file, r.source_line AS source_line,
+        a.outcome AS outcome, a.maybe_processed AS maybe_processed,
+        a.http_status AS http_status, a.result_code AS result_code,
+        a.result_status AS result_status, a.result_message AS result_message,
+        a.pms_label AS pms_label, a.verified AS verified, a.error AS error,
+        a.tracer_id AS tracer_id, a.response_body AS response_body,
+        a.response_time AS response_time, a.response_signature AS response_signature,
+        COALESCE(a.latency_us, a.latency_ms * 1000, 0) AS latency_us,
+        r.state AS row_state, r.failure AS row_failure, r.ambiguous AS row_ambiguous,
+        r.maybe_sent AS row_maybe_sent, r.pms_label AS row_pms_label,
+        r.label_unverified AS row_label_unverified, r.answer_unverified AS row_answer_unverified,
+        r.result_code AS row_result_code, r.result_message AS row_result_message,
+        r.tracer_id AS row_tracer_id
+     FROM attempts a JOIN rows r ON r.key = a.key
+     WHERE a.run_id = :run_id AND a.outcome IS NOT NULL AND a.outcome <> 'lost'
+     ORDER BY a.id"
+);
+
+/// An attempt as recorded, from [`ANSWERS_OF_RUN`].
+fn answer(r: &rusqlite::Row<'_>) -> rusqlite::Result<Attempt> {
+    let kind: String = r.get("outcome")?;
+    let code: Option<String> = r.get("result_code")?;
+    let message: Option<String> = r.get("result_message")?;
+    let error: Option<String> = r.get("error")?;
+    let label: Option<String> = r.get("pms_label")?;
+    Ok(Attempt {
+        outcome: Outcome::from_stored(
+            &kind,
+            r.get("maybe_processed")?,
+            code.as_deref(),
+            error.as_deref().or(message.as_deref()),
+            label.as_deref(),
+        ),
+        http_status: r.get("http_status")?,
+        result_code: code,
+        result_status: r.get("result_status")?,
+        result_message: message,
+        pms_label: label,
+        verified: r.get("verified")?,
+        error,
+        tracer_id: r.get("tracer_id")?,
+        response_body: r.get("response_body")?,
+        response_time: r.get("response_time")?,
+        response_signature: r.get("response_signature")?,
+        latency: std::time::Duration::from_micros(r.get::<_, i64>("latency_us")?.max(0) as u64),
+    })
+}
+
+/// What the row holds now, from [`ANSWERS_OF_RUN`].
+fn row_update(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowUpdate> {
+    let state: String = r.get("row_state")?;
+    let failure: Option<String> = r.get("row_failure")?;
+    Ok(RowUpdate {
+        // A row this run left in flight is recovered as possibly sent by the next one.
+        state: State::parse(&state)
+            .filter(|s| *s != State::InFlight)
+            .unwrap_or(State::Pending),
+        failure: failure.as_deref().and_then(FailureKind::parse),
+        ambiguous: r.get("row_ambiguous")?,
+        maybe_sent: r.get("row_maybe_sent")?,
+        pms_label: r.get("row_pms_label")?,
+        label_unverified: r.get("row_label_unverified")?,
+        answer_unverified: Some(r.get("row_answer_unverified")?),
+        result_code: r.get("row_result_code")?,
+        result_message: r.get("row_result_message")?,
+        tracer_id: r.get("row_tracer_id")?,
+    })
+}
+
 /// Every answer a run recorded, as the side file keeps them: what a run whose ledger file was
 /// deleted or replaced under it still holds in the file it had open.
 pub fn answers_of_run(conn: &Connection, run_id: i64) -> rusqlite::Result<Vec<Spilled>> {
-    let mut st = conn.prepare(
-        "SELECT a.id, r.save_way_type, r.ipay_trade_no, r.partner_id, r.merchant_id,
-                r.merchant_name, r.store_id, r.store_name, r.mall_group_label, r.mall_label,
-                r.source_file, r.source_line, a.outcome, a.maybe_processed, a.http_status,
-                a.result_code, a.result_status, a.result_message, a.pms_label, a.verified,
-                a.error, a.tracer_id, a.response_body, a.response_time, a.response_signature,
-                COALESCE(a.latency_us, a.latency_ms * 1000, 0),
-                r.state, r.failure, r.ambiguous, r.maybe_sent, r.pms_label, r.label_unverified,
-                r.result_code, r.result_message, r.tracer_id, r.answer_unverified
-         FROM attempts a JOIN rows r ON r.key = a.key
-         WHERE a.run_id = ?1 AND a.outcome IS NOT NULL AND a.outcome <> 'lost'
-         ORDER BY a.id",
-    )?;
-    let rows = st.query_map([run_id], |r| {
-        let kind: String = r.get(12)?;
-        let (code, message, error, label): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = (r.get(15)?, r.get(17)?, r.get(20)?, r.get(18)?);
-        let state: String = r.get(26)?;
-        let failure: Option<String> = r.get(27)?;
+    let mut st = conn.prepare(ANSWERS_OF_RUN)?;
+    let rows = st.query_map(named_params! {":run_id": run_id}, |r| {
         Ok(Spilled {
             run_id,
-            attempt_id: r.get(0)?,
-            row: row_at(r, 1)?,
-            source_file: r.get(10)?,
-            source_line: r.get::<_, i64>(11)? as u64,
-            attempt: Attempt {
-                outcome: Outcome::from_stored(
-                    &kind,
-                    r.get(13)?,
-                    code.as_deref(),
-                    error.as_deref().or(message.as_deref()),
-                    label.as_deref(),
-                ),
-                http_status: r.get(14)?,
-                result_code: code,
-                result_status: r.get(16)?,
-                result_message: message,
-                pms_label: label,
-                verified: r.get(19)?,
-                error,
-                tracer_id: r.get(21)?,
-                response_body: r.get(22)?,
-                response_time: r.get(23)?,
-                response_signature: r.get(24)?,
-                latency: std::time::Duration::from_micros(r.get::<_, i64>(25)?.max(0) as u64),
-            },
-            update: RowUpdate {
-                // A row this run left in flight is recovered as possibly sent by the next one.
-                state: State::parse(&state)
-                    .filter(|s| *s != State::InFlight)
-                    .unwrap_or(State::Pending),
-                failure: failure.as_deref().and_then(FailureKind::parse),
-                ambiguous: r.get(28)?,
-                maybe_sent: r.get(29)?,
-                pms_label: r.get(30)?,
-                label_unverified: r.get(31)?,
-                answer_unverified: Some(r.get(35)?),
-                result_code: r.get(32)?,
-                result_message: r.get(33)?,
-                tracer_id: r.get(34)?,
-            },
+            attempt_id: r.get("attempt_id")?,
+            row: payload(r)?,
+            source_file: r.get("source_file")?,
+            source_line: r.get::<_, i64>("source_line")? as u64,
+            attempt: answer(r)?,
+            update: row_update(r)?,
         })
     })?;
     rows.collect()
@@ -620,46 +770,73 @@ pub struct KeptAnswer {
     pub maybe_sent: bool,
 }
 
+const KEPT_UNVERIFIED: &str = concat!(
+    "SELECT a.id AS attempt_id, a.run_id AS run_id, r.rowid AS row_id,
+        a.response_body AS response_body, a.response_time AS response_time,
+        a.response_signature AS response_signature, r.maybe_sent AS maybe_sent, ",
+    payload_columns!("r"),
+    " FROM attempts a JOIN rows r ON r.key = a.key
+     WHERE a.verified = 0 AND a.response_body IS NOT NULL AND NOT ",
+    done!("r"),
+    " ORDER BY a.id"
+);
+
 pub fn kept_unverified(conn: &Connection) -> rusqlite::Result<Vec<KeptAnswer>> {
-    let mut st = conn.prepare(
-        "SELECT a.id, a.run_id, r.rowid, a.response_body, a.response_time, a.response_signature,
-                r.save_way_type, r.ipay_trade_no, r.partner_id, r.merchant_id, r.merchant_name,
-                r.store_id, r.store_name, r.mall_group_label, r.mall_label, r.maybe_sent
-         FROM attempts a JOIN rows r ON r.key = a.key
-         WHERE a.verified = 0 AND r.state <> 'succeeded' AND r.state <> 'already_circled'
-           AND a.response_body IS NOT NULL
-         ORDER BY a.id",
-    )?;
+    let mut st = conn.prepare(KEPT_UNVERIFIED)?;
     let rows = st.query_map([], |r| {
         Ok(KeptAnswer {
-            attempt_id: r.get(0)?,
-            run_id: r.get(1)?,
-            row_id: RowId(r.get(2)?),
-            body: r.get(3)?,
-            response_time: r.get(4)?,
-            response_signature: r.get(5)?,
-            row: row_at(r, 6)?,
-            maybe_sent: r.get(15)?,
+            attempt_id: r.get("attempt_id")?,
+            run_id: r.get("run_id")?,
+            row_id: RowId(r.get("row_id")?),
+            body: r.get("response_body")?,
+            response_time: r.get("response_time")?,
+            response_signature: r.get("response_signature")?,
+            row: payload(r)?,
+            maybe_sent: r.get("maybe_sent")?,
         })
     })?;
     rows.collect()
 }
 
 /// An answer kept unverified verifies now: the attempt says so and the row takes the state the
-/// answer gives it, as if it had been believed when it arrived.
+/// answer gives it, as if it had been believed when it arrived (a success whose label another
+/// store holds is not believed then either).
 pub fn accept_reverified(
     conn: &Connection,
     kept: &KeptAnswer,
     attempt: &Attempt,
     update: &RowUpdate,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE attempts SET verified = 1, outcome = ?2, pms_label = ?3,
-             error = 'not verified when it arrived; verified with the alipay_public_key of a later run'
-         WHERE id = ?1",
+    if refuse_a_held_label(
+        conn,
+        kept.attempt_id,
+        kept.row_id,
+        attempt,
+        write_reverified,
     )?
-    .execute(params![kept.attempt_id, attempt.outcome.kind(), attempt.pms_label])?;
+    .is_some()
+    {
+        return Ok(());
+    }
+    write_reverified(conn, kept.attempt_id, attempt)?;
     update_row(conn, kept.row_id, kept.attempt_id, false, update)
+}
+
+/// A kept attempt verified now: what it came to (its error, when it is not believed after all).
+fn write_reverified(conn: &Connection, attempt_id: i64, a: &Attempt) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE attempts SET verified = 1, outcome = :outcome, pms_label = :pms_label,
+             error = COALESCE(:error,
+                 'not verified when it arrived; verified with the alipay_public_key of a later run')
+         WHERE id = :attempt",
+    )?
+    .execute(named_params! {
+        ":attempt": attempt_id,
+        ":outcome": a.outcome.kind(),
+        ":pms_label": a.pms_label,
+        ":error": a.error,
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -667,11 +844,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::outcome::Outcome;
+    use crate::input::SaveWay;
 
     fn ledger() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open_unlocked(&dir.path().join("l.db")).unwrap();
+        let conn = super::super::open_unlocked(&dir.path().join("l.db"))
+            .unwrap()
+            .into_connection();
         (dir, conn)
     }
 
@@ -699,11 +878,16 @@ mod tests {
 
     fn row_id(conn: &Connection, key: &str) -> RowId {
         RowId(
-            conn.query_row("SELECT rowid FROM rows WHERE key = ?1", [key], |r| r.get(0))
-                .unwrap(),
+            conn.query_row(
+                "SELECT rowid AS row_id FROM rows WHERE key = :key",
+                named_params! {":key": key},
+                |r| r.get("row_id"),
+            )
+            .unwrap(),
         )
     }
 
+    /// The one value `sql` selects.
     fn q<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> T {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -932,5 +1116,135 @@ mod tests {
         assert_eq!(back[0].attempt.pms_label.as_deref(), Some("2026"));
         assert_eq!(back[0].attempt.outcome.kind(), "success");
         assert_eq!(back[0].update.state, State::Succeeded);
+    }
+
+    /// Two rows of one run, in flight: `(run, [(row id, attempt id, row)])`.
+    fn two_in_flight(conn: &Connection) -> (i64, Vec<(RowId, i64, Row)>) {
+        let run = begin_run(conn, "{}", &[]).unwrap();
+        let rows = ["S1", "S2"].map(|store| {
+            let r = row(store, "11");
+            ingest(conn, run, 1, &src(r.clone(), 2), false).unwrap();
+            let id = row_id(conn, &r.key());
+            (id, mark_in_flight(conn, run, id).unwrap().unwrap(), r)
+        });
+        (run, rows.into())
+    }
+
+    fn success(label: &str) -> Outcome {
+        Outcome::Success {
+            pms_label: label.into(),
+        }
+    }
+
+    #[test]
+    fn a_label_another_store_holds_is_never_believed_for_a_second() {
+        let (_d, conn) = ledger();
+        let (run, rows) = two_in_flight(&conn);
+        let [(id1, at1, r1), (id2, at2, r2)] = [rows[0].clone(), rows[1].clone()];
+        let first = answered(run, at1, id1, r1.clone(), success("2026"));
+        assert_eq!(record(&conn, &first).unwrap(), Verdict::Kept);
+        // The same answer again for the same row (taken in twice, say) is its own label.
+        assert_eq!(record(&conn, &first).unwrap(), Verdict::Kept);
+        let replayed = answered(run, at2, id2, r2.clone(), success("2026"));
+        assert_eq!(
+            record(&conn, &replayed).unwrap(),
+            Verdict::LabelHeldBy { key: r1.key() }
+        );
+        let state = |key: &str| -> (String, Option<String>, bool) {
+            conn.query_row(
+                "SELECT state, pms_label, maybe_sent FROM rows WHERE key = :key",
+                named_params! {":key": key},
+                |r| Ok((r.get("state")?, r.get("pms_label")?, r.get("maybe_sent")?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            state(&r1.key()),
+            ("succeeded".into(), Some("2026".into()), false)
+        );
+        assert_eq!(state(&r2.key()), ("pending".into(), None, true));
+        let (outcome, label, processed): (String, String, bool) = conn
+            .query_row(
+                "SELECT outcome, pms_label, maybe_processed FROM attempts WHERE id = :id",
+                named_params! {":id": at2},
+                |r| {
+                    Ok((
+                        r.get("outcome")?,
+                        r.get("pms_label")?,
+                        r.get("maybe_processed")?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (outcome.as_str(), label.as_str(), processed),
+            ("not_this_request", "2026", true),
+            "the attempt keeps what the answer said"
+        );
+        let message: String = q(
+            &conn,
+            "SELECT result_message FROM rows WHERE store_id = 'S2'",
+        );
+        assert!(message.starts_with("NOT BELIEVED"), "{message}");
+        assert!(message.contains(&r1.key()), "{message}");
+        // The row is sent again, and its own label is believed then.
+        let again = mark_in_flight(&conn, run, id2).unwrap().unwrap();
+        let own = answered(run, again, id2, r2.clone(), success("2027"));
+        assert_eq!(record(&conn, &own).unwrap(), Verdict::Kept);
+        assert_eq!(
+            state(&r2.key()),
+            ("succeeded".into(), Some("2027".into()), true)
+        );
+        // And the ledger itself refuses a second holder, whatever writes it.
+        assert!(
+            conn.execute(
+                "UPDATE rows SET pms_label = '2026' WHERE store_id = 'S2'",
+                []
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_side_file_and_a_kept_answer_verified_again_follow_the_same_rule() {
+        let (_d, conn) = ledger();
+        let (run, rows) = two_in_flight(&conn);
+        let [(id1, at1, r1), (id2, at2, r2)] = [rows[0].clone(), rows[1].clone()];
+        record(&conn, &answered(run, at1, id1, r1.clone(), success("2026"))).unwrap();
+        let spilled = Spilled::new(
+            &answered(run, at2, id2, r2.clone(), success("2026")),
+            "s.csv".into(),
+            3,
+        );
+        take_in(&conn, &spilled, "f").unwrap();
+        assert_eq!(
+            q::<String>(&conn, "SELECT state FROM rows WHERE store_id = 'S2'"),
+            "pending"
+        );
+        assert_eq!(
+            q::<String>(&conn, "SELECT outcome FROM attempts WHERE id = 2"),
+            "not_this_request"
+        );
+        // A kept answer of S2 that verifies now, with S1's label: not believed either.
+        let kept = KeptAnswer {
+            attempt_id: at2,
+            run_id: run,
+            row_id: id2,
+            row: r2.clone(),
+            body: Vec::new(),
+            response_time: None,
+            response_signature: None,
+            maybe_sent: true,
+        };
+        let a = answered(run, at2, id2, r2, success("2026"));
+        accept_reverified(&conn, &kept, &a.attempt, &a.update).unwrap();
+        assert_eq!(
+            q::<String>(&conn, "SELECT state FROM rows WHERE store_id = 'S2'"),
+            "pending"
+        );
+        assert_eq!(
+            q::<i64>(&conn, "SELECT count(*) FROM rows WHERE pms_label = '2026'"),
+            1
+        );
     }
 }

@@ -7,7 +7,8 @@
 //!   the ledger always knows which requests may have reached the gateway.
 //! - An answer is handed over and not waited for ([`Writer::record`]): from then on the writer
 //!   owns it. Until it is committed it is also held in [`Held`], where it can be written to the
-//!   side file from any thread (a second Ctrl-C included).
+//!   side file from any thread (a second Ctrl-C included). Only a success is waited for, once
+//!   committed: the ledger may refuse its label, held by another store ([`Recorded`]).
 //! - When a commit fails because the ledger is unavailable (locked by another program, disk
 //!   full, an I/O error), the batch is kept and tried again; meanwhile no mark is answered, so no
 //!   new request leaves, and answers keep arriving into the batch. A lock is waited for as long
@@ -30,8 +31,8 @@ use super::RowId;
 use super::error::LedgerError;
 use super::lock::LedgerLock;
 use super::spill::{self, Spilled};
-use super::store::{self, Answered, FileInfo, KeptAnswer};
-use crate::api::outcome::Attempt;
+use super::store::{self, Answered, FileInfo, KeptAnswer, Verdict};
+use crate::api::outcome::{Attempt, Outcome};
 use crate::input::{Reject, SourceRow};
 use crate::model::{RowUpdate, RunCounts, RunEnd, Sighting};
 
@@ -152,7 +153,8 @@ enum Cmd {
         attempt_id: i64,
         row: RowId,
     },
-    Record(Arc<Answered>),
+    /// An answer; a success with where to say what the ledger made of it.
+    Record(Arc<Answered>, Option<oneshot::Sender<Verdict>>),
     Reverified {
         kept: Box<KeptAnswer>,
         attempt: Box<Attempt>,
@@ -174,6 +176,7 @@ enum Done {
     Count(u64),
     Sightings(Vec<Sighting>),
     Counts(RunCounts),
+    Verdict(Verdict),
     Nothing,
 }
 
@@ -205,7 +208,7 @@ impl WriterThread {
 
 /// Starts the writer on its own connection to the ledger `lock` holds.
 pub fn start(lock: LedgerLock) -> anyhow::Result<(Writer, WriterThread)> {
-    let conn = super::open_unlocked(lock.path())?;
+    let conn = super::open_unlocked(lock.path())?.into_connection();
     conn.busy_timeout(BUSY_SLICE)?;
     let (tx, rx) = mpsc::channel();
     let held = Arc::new(Held {
@@ -335,16 +338,25 @@ impl Writer {
     }
 
     /// Hands an answer over. It is committed with the next batch, or spilled to the side file if
-    /// that cannot be; either way the caller need not wait.
-    pub fn record(&self, answered: Answered) {
+    /// that cannot be; either way the caller need not wait, except to learn what the ledger made
+    /// of a success ([`Recorded::verdict`]).
+    pub fn record(&self, answered: Answered) -> Recorded {
         let answered = Arc::new(answered);
         self.held
             .answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(answered.attempt_id, answered.clone());
+        let (reply, verdict) = match answered.attempt.outcome {
+            Outcome::Success { .. } => {
+                let (reply, verdict) = oneshot::channel();
+                (Some(reply), Some(verdict))
+            }
+            _ => (None, None),
+        };
         // Should the writer be gone, the answer is still held, and spilled with the rest.
-        let _ = self.tx.send(Cmd::Record(answered));
+        let _ = self.tx.send(Cmd::Record(answered.clone(), reply));
+        Recorded { answered, verdict }
     }
 
     /// An answer kept unverified by an earlier run verifies now.
@@ -372,6 +384,30 @@ impl Writer {
             reply,
         })
         .await
+    }
+}
+
+/// An answer handed to the writer ([`Writer::record`]).
+pub struct Recorded {
+    answered: Arc<Answered>,
+    verdict: Option<oneshot::Receiver<Verdict>>,
+}
+
+impl Recorded {
+    /// What the ledger made of the answer: for a success, once its batch is committed (a label
+    /// another store holds: [`Verdict::LabelHeldBy`]); anything else is [`Verdict::Kept`] at
+    /// once. Also `Kept` when the writer is gone or the answer went to the side file: taking the
+    /// side file in applies the same rule.
+    pub async fn verdict(&mut self) -> Verdict {
+        match self.verdict.take() {
+            Some(verdict) => verdict.await.unwrap_or(Verdict::Kept),
+            None => Verdict::Kept,
+        }
+    }
+
+    /// The answer as it was handed over.
+    pub fn answered(&self) -> &Answered {
+        &self.answered
     }
 }
 
@@ -482,16 +518,24 @@ impl Actor {
                 self.run_id = Some(*id);
             }
             match cmd {
-                Cmd::Record(a) => {
+                Cmd::Record(a, reply) => {
                     committed.push(a.attempt_id);
-                    // An answer the ledger refused (a bug, not a busy ledger) is not dropped:
-                    // it goes to the side file with the reason in the log.
-                    if let Err(e) = result {
-                        tracing::error!(
-                            "ledger: cannot record the answer for {}: {e}",
-                            a.row.key()
-                        );
-                        refused.push(Spilled::new(&a, String::new(), 0));
+                    match result {
+                        Ok(Done::Verdict(verdict)) => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(verdict);
+                            }
+                        }
+                        // An answer the ledger refused (a bug, not a busy ledger) is not
+                        // dropped: it goes to the side file with the reason in the log.
+                        Err(e) => {
+                            tracing::error!(
+                                "ledger: cannot record the answer for {}: {e}",
+                                a.row.key()
+                            );
+                            refused.push(Spilled::new(&a, String::new(), 0));
+                        }
+                        Ok(_) => {}
                     }
                 }
                 cmd => reply_to(cmd, result),
@@ -565,7 +609,7 @@ fn reply_to(cmd: Cmd, result: Result<Done, String>) {
             Done::Counts(c) => Some(c),
             _ => None,
         }),
-        Cmd::Record(_) | Cmd::Reject { .. } | Cmd::Unsend { .. } | Cmd::Reverified { .. } => {
+        Cmd::Record(..) | Cmd::Reject { .. } | Cmd::Unsend { .. } | Cmd::Reverified { .. } => {
             if let Err(e) = result {
                 tracing::error!("ledger: {e}");
             }
@@ -596,10 +640,7 @@ fn apply(tx: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
             store::unsend(tx, *attempt_id, *row)?;
             Done::Nothing
         }
-        Cmd::Record(a) => {
-            store::record(tx, a)?;
-            Done::Nothing
-        }
+        Cmd::Record(a, _) => Done::Verdict(store::record(tx, a)?),
         Cmd::Reverified {
             kept,
             attempt,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::input::{Input, Item, Options, SourceRow};
-use crate::ledger::queries;
+use crate::ledger::{Gateway, queries};
 use crate::model::{self, Sighting};
 use crate::output::Printer;
 
@@ -62,12 +62,16 @@ pub fn rehearse(
     files: &[PathBuf],
     options: Options,
     ledger: &Path,
+    gateway: &Gateway,
     retry_failed: bool,
     printer: &Printer,
 ) -> anyhow::Result<Rehearsal> {
     let input = Input::open(files, options)?;
     let conn = if ledger.exists() {
-        Some(open_read_only(ledger)?)
+        let conn = open_read_only(ledger)?;
+        // What a ledger of another gateway says was done there, not here.
+        crate::ledger::gateway::check(&conn, ledger, gateway)?;
+        Some(conn)
     } else {
         None
     };

@@ -45,6 +45,8 @@ pub struct Plan {
     /// How the input finds duplicates (bounded memory for a run).
     pub dedupe: Dedupe,
     pub ledger: PathBuf,
+    /// The gateway the run sends to: a ledger of another one is refused.
+    pub gateway: ledger::Gateway,
     pub rate: u32,
     pub concurrency: usize,
     pub policy: RetryPolicy,
@@ -93,8 +95,14 @@ pub fn execute(
         .map(|p| file_info(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let lock = LedgerLock::acquire(&plan.ledger)?;
+    let opened = ledger::open_unlocked(&plan.ledger)?;
+    for notice in opened.notices() {
+        printer.warn(&notice.to_string());
+    }
+    // A ledger of another gateway is refused before anything is written to it.
+    ledger::gateway::claim(&opened, &plan.ledger, &plan.gateway)?;
     // The feeder's connection; first it takes in what an earlier run could not write.
-    let reader = ledger::open_unlocked(&plan.ledger)?;
+    let reader = opened.into_connection();
     if let Some(taken) = ledger::take_in_side_file(&reader, &plan.ledger)? {
         printer.info(&taken.to_string());
     }

@@ -29,7 +29,7 @@ use crate::api::client::Client;
 use crate::api::outcome::{Attempt, Outcome};
 use crate::input::Row;
 use crate::ledger::queries::pending_page;
-use crate::ledger::store::Answered;
+use crate::ledger::store::{Answered, Verdict};
 use crate::ledger::writer::Writer;
 use crate::ledger::{RowId, State};
 
@@ -497,8 +497,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             let first = *job.believed_at_first_failure.get_or_insert(now);
             job.tries.gateway_answered = now > first;
         }
-        let decision = crew.policy.decide(&attempt.outcome, job.tries);
-        note_streaks(crew, &attempt, &decision);
+        let mut decision = crew.policy.decide(&attempt.outcome, job.tries);
         let update = policy::row_update(&attempt, &decision, job.maybe_sent);
         let was_unverified = job.unverified;
         job.unverified = matches!(attempt.outcome, Outcome::Unverified { .. });
@@ -511,7 +510,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             }
             _ => {}
         }
-        crew.writer.record(Answered {
+        let mut recorded = crew.writer.record(Answered {
             run_id: crew.run_id,
             attempt_id,
             row_id: job.row_id,
@@ -519,6 +518,30 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             attempt,
             update,
         });
+        // A success waits for its commit: the ledger never believes a pmsLabel another store
+        // holds (a proxy replaying a genuine answer). The attempt is then not this request's,
+        // for the counters and the decision: the ledger put the row back, and it is sent again.
+        let replay = match recorded.verdict().await {
+            Verdict::Kept => None,
+            Verdict::LabelHeldBy { key } => {
+                crew.believed.fetch_sub(1, Relaxed);
+                let now = crew.believed.load(Relaxed);
+                let first = *job.believed_at_first_failure.get_or_insert(now);
+                job.tries.gateway_answered = now > first;
+                job.tries.reached = true;
+                job.maybe_sent = true;
+                let outcome = Outcome::NotThisRequest {
+                    reason: format!("its pmsLabel is held by another store ({key})"),
+                };
+                decision = crew.policy.decide(&outcome, job.tries);
+                Some(Attempt {
+                    outcome,
+                    ..recorded.answered().attempt.clone()
+                })
+            }
+        };
+        let attempt = replay.as_ref().unwrap_or(&recorded.answered().attempt);
+        note_streaks(crew, attempt, &decision);
         match decision {
             Decision::Finish { state, .. } => {
                 let counter = match state {

@@ -1,0 +1,41 @@
+//! `ledger upgrade [--accept-stored-ids]`: brings the ledger to this version and says what
+//! changed. Every command upgrades the ledger it opens; this one is for the upgrade that stops
+//! rather than guess (rows whose ids hold `|`, which an earlier version may have taken for one
+//! store), once the operator has checked those stores with AlipayHK.
+
+use std::process::ExitCode;
+
+use crate::cli::{LedgerCommand, LedgerUpgradeArgs};
+use crate::ledger::{self, LedgerLock, StoredIds};
+use crate::output::Printer;
+
+pub fn run(command: LedgerCommand, printer: &Printer) -> anyhow::Result<ExitCode> {
+    match command {
+        LedgerCommand::Upgrade(args) => upgrade(args, printer),
+    }
+}
+
+fn upgrade(args: LedgerUpgradeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let path = super::ledger_path(&args.ledger)?;
+    if !path.exists() {
+        anyhow::bail!(
+            "no ledger at {}: pass --ledger PATH (a new ledger needs no upgrade)",
+            path.display()
+        );
+    }
+    // Keys are rewritten: no run may be using the ledger meanwhile.
+    let _lock = LedgerLock::acquire(&path)?;
+    let ids = match args.accept_stored_ids {
+        true => StoredIds::Accept,
+        false => StoredIds::Refuse,
+    };
+    let upgrade = ledger::upgrade(&path, ids)?;
+    for row in &upgrade.accepted {
+        printer.warn(&format!(
+            "the ids stored are taken as the store it is: {row} (its key is now {})",
+            row.key_now()
+        ));
+    }
+    printer.info(&format!("{}: {upgrade}", path.display()));
+    Ok(ExitCode::SUCCESS)
+}
