@@ -12,6 +12,7 @@
 //! - [`scratch`] holds sets too large for memory in a temporary file, apart from the ledger.
 
 pub mod error;
+pub mod filesystem;
 pub mod lock;
 pub mod queries;
 pub mod scratch;
@@ -44,6 +45,10 @@ pub struct RowId(pub i64);
 
 /// Opens (creating or upgrading) the ledger; the caller holds its lock or only reads it.
 pub fn open_unlocked(path: &Path) -> anyhow::Result<Connection> {
+    // Created by us, not SQLite, so that it and its -wal and -shm (which take its mode) are
+    // private.
+    filesystem::create_private(path)
+        .with_context(|| format!("cannot create the ledger {}", path.display()))?;
     let mut conn = Connection::open(path)
         .with_context(|| format!("cannot open the ledger {}", path.display()))?;
     configure(&conn).with_context(|| format!("cannot use the ledger {}", path.display()))?;
@@ -60,6 +65,11 @@ pub fn open_unlocked(path: &Path) -> anyhow::Result<Connection> {
 /// in the side file, when no run holds the ledger (a run takes them in itself as it starts).
 pub fn open(path: &Path) -> anyhow::Result<Connection> {
     let conn = open_unlocked(path)?;
+    if let Some(remote) = filesystem::remote(path) {
+        // Read as it is: what a run on another machine would do with its locks is not known.
+        tracing::warn!("{}", remote.when_reading(path));
+        return Ok(conn);
+    }
     if spill::path_for(path).exists()
         && let Ok(_lock) = LedgerLock::acquire(path)
         && let Some(taken) = take_in_side_file(&conn, path)?
