@@ -59,6 +59,20 @@ fn set_aside(s: &Scratch) -> PathBuf {
     s.path("ledger.db.unwritten.jsonl.unreadable")
 }
 
+/// The side file was taken in and removed, and the line it could not read is kept aside as it
+/// was, readable by its owner only.
+fn kept_aside_byte_for_byte(s: &Scratch, torn: &[u8]) {
+    assert!(!side_file(s).exists(), "taken in and removed");
+    let mut kept = torn.to_vec();
+    kept.push(b'\n');
+    assert_eq!(
+        std::fs::read(set_aside(s)).unwrap(),
+        kept,
+        "kept byte for byte"
+    );
+    assert_eq!(mode(&set_aside(s)), 0o600);
+}
+
 /// The same command again finishes the sheet without asking any store twice.
 fn the_next_run_finishes_without_asking_twice(
     s: &Scratch,
@@ -145,11 +159,7 @@ fn a_side_file_cut_inside_a_chinese_name_is_set_aside_and_no_answer_is_lost() {
         err.contains("cannot be read") && err.contains(&aside.display().to_string()),
         "a warning names where the line is kept: {err}"
     );
-    assert!(!side_file(&s).exists(), "taken in and removed");
-    let mut kept = torn.to_vec();
-    kept.push(b'\n');
-    assert_eq!(std::fs::read(&aside).unwrap(), kept, "kept byte for byte");
-    assert_eq!(mode(&aside), 0o600);
+    kept_aside_byte_for_byte(&s, torn);
     every_label_kept(&s, &sandbox);
     let (code, _, err) = output(
         Command::new(bin())
@@ -214,10 +224,7 @@ fn a_ledger_busy_past_10_s_has_the_answers_in_the_side_file_while_the_run_waits_
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("took in"), "{err}");
     assert!(err.contains(&set_aside(&s).display().to_string()), "{err}");
-    assert!(!side_file(&s).exists());
-    let mut kept = torn.to_vec();
-    kept.push(b'\n');
-    assert_eq!(std::fs::read(set_aside(&s)).unwrap(), kept);
+    kept_aside_byte_for_byte(&s, torn);
     every_label_kept(&s, &sandbox);
     the_next_run_finishes_without_asking_twice(&s, &sandbox, &sheet, 100);
 }

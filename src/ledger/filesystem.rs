@@ -196,8 +196,9 @@ fn by_magic(magic: u32) -> Option<&'static Kind> {
     REMOTE.iter().find(|k| k.magic.contains(&magic))
 }
 
-#[cfg(target_os = "linux")]
-fn detect(path: &Path) -> Option<Remote> {
+/// What the kernel says of the filesystem that holds `path`.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn statfs(path: &Path) -> Option<libc::statfs> {
     use std::os::unix::ffi::OsStrExt as _;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: a zeroed `statfs` is a valid out-buffer, and `c_path` is a NUL-terminated string
@@ -206,6 +207,12 @@ fn detect(path: &Path) -> Option<Remote> {
     if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
         return None;
     }
+    Some(st)
+}
+
+#[cfg(target_os = "linux")]
+fn detect(path: &Path) -> Option<Remote> {
+    let st = statfs(path)?;
     // `f_type`'s width differs between targets; the magic numbers are its low 32 bits.
     #[allow(clippy::unnecessary_cast)]
     let kind = by_magic(st.f_type as u32)?;
@@ -265,14 +272,7 @@ fn unescape_mount_point(s: &str) -> PathBuf {
 
 #[cfg(target_os = "macos")]
 fn detect(path: &Path) -> Option<Remote> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a zeroed `statfs` is a valid out-buffer, and `c_path` is a NUL-terminated string
-    // that outlives the call.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
+    let st = statfs(path)?;
     let name: Vec<u8> = st
         .f_fstypename
         .iter()

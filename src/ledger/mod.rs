@@ -6,6 +6,7 @@
 //!   mode with `synchronous=FULL`: a committed outcome survives a crash or a power cut. It takes
 //!   in the side file of answers an earlier run could not write, before anything else.
 //! - [`lock`]: one run per ledger file, whatever path names it.
+//! - [`filesystem`]: not on a network or FUSE filesystem; created readable by its owner only.
 //! - [`writer`] is the single writer thread: it group-commits what the workers send, and keeps
 //!   every answer when the ledger cannot commit; [`store`] is its SQL; [`spill`] the side file.
 //! - [`queries`] are the reads behind `status`, `export` and `reconcile`.
@@ -47,8 +48,10 @@ pub struct RowId(pub i64);
 pub fn open_unlocked(path: &Path) -> anyhow::Result<Connection> {
     // Created by us, not SQLite, so that it and its -wal and -shm (which take its mode) are
     // private.
-    filesystem::create_private(path)
-        .with_context(|| format!("cannot create the ledger {}", path.display()))?;
+    if !path.exists() {
+        filesystem::create_private(path)
+            .with_context(|| format!("cannot create the ledger {}", path.display()))?;
+    }
     let mut conn = Connection::open(path)
         .with_context(|| format!("cannot open the ledger {}", path.display()))?;
     configure(&conn).with_context(|| format!("cannot use the ledger {}", path.display()))?;

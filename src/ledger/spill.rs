@@ -386,6 +386,16 @@ mod tests {
             .collect()
     }
 
+    /// Leaves a line cut short at the end of the side file.
+    fn append_torn(path: &Path) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(br#"{"sha256":"cut"#)
+            .unwrap();
+    }
+
     /// The side file as bytes, and its path, in a fresh folder.
     fn side_file(dir: &tempfile::TempDir, bytes: &[u8]) -> PathBuf {
         let path = path_for(&dir.path().join("l.db"));
@@ -467,12 +477,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(&dir.path().join("l.db"));
         append(&path, &[answer(1, "2026111111"), answer(2, "2026222222")]).unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(br#"{"sha256":"cut"#)
-            .unwrap();
+        append_torn(&path);
         remove(&path, &BTreeSet::from([(1, 1)])).unwrap();
         let c = contents(&path).unwrap();
         assert_eq!(labels(&c.answers), ["2026222222"]);
@@ -493,12 +498,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(&dir.path().join("l.db"));
         append(&path, &[answer(1, "2026111111")]).unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(br#"{"sha256":"cut"#)
-            .unwrap();
+        append_torn(&path);
         read(&path).unwrap();
         for p in [path.clone(), aside_path(&path)] {
             let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;

@@ -106,6 +106,17 @@ struct Inner {
     reports: Vec<SpillReport>,
 }
 
+impl Inner {
+    /// The answers held whose copy is not in the side file yet.
+    fn not_in_side_file(&self) -> Vec<Spilled> {
+        self.answers
+            .iter()
+            .filter(|(id, _)| !self.copied.contains(id))
+            .map(|(_, a)| Spilled::new(a, String::new(), 0))
+            .collect()
+    }
+}
+
 impl Held {
     fn new(side_file: PathBuf) -> Held {
         Held {
@@ -146,12 +157,7 @@ impl Held {
     }
 
     fn spill_locked(&self, inner: &mut Inner) -> SpillReport {
-        let fresh: Vec<Spilled> = inner
-            .answers
-            .iter()
-            .filter(|(id, _)| !inner.copied.contains(id))
-            .map(|(_, a)| Spilled::new(a, String::new(), 0))
-            .collect();
+        let fresh = inner.not_in_side_file();
         let mut report = self.write(fresh);
         if report.error.is_none() {
             // On disk: let go, copies included, and say so for each.
@@ -194,12 +200,7 @@ impl Held {
     /// written (and the copies then removed). Returns how many are in the side file.
     fn copy(&self) -> usize {
         let mut inner = self.lock();
-        let fresh: Vec<Spilled> = inner
-            .answers
-            .iter()
-            .filter(|(id, _)| !inner.copied.contains(id))
-            .map(|(_, a)| Spilled::new(a, String::new(), 0))
-            .collect();
+        let fresh = inner.not_in_side_file();
         if inner.sealed || fresh.is_empty() {
             return inner.copied.len();
         }
