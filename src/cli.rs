@@ -374,6 +374,10 @@ pub struct KeygenArgs {
     /// Where to write client_private.pem, client_public.pem, alipay_private.pem, alipay_public.pem.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Replace key files already in DIR (the keys they held are lost). Without it, keygen
+    /// refuses to overwrite any of them.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn parse_encoding(s: &str) -> Result<crate::input::Encoding, String> {

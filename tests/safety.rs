@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::util::{SandboxProcess, Scratch, output, signal, together, wait_until};
 
 /// Rows done in the ledger (0 while it is still being created).
-fn done(s: &Scratch) -> i64 {
+pub(crate) fn done(s: &Scratch) -> i64 {
     let Ok(conn) = rusqlite::Connection::open(s.ledger()) else {
         return 0;
     };
@@ -49,7 +49,7 @@ fn labels(
 }
 
 /// Asserts that every label the sandbox issued is the one the ledger holds.
-fn every_label_kept(s: &Scratch, sandbox: &SandboxProcess) {
+pub(crate) fn every_label_kept(s: &Scratch, sandbox: &SandboxProcess) {
     let (issued, kept) = labels(s, sandbox);
     assert!(!issued.is_empty());
     for (key, label) in &issued {
@@ -62,7 +62,7 @@ fn every_label_kept(s: &Scratch, sandbox: &SandboxProcess) {
     }
 }
 
-fn circled_twice(sandbox: &SandboxProcess) -> u64 {
+pub(crate) fn circled_twice(sandbox: &SandboxProcess) -> u64 {
     sandbox.stats()["by_result_code"]["STORE_IS_CIRCLED"]
         .as_u64()
         .unwrap_or(0)
@@ -178,18 +178,31 @@ fn with_an_unrelated_alipay_key_the_run_stops_keeping_every_label_and_the_right_
 
 /// Holds a write transaction on the ledger, as DB Browser for SQLite does until "Write Changes".
 fn hold_write_lock(ledger: &Path, hold: Duration) -> std::thread::JoinHandle<()> {
+    hold_write_lock_until(ledger, hold).0
+}
+
+/// The same, let go after `hold` or as soon as the sender sends.
+pub(crate) fn hold_write_lock_until(
+    ledger: &Path,
+    hold: Duration,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
     let ledger = ledger.to_owned();
     let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let handle = std::thread::spawn(move || {
         let conn = rusqlite::Connection::open(&ledger).unwrap();
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         locked_tx.send(()).unwrap();
-        std::thread::sleep(hold);
+        let until = std::time::Instant::now() + hold;
+        // A sender dropped unused (`hold_write_lock`) lets the lock be held the whole time.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = released.recv_timeout(hold) {
+            std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+        }
         conn.execute_batch("ROLLBACK").unwrap();
     });
     locked.recv().unwrap();
-    handle
+    (handle, release)
 }
 
 #[test]

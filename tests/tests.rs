@@ -2,6 +2,7 @@
 
 mod cli;
 mod doctor;
+mod durability;
 mod gateway;
 mod ledger;
 mod output;

@@ -349,21 +349,44 @@ fn warn_if_readable_by_others(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_path: &Path) {}
 
+/// The files `keygen` writes, private key first of each pair.
+pub const KEY_FILES: [&str; 4] = [
+    "client_private.pem",
+    "client_public.pem",
+    "alipay_private.pem",
+    "alipay_public.pem",
+];
+
 /// Writes a fresh RSA-2048 key pair for the client and one for the simulated gateway, as
 /// `client_private.pem` (PKCS#8), `client_public.pem`, `alipay_private.pem`, `alipay_public.pem`
-/// (SPKI). Generation uses `aws-lc-rs` (fast even in debug builds); encoding uses `rsa`.
+/// (SPKI). Generation uses `aws-lc-rs` (fast even in debug builds); encoding uses `rsa`. A key
+/// file already in `dir` is never overwritten (a real key kept under that name would be lost):
+/// see [`keygen_replacing`].
 pub fn keygen(dir: &Path) -> anyhow::Result<()> {
+    write_key_pairs(dir, false)
+}
+
+/// [`keygen`], replacing the key files already in `dir` (`keygen --force`).
+pub fn keygen_replacing(dir: &Path) -> anyhow::Result<()> {
+    write_key_pairs(dir, true)
+}
+
+fn write_key_pairs(dir: &Path, replace: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    if !replace && let Some(there) = KEY_FILES.iter().map(|f| dir.join(f)).find(|p| p.exists()) {
+        anyhow::bail!(
+            "{} already exists: keygen does not overwrite a key file (a real key kept under that \
+             name would be lost); choose an empty folder, or pass --force to replace the keys in \
+             {}",
+            there.display(),
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for who in ["client", "alipay"] {
+    for pair in KEY_FILES.chunks(2) {
         let (private_pem, public_pem) = generate_pem_pair()?;
-        write_private(
-            &dir.join(format!("{who}_private.pem")),
-            private_pem.as_bytes(),
-        )?;
-        let public_path = dir.join(format!("{who}_public.pem"));
-        std::fs::write(&public_path, public_pem)
-            .with_context(|| format!("cannot write {}", public_path.display()))?;
+        write_key(&dir.join(pair[0]), private_pem.as_bytes(), replace, true)?;
+        write_key(&dir.join(pair[1]), public_pem.as_bytes(), replace, false)?;
     }
     Ok(())
 }
@@ -388,21 +411,41 @@ pub fn generate_pem_pair() -> anyhow::Result<(String, String)> {
     Ok((private_pem.to_string(), public_pem))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes a key file whole: a new file (refused when one is there, unless `replace`) renamed
+/// into place, so that an existing key is never left half written. A private key is readable by
+/// its owner only; a public one keeps the usual mode.
+fn write_key(path: &Path, bytes: &[u8], replace: bool, private: bool) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    let cannot = || format!("cannot write {}", path.display());
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(folder).with_context(cannot)?;
+    tmp.write_all(bytes).with_context(cannot)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+        use std::os::unix::fs::PermissionsExt as _;
+        // The temporary file is 0600; a public key is for anyone to read.
+        if !private {
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+                .with_context(cannot)?;
+        }
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(not(unix))]
+    let _ = private;
+    if replace {
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(cannot)?;
+    } else {
+        tmp.persist_noclobber(path)
+            .map_err(|e| e.error)
+            .with_context(|| {
+                format!(
+                    "{} already exists: keygen does not overwrite it",
+                    path.display()
+                )
+            })?;
+    }
     Ok(())
 }
 

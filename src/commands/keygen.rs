@@ -1,4 +1,5 @@
-//! `keygen DIR`: a throw-away key pair for the client and one for the simulated gateway.
+//! `keygen DIR`: a throw-away key pair for the client and one for the simulated gateway. Key
+//! files already there are refused unless `--force`; private keys are written 0600.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,11 @@ use crate::cli::KeygenArgs;
 use crate::output::Printer;
 
 pub fn run(args: KeygenArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
-    crate::api::keys::keygen(&args.dir)?;
+    if args.force {
+        crate::api::keys::keygen_replacing(&args.dir)?;
+    } else {
+        crate::api::keys::keygen(&args.dir)?;
+    }
     printer.out_line(&format!(
         "wrote {d}/client_private.pem, {d}/client_public.pem, {d}/alipay_private.pem, {d}/alipay_public.pem \
          (throw-away keys: for the sandbox and tests only)",

@@ -68,7 +68,7 @@ pub fn show_notices(printer: &crate::output::Printer, opened: &crate::ledger::Op
     for notice in opened.notices() {
         match notice {
             Notice::TakenIn(_) => printer.info(&notice.to_string()),
-            Notice::Upgraded(_) => printer.warn(&notice.to_string()),
+            Notice::Upgraded(_) | Notice::Remote(_) => printer.warn(&notice.to_string()),
         }
     }
 }

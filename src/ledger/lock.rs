@@ -1,7 +1,9 @@
 //! One writer per ledger, whatever path names it. The lock is an exclusive `flock` on the
 //! database file itself, not on a file beside a path: a symlink, a hard link, a relative path or
 //! `..` all open the same inode and meet the same lock. (flock and SQLite's own POSIX byte-range
-//! locks do not interact on Linux or the BSDs.)
+//! locks do not interact on a local disk of Linux or the BSDs. On a network or FUSE filesystem
+//! flock is emulated with POSIX locks, which do meet SQLite's: a ledger there is refused before
+//! the lock is taken, see `filesystem`.)
 //!
 //! The descriptor that holds the lock is never closed while the process lives. Closing any
 //! descriptor of a file drops every POSIX lock the process holds on it, SQLite's included, so a
@@ -15,6 +17,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use super::filesystem;
 
 /// The descriptors kept open for the life of the process.
 static HELD: Mutex<Vec<Arc<File>>> = Mutex::new(Vec::new());
@@ -50,6 +54,13 @@ pub enum LockError {
          a symlink or a hard link of the same file); wait for it to finish, or use another --ledger"
     )]
     InUse { path: PathBuf },
+    #[error(
+        "the ledger {path} is on a network or FUSE filesystem ({kind}): there SQLite's \
+         write-ahead log does not work and file locks are only emulated, so a run could damage \
+         the ledger, or two runs could both write it. Nothing was sent; {way_out}",
+        way_out = filesystem::WAY_OUT
+    )]
+    Remote { path: PathBuf, kind: String },
     #[error("cannot open the ledger {path} to lock it")]
     Io {
         path: PathBuf,
@@ -67,14 +78,21 @@ pub struct LedgerLock {
 }
 
 impl LedgerLock {
-    /// Takes the lock, creating the (empty) file when there is none yet; refuses at once when
-    /// another process holds it.
+    /// Takes the lock, creating the (empty, private) file when there is none yet; refuses at once
+    /// when another process holds it, and a ledger on a network or FUSE filesystem before it
+    /// creates or locks anything.
     pub fn acquire(path: &Path) -> Result<LedgerLock, LockError> {
+        if let Some(remote) = filesystem::remote(path) {
+            return Err(LockError::Remote {
+                path: path.to_owned(),
+                kind: remote.kind,
+            });
+        }
         let io = |source| LockError::Io {
             path: path.to_owned(),
             source,
         };
-        let opened = File::options()
+        let opened = filesystem::private()
             .read(true)
             .write(true)
             .create(true)

@@ -8,12 +8,14 @@
 //!   else, and returns what it did for the command to show ([`Opened`]).
 //! - [`gateway`]: the gateway a ledger belongs to; another one is refused.
 //! - [`lock`]: one run per ledger file, whatever path names it.
+//! - [`filesystem`]: not on a network or FUSE filesystem; created readable by its owner only.
 //! - [`writer`] is the single writer thread: it group-commits what the workers send, and keeps
 //!   every answer when the ledger cannot commit; [`store`] is its SQL; [`spill`] the side file.
 //! - [`queries`] are the reads behind `status`, `export` and `reconcile`.
 //! - [`scratch`] holds sets too large for memory in a temporary file, apart from the ledger.
 
 pub mod error;
+pub mod filesystem;
 pub mod gateway;
 pub mod lock;
 pub mod migrate;
@@ -74,6 +76,8 @@ pub enum Notice {
     TakenIn(TakenIn),
     /// An upgrade that changed keys or took back labels held twice.
     Upgraded(Upgrade),
+    /// The ledger is on a network or FUSE filesystem: read as it is, the side file left alone.
+    Remote(String),
 }
 
 impl std::fmt::Display for Notice {
@@ -81,12 +85,19 @@ impl std::fmt::Display for Notice {
         match self {
             Notice::TakenIn(t) => t.fmt(f),
             Notice::Upgraded(u) => u.fmt(f),
+            Notice::Remote(r) => f.write_str(r),
         }
     }
 }
 
 /// Opens the file with the ledger's settings, without creating or upgrading its tables.
 fn connect(path: &Path) -> anyhow::Result<Connection> {
+    // Created by us, not SQLite, so that it and its -wal and -shm (which take its mode) are
+    // private.
+    if !path.exists() {
+        filesystem::create_private(path)
+            .with_context(|| format!("cannot create the ledger {}", path.display()))?;
+    }
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open the ledger {}", path.display()))?;
     configure(&conn).with_context(|| format!("cannot use the ledger {}", path.display()))?;
@@ -138,6 +149,13 @@ fn open_checked(path: &Path, gateway: Option<&Gateway>) -> anyhow::Result<Opened
     let mut opened = open_unlocked(path)?;
     if let Some(gateway) = gateway {
         gateway::check(&opened, path, gateway)?;
+    }
+    if let Some(remote) = filesystem::remote(path) {
+        // Read as it is: what a run on another machine would do with its locks is not known.
+        opened
+            .notices
+            .push(Notice::Remote(remote.when_reading(path)));
+        return Ok(opened);
     }
     if spill::path_for(path).exists()
         && let Ok(_lock) = LedgerLock::acquire(path)

@@ -16,9 +16,9 @@
 //!   (Ctrl-C, giving up, the ledger file deleted or replaced, a damaged file), every answer held
 //!   goes to the side file (`spill`), and the writer answers no more marks.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,6 +43,13 @@ const MAX_BATCH: usize = 4096;
 /// program is waited for until Ctrl-C: a person is about to let go of it).
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
 
+/// How long the ledger may stay unavailable before the answers held are also copied to the side
+/// file (they stay held and are committed when it can be written).
+pub const COPY_AFTER: Duration = Duration::from_secs(10);
+
+/// How long the last words wait for answers being handed over as they are said.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(2);
+
 /// The writer's connection waits this long for a lock before the writer takes control again
 /// (to take in more commands, to see whether it must spill).
 const BUSY_SLICE: Duration = Duration::from_millis(250);
@@ -56,6 +63,8 @@ pub enum Health {
         reason: String,
         since: Instant,
         held: usize,
+        /// How many of those are also in the side file (past [`COPY_AFTER`]).
+        in_side_file: usize,
     },
     /// The writer gave up: what it held went to the side file.
     Failed {
@@ -73,53 +82,219 @@ pub struct SpillReport {
     pub error: Option<String>,
 }
 
-/// Answers handed to the writer and not yet committed, by attempt id.
-#[derive(Default)]
+/// Answers handed to the writer and not yet committed, and the side file, which only this
+/// writes (under its one lock, so that no two writes interleave and none races the last words).
 pub struct Held {
-    answers: Mutex<BTreeMap<i64, Arc<Answered>>>,
+    inner: Mutex<Inner>,
     side_file: PathBuf,
-    /// What the writer thread spilled, for the pipeline to show (the writer does not print).
-    reports: Mutex<Vec<SpillReport>>,
+    /// Answers being handed over right now, for the last words to wait for.
+    handing_over: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// By attempt id.
+    answers: BTreeMap<i64, Arc<Answered>>,
+    /// Those whose copy is in the side file already (the ledger busy for long).
+    copied: BTreeSet<i64>,
+    /// Set by the last words: from then on an answer handed over goes to the side file at once.
+    sealed: bool,
+    /// Answers already shown in a report of a side file that could not be written.
+    shown_unwritten: BTreeSet<i64>,
+    /// Whether copying failed already (said once, not every slice).
+    copy_failed: bool,
+    /// What was spilled so far, for the pipeline to show (the writer does not print).
+    reports: Vec<SpillReport>,
+}
+
+impl Inner {
+    /// The answers held whose copy is not in the side file yet.
+    fn not_in_side_file(&self) -> Vec<Spilled> {
+        self.answers
+            .iter()
+            .filter(|(id, _)| !self.copied.contains(id))
+            .map(|(_, a)| Spilled::new(a, String::new(), 0))
+            .collect()
+    }
 }
 
 impl Held {
-    /// Writes every answer held to the side file (each once) and says what it wrote.
+    fn new(side_file: PathBuf) -> Held {
+        Held {
+            inner: Mutex::default(),
+            side_file,
+            handing_over: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes an answer handed over. `true`: it is held, for the writer to commit. `false`: the
+    /// last words began, so it was written to the side file here and now (and to stderr).
+    fn hold(&self, a: &Arc<Answered>) -> bool {
+        self.handing_over.fetch_add(1, SeqCst);
+        let mut inner = self.lock();
+        let held = !inner.sealed;
+        if held {
+            inner.answers.insert(a.attempt_id, a.clone());
+        } else {
+            let report = self.write(vec![Spilled::new(a, String::new(), 0)]);
+            for line in &report.answers {
+                tracing::error!("an answer after the last words: {line}");
+            }
+            inner.reports.push(report);
+        }
+        drop(inner);
+        self.handing_over.fetch_sub(1, SeqCst);
+        held
+    }
+
+    /// Writes every answer held to the side file (a copy already there is not written again),
+    /// and lets them go once they are on disk; says what it wrote, or could not write.
     pub fn spill(&self) -> SpillReport {
-        let taken: Vec<Arc<Answered>> = {
-            let mut map = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *map).into_values().collect()
+        self.spill_locked(&mut self.lock())
+    }
+
+    fn spill_locked(&self, inner: &mut Inner) -> SpillReport {
+        let fresh = inner.not_in_side_file();
+        let mut report = self.write(fresh);
+        if report.error.is_none() {
+            // On disk: let go, copies included, and say so for each.
+            report.answers = std::mem::take(&mut inner.answers)
+                .values()
+                .map(|a| Spilled::new(a, String::new(), 0).describe())
+                .collect();
+            inner.copied.clear();
+        } else {
+            // Still held, and shown once: a later spill may yet write them.
+            let shown = &mut inner.shown_unwritten;
+            report.answers = inner
+                .answers
+                .iter()
+                .filter(|(id, _)| !inner.copied.contains(id) && shown.insert(**id))
+                .map(|(_, a)| Spilled::new(a, String::new(), 0).describe())
+                .collect();
+        }
+        report
+    }
+
+    /// The last words, before the process exits at a second Ctrl-C: what is held goes to the
+    /// side file now, and from now on an answer handed over is written there by the one who
+    /// hands it over. Answers being handed over meanwhile are waited for (briefly).
+    pub fn seal(&self) -> SpillReport {
+        let report = {
+            let mut inner = self.lock();
+            inner.sealed = true;
+            self.spill_locked(&mut inner)
         };
-        let spilled: Vec<Spilled> = taken
-            .iter()
-            .map(|a| Spilled::new(a, String::new(), 0))
-            .collect();
-        write_side_file(&self.side_file, spilled)
+        let until = Instant::now() + LAST_WORDS_WAIT;
+        while self.handing_over.load(SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        report
+    }
+
+    /// A ledger unavailable for long: a copy of every answer held goes to the side file too,
+    /// so that a power cut loses none; they stay held and are committed when the ledger can be
+    /// written (and the copies then removed). Returns how many are in the side file.
+    fn copy(&self) -> usize {
+        let mut inner = self.lock();
+        let fresh = inner.not_in_side_file();
+        if inner.sealed || fresh.is_empty() {
+            return inner.copied.len();
+        }
+        match spill::append(&self.side_file, &fresh) {
+            Ok(()) => {
+                inner.copied.extend(fresh.iter().map(|a| a.attempt_id));
+                inner.copy_failed = false;
+            }
+            Err(e) if !inner.copy_failed => {
+                inner.copy_failed = true;
+                tracing::warn!(
+                    "cannot keep a copy of the answers held in {}: {e}; they stay in memory",
+                    self.side_file.display()
+                );
+            }
+            Err(_) => {}
+        }
+        inner.copied.len()
+    }
+
+    /// Answers committed: let go, and their copies, if any, taken out of the side file.
+    fn committed(&self, answers: &[(i64, i64)]) {
+        let mut inner = self.lock();
+        let mut copies = BTreeSet::new();
+        for &(run_id, attempt_id) in answers {
+            inner.answers.remove(&attempt_id);
+            if inner.copied.remove(&attempt_id) {
+                copies.insert((run_id, attempt_id));
+            }
+        }
+        // Once sealed the process is about to exit: no file is rewritten then.
+        if !copies.is_empty()
+            && !inner.sealed
+            && let Err(e) = spill::remove(&self.side_file, &copies)
+        {
+            tracing::warn!(
+                "{} keeps copies of {} answer(s) the ledger has since committed ({e}); taking \
+                 them in again does no harm",
+                self.side_file.display(),
+                copies.len()
+            );
+        }
+    }
+
+    /// Answers the ledger refused (a bug, not a busy ledger): to the side file, let go once there.
+    fn refused(&self, answers: &[Arc<Answered>]) {
+        let mut inner = self.lock();
+        let report = self.write(
+            answers
+                .iter()
+                .map(|a| Spilled::new(a, String::new(), 0))
+                .collect(),
+        );
+        if report.error.is_none() {
+            for a in answers {
+                inner.answers.remove(&a.attempt_id);
+                inner.copied.remove(&a.attempt_id);
+            }
+        }
+        inner.reports.push(report);
+    }
+
+    /// Writes answers that are not held (those a lost ledger file still had), under the lock.
+    fn write_also(&self, answers: Vec<Spilled>) {
+        let mut inner = self.lock();
+        let report = self.write(answers);
+        inner.reports.push(report);
     }
 
     /// Takes the reports of what the writer thread spilled so far.
     pub fn take_reports(&self) -> Vec<SpillReport> {
-        std::mem::take(&mut *self.reports.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.lock().reports)
     }
 
     fn report(&self, report: SpillReport) {
-        self.reports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(report);
+        if !report.answers.is_empty() {
+            self.lock().reports.push(report);
+        }
     }
 
     fn len(&self) -> usize {
-        self.answers.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().answers.len()
     }
-}
 
-fn write_side_file(path: &Path, spilled: Vec<Spilled>) -> SpillReport {
-    SpillReport {
-        path: path.to_owned(),
-        answers: spilled.iter().map(Spilled::describe).collect(),
-        error: spill::append(path, &spilled)
-            .err()
-            .map(|e| format!("cannot write {}: {e}", path.display())),
+    /// Appends to the side file; the caller holds the lock (or owns answers nobody else holds).
+    fn write(&self, spilled: Vec<Spilled>) -> SpillReport {
+        SpillReport {
+            path: self.side_file.clone(),
+            answers: spilled.iter().map(Spilled::describe).collect(),
+            error: spill::append(&self.side_file, &spilled)
+                .err()
+                .map(|e| format!("cannot write {}: {e}", self.side_file.display())),
+        }
     }
 }
 
@@ -211,11 +386,7 @@ pub fn start(lock: LedgerLock) -> anyhow::Result<(Writer, WriterThread)> {
     let conn = super::open_unlocked(lock.path())?.into_connection();
     conn.busy_timeout(BUSY_SLICE)?;
     let (tx, rx) = mpsc::channel();
-    let held = Arc::new(Held {
-        answers: Mutex::default(),
-        side_file: spill::path_for(lock.path()),
-        reports: Mutex::default(),
-    });
+    let held = Arc::new(Held::new(spill::path_for(lock.path())));
     let spill_now = Arc::new(AtomicBool::new(false));
     let (health_tx, health) = watch::channel(Health::Ok);
     let actor = Actor {
@@ -342,11 +513,6 @@ impl Writer {
     /// of a success ([`Recorded::verdict`]).
     pub fn record(&self, answered: Answered) -> Recorded {
         let answered = Arc::new(answered);
-        self.held
-            .answers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(answered.attempt_id, answered.clone());
         let (reply, verdict) = match answered.attempt.outcome {
             Outcome::Success { .. } => {
                 let (reply, verdict) = oneshot::channel();
@@ -354,8 +520,12 @@ impl Writer {
             }
             _ => (None, None),
         };
-        // Should the writer be gone, the answer is still held, and spilled with the rest.
-        let _ = self.tx.send(Cmd::Record(answered.clone(), reply));
+        // Once the last words began, `hold` wrote it to the side file itself (and the verdict
+        // is `Kept`: taking the side file in applies the same rule to its label).
+        if self.held.hold(&answered) {
+            // Should the writer be gone, the answer is still held, and spilled with the rest.
+            let _ = self.tx.send(Cmd::Record(answered.clone(), reply));
+        }
         Recorded { answered, verdict }
     }
 
@@ -461,10 +631,17 @@ impl Actor {
                         self.fail(format!("{e}"), &mut batch);
                         continue;
                     }
+                    // Held in memory only, a power cut would lose them.
+                    let in_side_file = if since.elapsed() >= COPY_AFTER {
+                        self.held.copy()
+                    } else {
+                        0
+                    };
                     self.health.send_replace(Health::Waiting {
                         reason: e.to_string(),
                         since,
                         held: self.held.len(),
+                        in_side_file,
                     });
                     // The busy slice already waited for a lock; other errors wait here.
                     if !e.is_busy() {
@@ -517,39 +694,27 @@ impl Actor {
             if let (Cmd::BeginRun { .. }, Ok(Done::Id(id))) = (&cmd, &result) {
                 self.run_id = Some(*id);
             }
-            match cmd {
-                Cmd::Record(a, reply) => {
-                    committed.push(a.attempt_id);
-                    match result {
-                        Ok(Done::Verdict(verdict)) => {
-                            if let Some(reply) = reply {
-                                let _ = reply.send(verdict);
-                            }
-                        }
-                        // An answer the ledger refused (a bug, not a busy ledger) is not
-                        // dropped: it goes to the side file with the reason in the log.
-                        Err(e) => {
-                            tracing::error!(
-                                "ledger: cannot record the answer for {}: {e}",
-                                a.row.key()
-                            );
-                            refused.push(Spilled::new(&a, String::new(), 0));
-                        }
-                        Ok(_) => {}
+            match (cmd, result) {
+                (Cmd::Record(a, reply), Ok(done)) => {
+                    committed.push((a.run_id, a.attempt_id));
+                    if let (Done::Verdict(verdict), Some(reply)) = (done, reply) {
+                        let _ = reply.send(verdict);
                     }
                 }
-                cmd => reply_to(cmd, result),
+                // An answer the ledger refused (a bug, not a busy ledger) is not dropped:
+                // it goes to the side file with the reason in the log.
+                (Cmd::Record(a, _), Err(e)) => {
+                    tracing::error!("ledger: cannot record the answer for {}: {e}", a.row.key());
+                    refused.push(a);
+                }
+                (cmd, result) => reply_to(cmd, result),
             }
         }
         if !committed.is_empty() {
-            let mut held = self.held.answers.lock().unwrap_or_else(|e| e.into_inner());
-            for id in committed {
-                held.remove(&id);
-            }
+            self.held.committed(&committed);
         }
         if !refused.is_empty() {
-            let report = write_side_file(&self.held.side_file, refused);
-            self.held.report(report);
+            self.held.refused(&refused);
         }
     }
 
@@ -568,17 +733,14 @@ impl Actor {
         }
         // A refused answer is still held (`Writer::record` holds it before sending it here).
         let report = self.held.spill();
-        if !report.answers.is_empty() {
-            self.held.report(report);
-        }
+        self.held.report(report);
     }
 
     fn save_run_from_lost_file(&mut self, run_id: i64) {
         let Ok(answers) = store::answers_of_run(&self.conn, run_id) else {
             return;
         };
-        let report = write_side_file(&self.held.side_file, answers);
-        self.held.report(report);
+        self.held.write_also(answers);
     }
 }
 
@@ -663,4 +825,95 @@ fn apply(tx: &Connection, cmd: &Cmd) -> rusqlite::Result<Done> {
             message.as_deref(),
         )?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::spill::{contents, sample};
+
+    fn attempts_in(side_file: &std::path::Path) -> BTreeSet<i64> {
+        if !side_file.exists() {
+            return BTreeSet::new();
+        }
+        let c = contents(side_file).unwrap();
+        assert!(c.unreadable.is_empty());
+        c.answers.iter().map(|a| a.attempt_id).collect()
+    }
+
+    #[test]
+    fn no_answer_handed_over_while_the_last_words_are_said_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let side = dir.path().join("l.db.unwritten.jsonl");
+        let held = Arc::new(Held::new(side.clone()));
+        let handing = {
+            let held = held.clone();
+            std::thread::spawn(move || {
+                (0..2000)
+                    .filter(|&id| held.hold(&Arc::new(sample(id, &format!("2026{id}")))))
+                    .count()
+            })
+        };
+        while held.len() < 200 {
+            std::thread::yield_now();
+        }
+        let report = held.seal();
+        let kept_by_the_writer = handing.join().unwrap();
+        assert!(report.error.is_none());
+        assert!(kept_by_the_writer < 2000, "the seal came before the last");
+        // Those held went with the last words; every later one was written by its caller.
+        assert_eq!(attempts_in(&side), (0..2000).collect());
+        assert_eq!(held.len(), 0);
+    }
+
+    #[test]
+    fn a_side_file_that_cannot_be_written_keeps_the_answers_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let side = dir.path().join("not-yet/l.db.unwritten.jsonl");
+        let held = Held::new(side.clone());
+        assert!(held.hold(&Arc::new(sample(1, "20261"))));
+        let report = held.spill();
+        assert!(report.error.is_some());
+        assert_eq!(report.answers.len(), 1, "shown, to be kept by hand");
+        assert_eq!(held.len(), 1, "not let go");
+        assert!(held.hold(&Arc::new(sample(2, "20262"))));
+        let again = held.spill();
+        assert_eq!(
+            again.answers.len(),
+            1,
+            "each shown once: {:?}",
+            again.answers
+        );
+        std::fs::create_dir(dir.path().join("not-yet")).unwrap();
+        let written = held.spill();
+        assert!(written.error.is_none());
+        assert_eq!(written.answers.len(), 2);
+        assert_eq!(held.len(), 0);
+        assert_eq!(attempts_in(&side), BTreeSet::from([1, 2]));
+    }
+
+    #[test]
+    fn copies_of_a_busy_ledger_leave_the_side_file_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let side = dir.path().join("l.db.unwritten.jsonl");
+        let held = Held::new(side.clone());
+        for id in [1, 2] {
+            assert!(held.hold(&Arc::new(sample(id, &format!("2026{id}")))));
+        }
+        assert_eq!(held.copy(), 2);
+        assert_eq!(held.copy(), 2, "each copied once");
+        assert_eq!(attempts_in(&side), BTreeSet::from([1, 2]));
+        assert_eq!(held.len(), 2, "still held, to be committed");
+        held.committed(&[(1, 1)]);
+        assert_eq!(attempts_in(&side), BTreeSet::from([2]));
+        // A spill now writes no second copy, and lets go of every answer.
+        assert!(held.hold(&Arc::new(sample(3, "20263"))));
+        let report = held.spill();
+        assert_eq!(report.answers.len(), 2);
+        assert_eq!(attempts_in(&side), BTreeSet::from([2, 3]));
+        let lines = std::fs::read_to_string(&side).unwrap().lines().count();
+        assert_eq!(lines, 2);
+        held.committed(&[(1, 2), (1, 3)]);
+        assert!(side.exists(), "spilled answers are not copies: they stay");
+    }
 }

@@ -128,7 +128,7 @@ pub fn execute(
     shutdown.before_exit({
         let held = writer.held();
         let printer = printer.clone();
-        Box::new(move || show_spill(&printer, &held.spill()))
+        Box::new(move || show_spill(&printer, &held.seal()))
     });
     shutdown.listen_for_signals(printer.clone());
     let watch = rt.spawn(watch_ledger(
@@ -328,12 +328,20 @@ async fn watch_ledger(
                 reason,
                 since,
                 held,
+                in_side_file,
             } => {
                 if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                     told = Some(Instant::now());
+                    let kept = match in_side_file {
+                        0 => "kept".to_owned(),
+                        n => format!(
+                            "kept ({n} also in {}, against a power cut)",
+                            side_file.display()
+                        ),
+                    };
                     printer.warn(&format!(
                         "the ledger cannot be written for now ({reason}); waiting {}s so far. No \
-                         request is sent meanwhile; the {held} answer(s) received are kept and \
+                         request is sent meanwhile; the {held} answer(s) received are {kept} and \
                          written as soon as it can be. Close the other program (or write its \
                          changes), free disk space, or press Ctrl-C: the answers then go to {}",
                         since.elapsed().as_secs(),

@@ -1,6 +1,9 @@
 //! Stopping: Ctrl-C (or SIGTERM) stops taking rows and lets what is in flight finish; a second
 //! one exits at once. Fatal answers stop the run the same way. Committed outcomes are on disk
-//! either way: the ledger commits each one before the worker moves on.
+//! either way: the ledger commits each one before the worker moves on. The answers not yet
+//! committed at a second Ctrl-C go to the side file in the last words, said under the ledger
+//! writer's own lock (`Held::seal`): an answer handed over while they are said, or after, is
+//! written there by whoever hands it over, and the process exits once those are on disk.
 
 use std::sync::{Arc, Mutex};
 
