@@ -21,7 +21,7 @@ use super::encoding::{Encoding, open_stream};
 use super::identity::{Dedupe, Identities, SpillError, Verdict};
 use super::row::{Reject, SaveWay, SourceRow};
 use super::rules::{self, Problem, Valid, Values};
-use super::tokenizer::{Record, Records};
+use super::tokenizer::{MAX_RECORD, ReadError, Record, Records};
 use super::workbook::{self, Format, Workbook};
 
 /// How the files of an input are read.
@@ -147,6 +147,45 @@ pub enum InputError {
 }
 
 impl InputError {
+    /// The error for a record of `file` that cannot be read.
+    pub(crate) fn from_read(file: &str, error: ReadError) -> InputError {
+        let file = file.to_string();
+        match error {
+            ReadError::Io(source) => InputError::Io { file, source },
+            ReadError::TooLong {
+                quote: Some((line, column)),
+                ..
+            } => InputError::Csv {
+                file,
+                line,
+                message: format!(
+                    "a quote opened at line {line}, column {column} is not closed within {} MiB \
+                     (the rest of the file would be one cell): close it with a second \" or \
+                     remove it",
+                    MAX_RECORD >> 20
+                ),
+            },
+            ReadError::TooLong { line, quote: None } => InputError::Csv {
+                file,
+                line,
+                message: format!(
+                    "the record starting on this line is longer than {} MiB (a row of a store \
+                     list is a few hundred bytes): check that this is the store list, saved as \
+                     CSV UTF-8",
+                    MAX_RECORD >> 20
+                ),
+            },
+            ReadError::OpenQuote { line, column } => InputError::Csv {
+                file,
+                line,
+                message: format!(
+                    "a quote opened at line {line}, column {column} is never closed (the rest \
+                     of the file would be one cell): close it with a second \" or remove it"
+                ),
+            },
+        }
+    }
+
     /// The error for a header that `ColumnMap` refuses, in `file`.
     pub(crate) fn from_header(file: &str, problem: HeaderProblem) -> InputError {
         match problem {
@@ -321,12 +360,12 @@ impl Input {
                     self.bases.push(self.bases[self.current] + last);
                     self.current += 1;
                 }
-                End::Failed(source) => {
+                End::Failed(error) => {
                     self.stop();
-                    return Some(Err(InputError::Io {
-                        file: self.sources[self.current].name.clone(),
-                        source,
-                    }));
+                    return Some(Err(InputError::from_read(
+                        &self.sources[self.current].name,
+                        error,
+                    )));
                 }
             }
             match self.full.as_ref().map(Receiver::recv) {
@@ -639,7 +678,7 @@ enum End {
     /// The file ended; `last` is the line count the next file's ordinals start after.
     File { last: u64 },
     /// Reading failed: the input ends with this error.
-    Failed(io::Error),
+    Failed(ReadError),
 }
 
 /// The reader thread: every file in order, as batches. Ends after the last file, after an error,
@@ -734,7 +773,7 @@ fn read_sheet(
         // The iterating side is gone.
         Ok(Some(())) => return false,
         Ok(None) => (End::File { last: last + 1 }, true),
-        Err(e) => (End::Failed(e), false),
+        Err(e) => (End::Failed(ReadError::Io(e)), false),
     };
     batch.end = end;
     full.send(batch).is_ok() && more
@@ -755,7 +794,10 @@ fn open_csv(
     // `record_line`); a CR before it is trailing white space, trimmed like any.
     let mut csv = Records::new(stream);
     let mut header = Record::default();
-    if !csv.read(&mut header).map_err(io_err)? {
+    if !csv
+        .read(&mut header)
+        .map_err(|e| InputError::from_read(name, e))?
+    {
         return Err(InputError::NoHeader {
             file: name.to_string(),
         });
