@@ -117,6 +117,9 @@ pub enum InputError {
          .xlsx (Excel Workbook), or as CSV UTF-8"
     )]
     Workbook { file: String, message: String },
+    /// A workbook that declares more than it holds, refused before it is read.
+    #[error("{file}: {message}")]
+    Refused { file: String, message: String },
     #[error(
         "{file}: no sheet named {sheet:?}; the workbook has: {}. Pass one of them with --sheet",
         sheets.join(", ")
