@@ -6,6 +6,7 @@ mod durability;
 mod gateway;
 mod ledger;
 mod output;
+mod output_paths;
 mod readme;
 mod reconcile;
 mod run;

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
-use crate::output::Printer;
+use crate::output::{Inputs, Printer};
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
 pub const COLUMNS: [&str; 20] = [
@@ -37,6 +37,12 @@ pub const COLUMNS: [&str; 20] = [
 
 pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    if let Some(output) = &args.output {
+        Inputs::new()
+            .ledger(&path)
+            .annotated(args.annotate.as_deref())
+            .check("-o", output)?;
+    }
     // Annotating a sheet says what was done for it: at the gateway the settings name, if any.
     let gateway = gateway.filter(|_| args.annotate.is_some());
     let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
@@ -81,7 +87,7 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
         }
-        out.flush()?;
+        out.finish()?;
         return Ok(ExitCode::SUCCESS);
     }
     if rejected {
@@ -114,7 +120,7 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             writeln!(out, "\n]")?;
         }
     }
-    out.flush()?;
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 

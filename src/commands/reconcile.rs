@@ -20,7 +20,7 @@ use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
 use crate::ledger::{self, RowId, State};
 use crate::model::{self, Sighting};
-use crate::output::Printer;
+use crate::output::{Inputs, Printer};
 
 /// The six categories, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -118,6 +118,12 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
 
 pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    if let Some(output) = &args.output {
+        Inputs::new()
+            .ledger(&path)
+            .sheets(&args.files)
+            .check("-o", output)?;
+    }
     let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
     super::show_notices(printer, &conn);
     let input =
@@ -206,8 +212,8 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             },
         )?;
     }
-    if let Some(mut w) = out {
-        w.flush()?;
+    if let Some(w) = out {
+        w.into_inner().map_err(|e| e.into_error())?.finish()?;
     }
     let differences: u64 = counts
         .iter()
@@ -366,7 +372,7 @@ pub fn annotate(
         // A last line without a line break gets none either.
         out.write_all(line_end)?;
     }
-    out.flush()?;
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,6 +17,10 @@ use serde_json::{Map, Value, json};
 
 use crate::input::Reject;
 
+pub mod files;
+
+pub use files::{Inputs, Output};
+
 /// How messages are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -226,16 +230,45 @@ impl Printer {
     }
 }
 
-/// Where bulk data goes (an export's CSV or JSON, reconcile's list, an annotated sheet): the
-/// file of `-o PATH`, or stdout. A closed stdout shows as a broken pipe, which `main` takes for
-/// the end, not an error.
-pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
-    use anyhow::Context as _;
+/// Where bulk data goes (an export's CSV or JSON, reconcile's list, an annotated sheet, the
+/// rejects): the file of `-o PATH`, written whole or not at all (see [`files::Output`]), or
+/// stdout. A closed stdout shows as a broken pipe, which `main` takes for the end, not an error.
+pub enum Sink {
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    File(std::io::BufWriter<files::Output>),
+}
+
+impl Sink {
+    /// Writes are complete: flushed, and a file renamed into place.
+    pub fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::Stdout(mut w) => Ok(w.flush()?),
+            Sink::File(w) => w.into_inner().map_err(|e| e.into_error())?.commit(),
+        }
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(w) => w.flush(),
+        }
+    }
+}
+
+/// The [`Sink`] of `-o PATH`, or stdout without one.
+pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Sink> {
     Ok(match path {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        Some(p) => Sink::File(std::io::BufWriter::new(files::Output::create(p)?)),
+        None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout().lock())),
     })
 }
 
