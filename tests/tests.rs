@@ -4,6 +4,7 @@ mod cli;
 mod doctor;
 mod durability;
 mod gateway;
+mod hostile_text;
 mod ledger;
 mod output;
 mod output_paths;

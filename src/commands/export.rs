@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
-use crate::output::{Inputs, Printer};
+use crate::output::{CsvWriter, Inputs, Printer};
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
 pub const COLUMNS: [&str; 20] = [
@@ -97,15 +97,13 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
     match args.format {
         ExportFormat::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut out);
+            let mut w = CsvWriter::new(&mut out);
             w.write_record(COLUMNS)?;
             queries::rows(&conn, &states, |r| {
                 w.serialize(&r)?;
                 Ok(())
             })?;
-            w.flush()?;
+            w.into_inner()?;
         }
         ExportFormat::Json => {
             // A JSON array written row by row, so memory stays flat on a large ledger.

@@ -20,7 +20,7 @@ use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
 use crate::ledger::{self, RowId, State};
 use crate::model::{self, Sighting};
-use crate::output::{Inputs, Printer};
+use crate::output::{CsvWriter, Inputs, Printer};
 
 /// The six categories, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -81,6 +81,19 @@ struct Line {
     detail: String,
 }
 
+impl Line {
+    /// The header of the `-o` report: the fields, in order.
+    const COLUMNS: [&'static str; 7] = [
+        "category",
+        "key",
+        "source_file",
+        "source_line",
+        "state",
+        "pms_label",
+        "detail",
+    ];
+}
+
 /// Where a sheet row stands against the ledger.
 fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
     let Some(s) = stored else {
@@ -130,13 +143,17 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         Input::open(&args.files, args.input.options())?.with_dedupe(super::bounded_dedupe()?);
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
-        Some(p) => Some(csv::Writer::from_writer(crate::output::sink(Some(p))?)),
+        Some(p) => {
+            let mut w = CsvWriter::new(crate::output::sink(Some(p))?);
+            w.write_record(Line::COLUMNS)?;
+            Some(w)
+        }
         None => None,
     };
     let mut emit = |category: Category, line: Line| -> anyhow::Result<()> {
         *counts.entry(category).or_default() += 1;
         if let (true, Some(w)) = (category != Category::Done, out.as_mut()) {
-            w.serialize(line)?;
+            w.serialize(&line)?;
         }
         Ok(())
     };
@@ -213,7 +230,7 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         )?;
     }
     if let Some(w) = out {
-        w.into_inner().map_err(|e| e.into_error())?.finish()?;
+        w.into_inner()?.finish()?;
     }
     let differences: u64 = counts
         .iter()
@@ -400,11 +417,12 @@ fn item_line(item: &Item) -> u64 {
     }
 }
 
-/// One CSV cell, quoted when it must be.
+/// One appended CSV cell, made inert (`output::text::csv_cell`), quoted when it must be.
 fn csv_cell(s: &str) -> String {
+    let s = crate::output::text::csv_cell(s);
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s.into_owned()
     }
 }

@@ -18,8 +18,11 @@ use serde_json::{Map, Value, json};
 use crate::input::Reject;
 
 pub mod files;
+pub mod table;
+pub mod text;
 
 pub use files::{Inputs, Output};
+pub use table::CsvWriter;
 
 /// How messages are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
