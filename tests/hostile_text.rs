@@ -167,3 +167,162 @@ fn formulas_from_the_sheet_or_the_gateway_are_text_in_every_csv_written() {
     let rejects = csv_rows(&s.path("rejects.csv"));
     assert_eq!(cell(&rejects, "column", "mall_label", "value"), "'=1+2");
 }
+
+/// No raw control character in what a command wrote: `ESC`, C1 (`U+009B`, CSI) or a bidi
+/// override.
+fn assert_inert(what: &str, text: &str) {
+    let raw = text.chars().find(|c| {
+        (c.is_control() && !matches!(c, '\n' | '\t')) || ('\u{202a}'..='\u{202e}').contains(c)
+    });
+    assert!(raw.is_none(), "{what}: a raw {raw:?} in {text:?}");
+}
+
+#[test]
+fn status_and_export_show_escape_sequences_from_the_ledger_as_text() {
+    let _turn = together();
+    let s = Scratch::new();
+    let (_sandbox, _, _) = ledger_with(&s, ESCAPES);
+    let (code, out, err) = pms(&s, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert_inert("status", &out);
+    assert_inert("status", &err);
+    assert!(
+        out.contains("\\u{1b}[1A\\u{1b}[2K  ok \\u{9b}2J\\u{202e}SUCCESS"),
+        "{out}"
+    );
+    // JSON keeps the exact text, escaped.
+    let (code, out, err) = pms(&s, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_inert("status --json", &out);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(json.to_string().contains("\\u001b[1A"), "{json}");
+    assert!(
+        serde_json::to_string(&json["by_result_code"])
+            .unwrap()
+            .contains("ok \u{9b}2J"),
+        "{json}"
+    );
+    for format in ["csv", "json"] {
+        let (code, out, err) = pms(&s, &["export", "--format", format]);
+        assert_eq!(code, 0, "{err}");
+        assert_inert(&format!("export --format {format}"), &out);
+        assert_inert(&format!("export --format {format}"), &err);
+    }
+    let (_, out, _) = pms(&s, &["export", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s2 = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["store_id"] == "S2")
+        .unwrap();
+    assert_eq!(s2["result_message"], ESCAPES, "the exact text");
+}
+
+/// A gateway that answers every request, at once and unsigned, with `message` as its
+/// resultMessage and resultCode (the JSON escapes what JSON must; the client decodes it).
+fn hostile_gateway(message: &'static str) -> String {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = serde_json::json!({"result": {
+                        "resultCode": message, "resultStatus": "F", "resultMessage": message}})
+                    .to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         response-time: 2026-01-01T00:00:00+08:00\r\n\
+                         signature: algorithm=RSA256,keyVersion=1,signature=AAAA\r\n\
+                         content-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    endpoint
+}
+
+#[test]
+fn a_gateway_sending_escape_sequences_reaches_no_terminal_raw() {
+    let _turn = together();
+    let s = Scratch::new();
+    let endpoint = hostile_gateway(ESCAPES);
+    let (_, out, err) = output(
+        Command::new(bin())
+            .current_dir(s.dir.path())
+            .args(["doctor", "--probe", "--endpoint", &endpoint])
+            .args(["--client-id", crate::util::CLIENT_ID])
+            .arg("--private-key")
+            .arg(s.keys().join("client_private.pem"))
+            .arg("--alipay-public-key")
+            .arg(s.keys().join("alipay_public.pem"))
+            .arg("--ledger")
+            .arg(s.ledger())
+            .env_remove("RUST_LOG"),
+    );
+    assert_inert("doctor --probe", &out);
+    assert_inert("doctor --probe", &err);
+    assert!(
+        format!("{out}{err}").contains("\\u{1b}[1A"),
+        "doctor shows the gateway's message, escaped: {out}{err}"
+    );
+    let sheet = s.sheet("s.csv", 1, 3);
+    let (_, out, err) = output(&mut s.run_cmd(&endpoint, &[&sheet]));
+    assert_inert("run", &out);
+    assert_inert("run", &err);
+    let (_, out, err) = pms(&s, &["status"]);
+    assert_inert("status after the run", &out);
+    assert_inert("status after the run", &err);
+}
+
+#[test]
+fn input_errors_echo_header_cells_escaped() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sheet = s.path("bad.csv");
+    std::fs::write(
+        &sheet,
+        "partner_id,\u{1b}[1A\u{1b}[2Kmerchant_id,store_id\n2088000000000001,M1,S1\n",
+    )
+    .unwrap();
+    for json in [false, true] {
+        let mut cmd = Command::new(bin());
+        cmd.arg("validate").arg(&sheet);
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let (code, out, err) = output(&mut cmd);
+        assert_ne!(code, 0, "{err}");
+        assert_inert("validate", &out);
+        assert_inert("validate", &err);
+    }
+}

@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
+use crate::output::text::json_inert;
 use crate::output::{CsvWriter, Inputs, Printer};
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
@@ -83,7 +84,8 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                                            "value": r.value, "reason": r.reason})
                     })
                     .collect();
-                serde_json::to_writer_pretty(&mut out, &list)?;
+                let json = serde_json::to_string_pretty(&list)?;
+                out.write_all(json_inert(&json).as_bytes())?;
                 writeln!(out)?;
             }
         }
@@ -106,13 +108,14 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             w.into_inner()?;
         }
         ExportFormat::Json => {
-            // A JSON array written row by row, so memory stays flat on a large ledger.
+            // A JSON array written row by row, so memory stays flat on a large ledger; the C1
+            // controls and bidi overrides escaped too (`json_inert`): the same JSON text.
             write!(out, "[")?;
             let mut first = true;
             queries::rows(&conn, &states, |r| {
                 write!(out, "{}\n  ", if first { "" } else { "," })?;
                 first = false;
-                serde_json::to_writer(&mut out, &r)?;
+                out.write_all(json_inert(&serde_json::to_string(&r)?).as_bytes())?;
                 Ok(())
             })?;
             writeln!(out, "\n]")?;

@@ -239,7 +239,7 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .sum();
     if args.json {
         let object: BTreeMap<&str, u64> = counts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
-        printer.out_line(&serde_json::to_string(&object)?);
+        printer.out_json(&serde_json::to_value(&object)?);
     } else {
         for c in Category::ALL {
             let n = counts[&c];

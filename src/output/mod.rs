@@ -7,6 +7,11 @@
 //! A closed stdout or stderr (`| head`, a log collector that went away) is the end of that
 //! stream, not a crash: the write is dropped and the command finishes with its own exit code.
 //! Nothing else in the crate writes to stdout or stderr (`print_stdout`/`print_stderr` lints).
+//!
+//! Text from outside (a header cell, a sheet name, a gateway's message, a result code the ledger
+//! holds) never reaches a terminal raw: every text line escapes control characters and
+//! bidirectional overrides (`ESC` shown as `\u{1b}`), every JSON line writes them as `\u`
+//! escapes, keeping the exact text ([`text`]).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::Mutex;
@@ -73,8 +78,18 @@ impl Printer {
         self.style == Style::Json
     }
 
-    /// Results on stdout, written as given (the caller ends its lines).
+    /// Results on stdout (the caller ends its lines), control characters escaped: a result
+    /// shows text from the sheet, the gateway or the ledger (see [`text`]).
     pub fn out(&self, text: &str) {
+        self.write_stdout(&text::terminal(text));
+    }
+
+    /// Text the tool made itself (a completion script, a man page), written as it is.
+    pub fn out_verbatim(&self, text: &str) {
+        self.write_stdout(text);
+    }
+
+    fn write_stdout(&self, text: &str) {
         if self.stdout_closed.load(Relaxed) {
             return;
         }
@@ -93,9 +108,9 @@ impl Printer {
         self.out(&format!("{line}\n"));
     }
 
-    /// A JSON value as one line on stdout.
+    /// A JSON value as one line on stdout: the exact text, every control character escaped.
     pub fn out_json(&self, value: &Value) {
-        self.out_line(&value.to_string());
+        self.write_stdout(&format!("{}\n", text::json_inert(&value.to_string())));
     }
 
     /// Whether stdout was found closed (a later write would be dropped too).
@@ -167,9 +182,9 @@ impl Printer {
                 object.insert("level".into(), json!(level));
                 object.insert("message".into(), json!(text));
                 object.append(&mut fields);
-                Value::Object(object).to_string()
+                text::json_inert(&Value::Object(object).to_string()).into_owned()
             }
-            _ => format!("{}{text}", prefix.unwrap_or("")),
+            _ => format!("{}{}", prefix.unwrap_or(""), text::terminal(text)),
         };
         self.err_line(&line);
     }
@@ -211,7 +226,7 @@ impl Printer {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             bar.set_length(total);
             bar.set_position(done);
-            bar.set_message(text.to_owned());
+            bar.set_message(text::terminal(text).into_owned());
             return;
         }
         let mut fields = fields;
