@@ -18,7 +18,7 @@ pub fn completions(args: CompletionsArgs, printer: &Printer) -> anyhow::Result<E
     let mut cmd = Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "pms-onboard", &mut script);
-    printer.out(&String::from_utf8_lossy(&script));
+    printer.out_verbatim(&String::from_utf8_lossy(&script));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -28,7 +28,7 @@ pub fn man(args: ManArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         None => {
             let mut page = Vec::new();
             clap_mangen::Man::new(cmd).render(&mut page)?;
-            printer.out(&String::from_utf8_lossy(&page));
+            printer.out_verbatim(&String::from_utf8_lossy(&page));
         }
         Some(dir) => {
             std::fs::create_dir_all(dir)

@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
-use crate::output::Printer;
+use crate::output::text::json_inert;
+use crate::output::{CsvWriter, Inputs, Printer};
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
 pub const COLUMNS: [&str; 20] = [
@@ -37,6 +38,12 @@ pub const COLUMNS: [&str; 20] = [
 
 pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    if let Some(output) = &args.output {
+        Inputs::new()
+            .ledger(&path)
+            .annotated(args.annotate.as_deref())
+            .check("-o", output)?;
+    }
     // Annotating a sheet says what was done for it: at the gateway the settings name, if any.
     let gateway = gateway.filter(|_| args.annotate.is_some());
     let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
@@ -77,11 +84,12 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                                            "value": r.value, "reason": r.reason})
                     })
                     .collect();
-                serde_json::to_writer_pretty(&mut out, &list)?;
+                let json = serde_json::to_string_pretty(&list)?;
+                out.write_all(json_inert(&json).as_bytes())?;
                 writeln!(out)?;
             }
         }
-        out.flush()?;
+        out.finish()?;
         return Ok(ExitCode::SUCCESS);
     }
     if rejected {
@@ -91,30 +99,29 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
     match args.format {
         ExportFormat::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut out);
+            let mut w = CsvWriter::new(&mut out);
             w.write_record(COLUMNS)?;
             queries::rows(&conn, &states, |r| {
                 w.serialize(&r)?;
                 Ok(())
             })?;
-            w.flush()?;
+            w.into_inner()?;
         }
         ExportFormat::Json => {
-            // A JSON array written row by row, so memory stays flat on a large ledger.
+            // A JSON array written row by row, so memory stays flat on a large ledger; the C1
+            // controls and bidi overrides escaped too (`json_inert`): the same JSON text.
             write!(out, "[")?;
             let mut first = true;
             queries::rows(&conn, &states, |r| {
                 write!(out, "{}\n  ", if first { "" } else { "," })?;
                 first = false;
-                serde_json::to_writer(&mut out, &r)?;
+                out.write_all(json_inert(&serde_json::to_string(&r)?).as_bytes())?;
                 Ok(())
             })?;
             writeln!(out, "\n]")?;
         }
     }
-    out.flush()?;
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -64,6 +64,12 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         sandbox_guard = Some(guard);
     }
     let settings = RunSettings::from_layers(&layers)?;
+    if let Some(report) = &args.report {
+        crate::output::Inputs::new()
+            .ledger(&settings.ledger)
+            .sheets(&args.files)
+            .check("--report", report)?;
+    }
     // The gateway the ledger must belong to: the sandbox is one gateway whatever its port.
     let gateway = if args.sandbox {
         Gateway::built_in_sandbox(&settings.client_id)
@@ -108,7 +114,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.report {
         // A report that cannot be written does not undo the run; it fails a run that was clean.
         let written = crate::ledger::open_existing(&settings.ledger)
-            .and_then(|conn| crate::report::write(&conn, Some(report.run_id), path));
+            .and_then(|conn| super::report::write(&conn, Some(report.run_id), path));
         match written {
             Ok(()) => printer.info(&format!("report written to {}", path.display())),
             Err(e) => {

@@ -12,7 +12,7 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     super::show_notices(printer, &conn);
     let c = queries::status(&conn, 5)?;
     if args.json {
-        printer.out_line(&serde_json::to_string(&c)?);
+        printer.out_json(&serde_json::to_value(&c)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = format!("ledger {}: {} rows\n", path.display(), c.total);
