@@ -1,19 +1,18 @@
-//! The HTTP call: one signed request per row, sent by the [`transport`](super::transport), and
-//! its answer classified into an [`Attempt`]. Never panics on what the network sends back.
+//! The HTTP call: one signed request per row, sent through [`http`](super::http), and its answer
+//! classified into an [`Attempt`]. Never panics on what the network sends back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::http::{self, RawResponse, SendError};
 use super::keys::{PrivateKey, PublicKey};
 use super::outcome::{
-    Attempt, MAX_BODY, Outcome, classify_http, classify_result, classify_unverified,
-    parse_retry_after,
+    Attempt, Outcome, classify_http, classify_result, classify_unverified, parse_retry_after,
 };
 use super::signing::{self, API_PATH};
-use super::transport::{self, Direct, RawResponse, SendError};
 use super::types::{SaveRequest, SaveResponse};
 use crate::input::Row;
 
@@ -61,8 +60,11 @@ impl SigningClock {
 /// The Collect-PMS client. Cheap to clone (everything shared behind `Arc`).
 #[derive(Clone)]
 pub struct Client {
-    transport: Arc<Transport>,
-    client_id: HeaderValue,
+    http: reqwest::Client,
+    /// Parsed once: a URL given as text is parsed again for every request.
+    url: Arc<reqwest::Url>,
+    /// The headers every request carries (client id, content type).
+    fixed_headers: Arc<HeaderMap>,
     settings: Arc<ClientSettings>,
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
@@ -79,16 +81,6 @@ pub enum EndpointError {
     PlainHttp(String),
     #[error("endpoint {0:?} must start with https:// (or http:// for a local sandbox)")]
     Scheme(String),
-}
-
-/// Where requests go: straight to the gateway, or through the proxy the environment names.
-enum Transport {
-    Direct(Direct),
-    Proxied {
-        http: reqwest::Client,
-        /// Parsed once: a URL given as text is parsed again for every request.
-        url: reqwest::Url,
-    },
 }
 
 /// Checks the endpoint: https anywhere, http only to loopback hosts.
@@ -129,19 +121,13 @@ impl Client {
                 settings.client_id
             )
         })?;
-        let connect_timeout = settings.timeout.min(Duration::from_secs(10));
-        let transport = if transport::proxied(&url) {
-            // No redirects: a signed POST must never be sent again somewhere else.
-            let http = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(settings.timeout)
-                .connect_timeout(connect_timeout)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()?;
-            Transport::Proxied { http, url }
-        } else {
-            Transport::Direct(Direct::new(&url, connect_timeout)?)
-        };
+        let mut fixed_headers = HeaderMap::new();
+        fixed_headers.insert(HeaderName::from_static("client-id"), client_id);
+        fixed_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        let http = http::client(settings.timeout, http::USER_AGENT)?;
         // The key's first signature builds state aws-lc keeps with the key (Montgomery
         // constants, a blinding). Made here, that stall cannot fall between a request's
         // rate-limit slot and its departure, where it let the rate be exceeded at the gateway
@@ -149,8 +135,9 @@ impl Client {
         // separately, as the runtime starts it (`keys::seed_thread_rng`).
         private_key.sign(b"warm-up");
         Ok(Client {
-            transport: Arc::new(transport),
-            client_id,
+            http,
+            url: Arc::new(url),
+            fixed_headers: Arc::new(fixed_headers),
             settings: Arc::new(settings),
             private_key,
             alipay_public_key,
@@ -180,16 +167,7 @@ impl Client {
         let started = Instant::now();
         let answer = match self.headers(&signed) {
             Err(f) => Err(f),
-            Ok(headers) => match &*self.transport {
-                Transport::Direct(direct) => {
-                    tokio::time::timeout(self.settings.timeout, direct.post(headers, signed.body))
-                        .await
-                        .unwrap_or(Err(SendError::Timeout))
-                }
-                Transport::Proxied { http, url } => {
-                    via_reqwest(http, url, headers, signed.body).await
-                }
-            },
+            Ok(headers) => http::post(&self.http, &self.url, headers, signed.body).await,
         };
         let response = match answer {
             Ok(r) => r,
@@ -225,7 +203,7 @@ impl Client {
                 http_status: Some(status),
                 error: Some(format!("HTTP {status}")),
                 tracer_id,
-                response_body: Some(body.to_vec()),
+                response_body: Some(body),
                 latency,
                 ..Attempt::default()
             };
@@ -276,86 +254,25 @@ impl Client {
 }
 
 impl Client {
-    /// The request's headers (the transport adds `Host` and `Content-Length`).
-    fn headers(&self, signed: &SignedRequest) -> Result<Vec<(HeaderName, HeaderValue)>, SendError> {
+    /// The request's headers (reqwest adds `Host`, `Content-Length` and `User-Agent`).
+    fn headers(&self, signed: &SignedRequest) -> Result<HeaderMap, SendError> {
         // Both are ASCII by construction (a timestamp; URL-encoded base64), so this cannot fail;
         // if it did, nothing was sent.
         let value = |s: &str| {
             HeaderValue::from_str(s)
                 .map_err(|_| SendError::Connect(format!("{s:?} cannot be sent in a header")))
         };
-        Ok(vec![
-            (HeaderName::from_static("client-id"), self.client_id.clone()),
-            (
-                HeaderName::from_static("request-time"),
-                value(&signed.request_time)?,
-            ),
-            (
-                HeaderName::from_static("signature"),
-                value(&signed.signature)?,
-            ),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=UTF-8"),
-            ),
-            (
-                header::USER_AGENT,
-                HeaderValue::from_static(concat!("pms-onboard/", env!("CARGO_PKG_VERSION"))),
-            ),
-        ])
+        let mut headers = HeaderMap::clone(&self.fixed_headers);
+        headers.insert(
+            HeaderName::from_static("request-time"),
+            value(&signed.request_time)?,
+        );
+        headers.insert(
+            HeaderName::from_static("signature"),
+            value(&signed.signature)?,
+        );
+        Ok(headers)
     }
-}
-
-/// The request through reqwest, which knows proxies; its errors sorted the same way.
-async fn via_reqwest(
-    http: &reqwest::Client,
-    url: &reqwest::Url,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Vec<u8>,
-) -> Result<RawResponse, SendError> {
-    let sorted = |e: reqwest::Error, status: Option<u16>| {
-        if e.is_timeout() {
-            SendError::Timeout
-        } else if e.is_connect() {
-            SendError::Connect(transport::error_chain(&e))
-        } else {
-            SendError::AfterSending {
-                reason: transport::error_chain(&e),
-                status,
-            }
-        }
-    };
-    let mut request = http.post(url.clone());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let mut response = request
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| sorted(e, None))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    // Read in chunks up to the cap: a body that goes on is not the documented answer.
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| sorted(e, Some(status)))?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(SendError::AfterSending {
-                reason: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
-                status: Some(status),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(RawResponse {
-        status,
-        headers,
-        body: body.into(),
-    })
 }
 
 /// CPU time consumed by the calling thread, in nanoseconds (0 if the clock cannot be read).
