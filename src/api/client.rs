@@ -10,7 +10,8 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use super::http::{self, RawResponse, SendError};
 use super::keys::{PrivateKey, PublicKey};
 use super::outcome::{
-    Attempt, Outcome, classify_http, classify_result, classify_unverified, parse_retry_after,
+    Attempt, NOT_THE_API, Outcome, classify_http, classify_result, classify_unverified,
+    parse_retry_after, tracer_suffix,
 };
 use super::signing::{self, API_PATH};
 use super::types::{SaveRequest, SaveResponse};
@@ -193,10 +194,8 @@ impl Client {
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
         let tracer_id = header("tracer-id");
         if let Some(mut outcome) = classify_http(status, retry_after) {
-            if let Outcome::Fatal { message, .. } = &mut outcome
-                && let Some(t) = &tracer_id
-            {
-                message.push_str(&format!(" (Tracer-Id {t})"));
+            if let Outcome::Fatal { message, .. } = &mut outcome {
+                message.push_str(&tracer_suffix(tracer_id.as_deref()));
             }
             return Attempt {
                 outcome,
@@ -353,8 +352,10 @@ fn failed(f: SendError, latency: Duration, timeout: Duration) -> Attempt {
 }
 
 /// Reads a 2xx answer. Whatever it says is kept in the attempt (code, message, label, the raw
-/// body), verified or not. An answer that cannot be parsed is transient; one whose signature does
-/// not verify is [`Outcome::Unverified`] (only a fatal code is honoured, so that a wrong
+/// body), verified or not. A body that is not JSON at all (a page, text, nothing) came from
+/// something in the gateway's place and is fatal ([`NOT_THE_API`]: it cannot be about the row);
+/// JSON that cannot be parsed (cut short, say) is transient; an answer whose signature does not
+/// verify is [`Outcome::Unverified`] (only a fatal code is honoured, so that a wrong
 /// configuration stops the run instead of retrying forever).
 fn interpret_answer(
     status: u16,
@@ -369,6 +370,18 @@ fn interpret_answer(
         ..Attempt::default()
     };
     let Ok(answer) = serde_json::from_slice::<SaveResponse>(body) else {
+        if !looks_like_json(body) {
+            let reason = format!(
+                "HTTP {status} with a body that is not JSON ({}): not the gateway's answer",
+                first_words(body)
+            );
+            attempt.outcome = Outcome::Fatal {
+                code: NOT_THE_API.to_owned(),
+                message: reason.clone(),
+            };
+            attempt.error = Some(reason);
+            return attempt;
+        }
         let reason = "the answer is not the documented JSON".to_owned();
         attempt.outcome = transient(&reason);
         attempt.error = Some(reason);
@@ -394,6 +407,22 @@ fn interpret_answer(
     attempt.result_message = Some(r.result_message);
     attempt.pms_label = answer.pms_label.filter(|l| !l.trim().is_empty());
     attempt
+}
+
+/// An object, as every answer of the API is (possibly cut short).
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The start of a body, for a message: at most 60 characters, on one line.
+fn first_words(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(240)]);
+    let words: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match words.char_indices().nth(60) {
+        _ if words.is_empty() => "empty".to_owned(),
+        Some((at, _)) => format!("{:?}…", &words[..at]),
+        None => format!("{words:?}"),
+    }
 }
 
 fn transient(reason: &str) -> Outcome {
@@ -451,7 +480,17 @@ mod tests {
                 pms_label: "1".into()
             }
         );
+        // A page in the gateway's place cannot be about the row: fatal, the row stays pending.
         let a = interpret_answer(200, b"<html>", Ok(()), Duration::ZERO);
+        assert!(
+            matches!(&a.outcome, Outcome::Fatal { code, .. } if code == NOT_THE_API),
+            "{a:?}"
+        );
+        assert!(a.error.unwrap().contains("\"<html>\""));
+        let a = interpret_answer(200, b"", Ok(()), Duration::ZERO);
+        assert!(matches!(&a.outcome, Outcome::Fatal { .. }), "{a:?}");
+        // JSON cut short may be the gateway's own answer: transient, possibly processed.
+        let a = interpret_answer(200, br#"{"result":{"resu"#, Ok(()), Duration::ZERO);
         assert!(matches!(a.outcome, Outcome::Transient { .. }));
         let bad = br#"{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"x"}}"#;
         let a = interpret_answer(200, bad, Err(signing::VerifyError::Missing), Duration::ZERO);
