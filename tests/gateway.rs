@@ -266,3 +266,86 @@ fn dry_run_sends_nothing_and_leaves_the_ledger_as_it_was() {
     assert_eq!(sha256(&s.ledger()), hash, "byte for byte");
     assert_eq!(listing(s.dir.path()), files, "no -wal or -shm left behind");
 }
+
+/// A server on loopback that answers every request with `status`, `content_type` and `body`, as
+/// a wrong path, a proxy or a WAF in the gateway's place does. Counts the requests.
+struct AnswersEverything {
+    endpoint: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl AnswersEverything {
+    fn start(status: u16, content_type: &'static str, body: &'static str) -> AnswersEverything {
+        use std::sync::atomic::Ordering::Relaxed;
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = requests.clone();
+        let app = axum::Router::new().fallback(move || {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Relaxed);
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [(axum::http::header::CONTENT_TYPE, content_type)],
+                    body,
+                )
+            }
+        });
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        AnswersEverything {
+            endpoint,
+            requests,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// Issue 21 item 5: an endpoint that answers 404 to everything (a path appended to `endpoint`, a
+/// proxy in the way) is a configuration error, not 40 rows failed for good: the run stops within
+/// a few requests (3 fatal answers in a row, plus what was in flight), every row stays pending,
+/// exit 1, and the message names the likely causes. The same for a page answered with HTTP 200.
+#[test]
+fn an_endpoint_that_answers_404_to_everything_stops_the_run_with_rows_pending() {
+    let _turn = together();
+    const CONCURRENCY: u64 = 4;
+    for (status, content_type, body, said) in [
+        (404, "text/plain", "Not Found", "HTTP 404"),
+        (
+            200,
+            "text/html",
+            "<html><body>Access denied by policy</body></html>",
+            "pages that are not the API's JSON",
+        ),
+    ] {
+        let s = Scratch::new();
+        let server = AnswersEverything::start(status, content_type, body);
+        let sheet = s.sheet("stores.csv", 1, 40);
+        let (code, out, err) = output(s.run_cmd(&server.endpoint, &[&sheet]).args([
+            "--rate",
+            "0",
+            "--concurrency",
+            &CONCURRENCY.to_string(),
+        ]));
+        assert_eq!(code, 1, "a configuration error: {out}\n{err}");
+        let sent = server.requests.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (3..=3 + CONCURRENCY).contains(&sent),
+            "{sent} requests before the run stopped: {err}"
+        );
+        assert!(
+            err.contains(said) && err.contains("no path appended") && err.contains("WAF"),
+            "{err}"
+        );
+        let pending: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE state = 'pending'");
+        assert_eq!(pending, 40, "{out}\n{err}");
+        let failed: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE state = 'failed'");
+        assert_eq!(failed, 0);
+    }
+}

@@ -2,8 +2,8 @@
 //! and the classification of its answer. Only this module knows header formats and result codes.
 
 pub mod client;
+pub mod http;
 pub mod keys;
 pub mod outcome;
 pub mod signing;
-pub mod transport;
 pub mod types;

@@ -32,10 +32,10 @@ use super::exit;
 use std::sync::Arc;
 
 use crate::api::client::{Client, check_endpoint};
+use crate::api::http::{self as transport, error_chain};
 use crate::api::keys::{KeyError, PrivateKey, PublicKey};
 use crate::api::outcome::{self, Outcome};
 use crate::api::signing::API_PATH;
-use crate::api::transport::{self, error_chain};
 use crate::api::types::SaveResponse;
 use crate::cli::DoctorArgs;
 use crate::config::{Layers, RunSettings};
@@ -583,11 +583,7 @@ struct Answered {
 }
 
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .user_agent(USER_AGENT)
-        .build()?)
+    crate::api::http::client(timeout, USER_AGENT)
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {

@@ -588,18 +588,18 @@ fn note_streaks(crew: &Crew, attempt: &Attempt, decision: &Decision) {
     if fatal {
         let n = crew.fatal_in_a_row.fetch_add(1, Relaxed) + 1;
         if n >= FATAL_IN_A_ROW {
-            let code = attempt.result_code.clone().unwrap_or_else(|| {
-                attempt
-                    .http_status
-                    .map_or_else(|| "?".to_owned(), |h| format!("HTTP {h}"))
-            });
+            let code = match &attempt.outcome {
+                Outcome::Fatal { code, .. } => code.clone(),
+                _ => attempt.result_code.clone().unwrap_or_default(),
+            };
             let tracer = attempt
                 .tracer_id
                 .as_deref()
                 .map(|t| format!(" (last Tracer-Id {t})"))
                 .unwrap_or_default();
             crew.shutdown.stop(StopReason::Aborted(format!(
-                "the gateway answered {code} {n} times in a row{tracer}: {}",
+                "the gateway answered {} {n} times in a row{tracer}: {}",
+                crate::api::outcome::fatal_answer_words(&code),
                 crate::api::outcome::what_to_check(&code)
             )));
         }
