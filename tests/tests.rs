@@ -4,6 +4,7 @@ mod cli;
 mod doctor;
 mod durability;
 mod gateway;
+mod hostile_input;
 mod ledger;
 mod output;
 mod readme;

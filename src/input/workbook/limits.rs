@@ -92,6 +92,15 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
         if kind == Kind::Other {
             continue;
         }
+        if matches!(kind, Kind::SharedStrings | Kind::Held) && held.saturating_add(size) > BUDGET {
+            return Err(Refusal(format!(
+                "its part {name} declares {} once inflated (from {}), and the tool holds that \
+                 part whole: more than the {} it allows itself. It is not read; {RESAVE}",
+                mib(size),
+                mib(packed),
+                mib(BUDGET)
+            )));
+        }
         let Ok(reader) = archive.by_index(i) else {
             continue;
         };
