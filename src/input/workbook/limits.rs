@@ -120,7 +120,7 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
                 }
                 held = held.saturating_add(shared_strings_memory(
                     scan.unique_count.unwrap_or(0),
-                    scan.elements,
+                    scan.strings,
                     size,
                 ));
             }
@@ -215,8 +215,10 @@ impl Kind {
 struct Scan {
     /// XML elements (a `<` that opens a tag).
     elements: u64,
-    /// The longest run of bytes without a `<` (a text) or without a `>` (a tag).
+    /// The longest run of bytes without a `<` or a `>` (a text, or the inside of a tag).
     longest_run: u64,
+    /// `si` elements (shared strings), at least.
+    strings: u64,
     /// `uniqueCount` of the `sst` element (shared strings only).
     unique_count: Option<u64>,
 }
@@ -228,7 +230,8 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
     // The start of the part, until the `sst` start tag is complete.
     let mut head: Vec<u8> = Vec::new();
     let mut want_head = shared_strings;
-    let (mut since_lt, mut since_gt) = (0u64, 0u64);
+    // Bytes since the last `<` or `>`: a text, or the inside of a tag.
+    let mut gap = 0u64;
     loop {
         let n = match part.read(&mut buf) {
             Ok(0) => break,
@@ -237,17 +240,23 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
             Err(e) => return Err(e),
         };
         let chunk = &buf[..n];
-        for &b in chunk {
-            since_lt += 1;
-            since_gt += 1;
-            if b == b'<' {
+        let mut at = 0;
+        for i in memchr::memchr2_iter(b'<', b'>', chunk) {
+            gap += (i - at) as u64;
+            scan.longest_run = scan.longest_run.max(gap);
+            gap = 0;
+            if chunk[i] == b'<' {
                 scan.elements += 1;
-                since_lt = 0;
-            } else if b == b'>' {
-                since_gt = 0;
+                // A shared string's tag cut by the chunk's end is counted (over, not under).
+                let after = &chunk[i + 1..];
+                if after.len() < 64 || opens_si(after) {
+                    scan.strings += 1;
+                }
             }
-            scan.longest_run = scan.longest_run.max(since_lt.min(since_gt));
+            at = i + 1;
         }
+        gap += (n - at) as u64;
+        scan.longest_run = scan.longest_run.max(gap);
         if want_head {
             head.extend_from_slice(chunk);
             if let Some(count) = sst_unique_count(&head) {
@@ -261,6 +270,16 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
         }
     }
     Ok(scan)
+}
+
+/// Whether the bytes after a `<` open an `si` element (any namespace prefix).
+fn opens_si(after: &[u8]) -> bool {
+    let name_end = after
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')))
+        .unwrap_or(after.len());
+    let name = &after[..name_end];
+    name.rsplit(|b| *b == b':').next() == Some(b"si")
 }
 
 /// The `uniqueCount` of the first `sst` start tag in `head`: `None` while the tag is not
@@ -359,6 +378,16 @@ mod tests {
             sst_unique_count(b"<sst uniqueCount=\"99999999999999999999999\">"),
             Some(Some(u64::MAX))
         );
+    }
+
+    #[test]
+    fn shared_strings_are_counted_by_their_tags() {
+        let xml = b"<sst><si><t>a</t></si><x:si/><si>\n<t>b</t></si><sis/></sst>";
+        let scan = scan(&xml[..], true).unwrap();
+        // Tags near the end of a chunk count whatever they are: an over-count, never under.
+        assert!(scan.strings >= 3, "{scan:?}");
+        assert!(opens_si(b"si>") && opens_si(b"x:si/>") && opens_si(b"si "));
+        assert!(!opens_si(b"sis/>") && !opens_si(b"t>") && !opens_si(b"/si>"));
     }
 
     #[test]
