@@ -25,7 +25,7 @@ use calamine::{Data, DataRef, Ods, Range, Reader as _, SheetType, SheetVisible, 
 pub use cell::Cell;
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
-use super::reader::InputError;
+use super::error::InputError;
 use super::rules::Problem;
 use super::tokenizer::Record;
 
