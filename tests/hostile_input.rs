@@ -461,6 +461,49 @@ fn huge_dimensions(dir: &Path) -> PathBuf {
     path
 }
 
+/// An OpenDocument sheet of 2 KB whose one row, a number repeated across 16,384 columns,
+/// repeats a million times: 17 billion cells as calamine lays it out.
+fn repeated_cells(dir: &Path) -> PathBuf {
+    let path = dir.join("repeated_cells.ods");
+    let header: String = HEADER
+        .split(',')
+        .map(|h| {
+            format!(
+                "<table:table-cell office:value-type=\"string\"><text:p>{h}</text:p></table:table-cell>"
+            )
+        })
+        .collect();
+    let content = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><office:document-content \
+         xmlns:office=\"urn:oasis:names:tc:opendocument:xmlns:office:1.0\" \
+         xmlns:table=\"urn:oasis:names:tc:opendocument:xmlns:table:1.0\" \
+         xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\" office:version=\"1.2\">\
+         <office:body><office:spreadsheet><table:table table:name=\"Stores\">\
+         <table:table-row>{header}</table:table-row>\
+         <table:table-row table:number-rows-repeated=\"1000000\"><table:table-cell \
+         table:number-columns-repeated=\"16384\" office:value-type=\"float\" \
+         office:value=\"1\"><text:p>1</text:p></table:table-cell></table:table-row>\
+         </table:table></office:spreadsheet></office:body></office:document-content>"
+    );
+    let manifest = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><manifest:manifest \
+         xmlns:manifest=\"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0\"><manifest:file-entry \
+         manifest:full-path=\"/\" manifest:media-type=\"application/vnd.oasis.opendocument.spreadsheet\"/>\
+         <manifest:file-entry manifest:full-path=\"content.xml\" manifest:media-type=\"text/xml\"/>\
+         </manifest:manifest>";
+    write_zip(
+        &path,
+        &[
+            Part::stored(
+                "mimetype",
+                b"application/vnd.oasis.opendocument.spreadsheet".to_vec(),
+            ),
+            Part::stored("content.xml", content.into_bytes()),
+            Part::stored("META-INF/manifest.xml", manifest.as_bytes().to_vec()),
+        ],
+    );
+    path
+}
+
 /// A CSV whose quote on line 3 never closes, then 3 MB of rows.
 fn open_quote(dir: &Path) -> PathBuf {
     let path = dir.join("open_quote.csv");
@@ -500,6 +543,10 @@ fn lying_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
         (
             huge_dimensions(dir),
             "sheet \"Stores\" declares the range A1:I4294967295",
+        ),
+        (
+            repeated_cells(dir),
+            "OpenDocument sheets with their repeated cells) would take about",
         ),
         (
             open_quote(dir),

@@ -22,6 +22,8 @@ use std::io::{self, BufReader, Read, Seek as _, SeekFrom};
 
 use zip::ZipArchive;
 
+use super::ods_size::OdsSize;
+
 /// What reading a workbook may take, all told (the process stays under 200 MiB).
 pub(crate) const BUDGET: u64 = 160 << 20;
 
@@ -104,7 +106,8 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
         let Ok(reader) = archive.by_index(i) else {
             continue;
         };
-        let scan = scan(reader, kind == Kind::SharedStrings)
+        let ods = name.eq_ignore_ascii_case("content.xml");
+        let scan = scan(reader, kind == Kind::SharedStrings, ods)
             .map_err(|e| Refusal(format!("cannot read its part {name}: {e}")))?;
         match kind {
             Kind::SharedStrings => {
@@ -131,10 +134,8 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
             }
             Kind::Sheet => {
                 parts.largest_sheet = parts.largest_sheet.max(size);
-                if name.eq_ignore_ascii_case("content.xml") {
-                    // OpenDocument: every sheet laid out whole, a value and a formula a cell.
-                    held = held.saturating_add(size.saturating_mul(3));
-                }
+                // OpenDocument: every sheet laid out whole.
+                held = held.saturating_add(scan.laid_out);
                 if scan.longest_run > MAX_RUN {
                     return Err(Refusal(format!(
                         "its part {name} holds a text or tag of {} (an Excel cell holds at most \
@@ -147,9 +148,10 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
         }
         if held > BUDGET {
             return Err(Refusal(format!(
-                "its shared strings, styles and relations would take about {} of memory to \
-                 read, more than the {} the tool allows itself (the parts declare more than a \
-                 store list holds). It is not read; {RESAVE}",
+                "what it holds whole (shared strings, styles, relations, OpenDocument sheets \
+                 with their repeated cells) would take about {} of memory to read, more than \
+                 the {} the tool allows itself (the parts declare more than a store list \
+                 holds). It is not read; {RESAVE}",
                 mib(held),
                 mib(BUDGET)
             )));
@@ -219,13 +221,16 @@ struct Scan {
     longest_run: u64,
     /// `si` elements (shared strings), at least.
     strings: u64,
+    /// What calamine lays an OpenDocument `content.xml` out into (see `ods_size`).
+    laid_out: u64,
     /// `uniqueCount` of the `sst` element (shared strings only).
     unique_count: Option<u64>,
 }
 
 /// Reads `part` to its end (at most its declared size: the zip reader stops there).
-fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
+fn scan(mut part: impl Read, shared_strings: bool, ods: bool) -> io::Result<Scan> {
     let mut scan = Scan::default();
+    let mut laid_out = ods.then(OdsSize::default);
     let mut buf = vec![0u8; 64 * 1024];
     // The start of the part, until the `sst` start tag is complete.
     let mut head: Vec<u8> = Vec::new();
@@ -240,6 +245,9 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
             Err(e) => return Err(e),
         };
         let chunk = &buf[..n];
+        if let Some(sizer) = &mut laid_out {
+            sizer.feed(chunk);
+        }
         let mut at = 0;
         for i in memchr::memchr2_iter(b'<', b'>', chunk) {
             gap += (i - at) as u64;
@@ -269,6 +277,7 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
             }
         }
     }
+    scan.laid_out = laid_out.map_or(0, |mut s| s.bytes());
     Ok(scan)
 }
 
@@ -383,7 +392,7 @@ mod tests {
     #[test]
     fn shared_strings_are_counted_by_their_tags() {
         let xml = b"<sst><si><t>a</t></si><x:si/><si>\n<t>b</t></si><sis/></sst>";
-        let scan = scan(&xml[..], true).unwrap();
+        let scan = scan(&xml[..], true, false).unwrap();
         // Tags near the end of a chunk count whatever they are: an over-count, never under.
         assert!(scan.strings >= 3, "{scan:?}");
         assert!(opens_si(b"si>") && opens_si(b"x:si/>") && opens_si(b"si "));

@@ -14,6 +14,7 @@
 mod biff;
 mod cell;
 mod limits;
+mod ods_size;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read as _, Seek as _, SeekFrom};
