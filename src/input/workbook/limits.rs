@@ -22,6 +22,8 @@ use std::io::{self, BufReader, Read, Seek as _, SeekFrom};
 
 use zip::ZipArchive;
 
+use super::ods_size::OdsSize;
+
 /// What reading a workbook may take, all told (the process stays under 200 MiB).
 pub(crate) const BUDGET: u64 = 160 << 20;
 
@@ -92,10 +94,20 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
         if kind == Kind::Other {
             continue;
         }
+        if matches!(kind, Kind::SharedStrings | Kind::Held) && held.saturating_add(size) > BUDGET {
+            return Err(Refusal(format!(
+                "its part {name} declares {} once inflated (from {}), and the tool holds that \
+                 part whole: more than the {} it allows itself. It is not read; {RESAVE}",
+                mib(size),
+                mib(packed),
+                mib(BUDGET)
+            )));
+        }
         let Ok(reader) = archive.by_index(i) else {
             continue;
         };
-        let scan = scan(reader, kind == Kind::SharedStrings)
+        let ods = name.eq_ignore_ascii_case("content.xml");
+        let scan = scan(reader, kind == Kind::SharedStrings, ods)
             .map_err(|e| Refusal(format!("cannot read its part {name}: {e}")))?;
         match kind {
             Kind::SharedStrings => {
@@ -111,7 +123,7 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
                 }
                 held = held.saturating_add(shared_strings_memory(
                     scan.unique_count.unwrap_or(0),
-                    scan.elements,
+                    scan.strings,
                     size,
                 ));
             }
@@ -122,10 +134,8 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
             }
             Kind::Sheet => {
                 parts.largest_sheet = parts.largest_sheet.max(size);
-                if name.eq_ignore_ascii_case("content.xml") {
-                    // OpenDocument: every sheet laid out whole, a value and a formula a cell.
-                    held = held.saturating_add(size.saturating_mul(3));
-                }
+                // OpenDocument: every sheet laid out whole.
+                held = held.saturating_add(scan.laid_out);
                 if scan.longest_run > MAX_RUN {
                     return Err(Refusal(format!(
                         "its part {name} holds a text or tag of {} (an Excel cell holds at most \
@@ -138,9 +148,10 @@ fn inspect_zip(file: &mut File) -> Result<Parts, Refusal> {
         }
         if held > BUDGET {
             return Err(Refusal(format!(
-                "its shared strings, styles and relations would take about {} of memory to \
-                 read, more than the {} the tool allows itself (the parts declare more than a \
-                 store list holds). It is not read; {RESAVE}",
+                "what it holds whole (shared strings, styles, relations, OpenDocument sheets \
+                 with their repeated cells) would take about {} of memory to read, more than \
+                 the {} the tool allows itself (the parts declare more than a store list \
+                 holds). It is not read; {RESAVE}",
                 mib(held),
                 mib(BUDGET)
             )));
@@ -206,20 +217,26 @@ impl Kind {
 struct Scan {
     /// XML elements (a `<` that opens a tag).
     elements: u64,
-    /// The longest run of bytes without a `<` (a text) or without a `>` (a tag).
+    /// The longest run of bytes without a `<` or a `>` (a text, or the inside of a tag).
     longest_run: u64,
+    /// `si` elements (shared strings), at least.
+    strings: u64,
+    /// What calamine lays an OpenDocument `content.xml` out into (see `ods_size`).
+    laid_out: u64,
     /// `uniqueCount` of the `sst` element (shared strings only).
     unique_count: Option<u64>,
 }
 
 /// Reads `part` to its end (at most its declared size: the zip reader stops there).
-fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
+fn scan(mut part: impl Read, shared_strings: bool, ods: bool) -> io::Result<Scan> {
     let mut scan = Scan::default();
+    let mut laid_out = ods.then(OdsSize::default);
     let mut buf = vec![0u8; 64 * 1024];
     // The start of the part, until the `sst` start tag is complete.
     let mut head: Vec<u8> = Vec::new();
     let mut want_head = shared_strings;
-    let (mut since_lt, mut since_gt) = (0u64, 0u64);
+    // Bytes since the last `<` or `>`: a text, or the inside of a tag.
+    let mut gap = 0u64;
     loop {
         let n = match part.read(&mut buf) {
             Ok(0) => break,
@@ -228,17 +245,26 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
             Err(e) => return Err(e),
         };
         let chunk = &buf[..n];
-        for &b in chunk {
-            since_lt += 1;
-            since_gt += 1;
-            if b == b'<' {
-                scan.elements += 1;
-                since_lt = 0;
-            } else if b == b'>' {
-                since_gt = 0;
-            }
-            scan.longest_run = scan.longest_run.max(since_lt.min(since_gt));
+        if let Some(sizer) = &mut laid_out {
+            sizer.feed(chunk);
         }
+        let mut at = 0;
+        for i in memchr::memchr2_iter(b'<', b'>', chunk) {
+            gap += (i - at) as u64;
+            scan.longest_run = scan.longest_run.max(gap);
+            gap = 0;
+            if chunk[i] == b'<' {
+                scan.elements += 1;
+                // A shared string's tag cut by the chunk's end is counted (over, not under).
+                let after = &chunk[i + 1..];
+                if after.len() < 64 || opens_si(after) {
+                    scan.strings += 1;
+                }
+            }
+            at = i + 1;
+        }
+        gap += (n - at) as u64;
+        scan.longest_run = scan.longest_run.max(gap);
         if want_head {
             head.extend_from_slice(chunk);
             if let Some(count) = sst_unique_count(&head) {
@@ -251,7 +277,18 @@ fn scan(mut part: impl Read, shared_strings: bool) -> io::Result<Scan> {
             }
         }
     }
+    scan.laid_out = laid_out.map_or(0, |mut s| s.bytes());
     Ok(scan)
+}
+
+/// Whether the bytes after a `<` open an `si` element (any namespace prefix).
+fn opens_si(after: &[u8]) -> bool {
+    let name_end = after
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':')))
+        .unwrap_or(after.len());
+    let name = &after[..name_end];
+    name.rsplit(|b| *b == b':').next() == Some(b"si")
 }
 
 /// The `uniqueCount` of the first `sst` start tag in `head`: `None` while the tag is not
@@ -350,6 +387,16 @@ mod tests {
             sst_unique_count(b"<sst uniqueCount=\"99999999999999999999999\">"),
             Some(Some(u64::MAX))
         );
+    }
+
+    #[test]
+    fn shared_strings_are_counted_by_their_tags() {
+        let xml = b"<sst><si><t>a</t></si><x:si/><si>\n<t>b</t></si><sis/></sst>";
+        let scan = scan(&xml[..], true, false).unwrap();
+        // Tags near the end of a chunk count whatever they are: an over-count, never under.
+        assert!(scan.strings >= 3, "{scan:?}");
+        assert!(opens_si(b"si>") && opens_si(b"x:si/>") && opens_si(b"si "));
+        assert!(!opens_si(b"sis/>") && !opens_si(b"t>") && !opens_si(b"/si>"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod biff;
 mod cell;
 mod limits;
+mod ods_size;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read as _, Seek as _, SeekFrom};
@@ -25,7 +26,7 @@ use calamine::{Data, DataRef, Ods, Range, Reader as _, SheetType, SheetVisible, 
 pub use cell::Cell;
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
-use super::reader::InputError;
+use super::error::InputError;
 use super::rules::Problem;
 use super::tokenizer::Record;
 
