@@ -5,6 +5,7 @@ mod doctor;
 mod durability;
 mod gateway;
 mod hostile_text;
+mod json_output;
 mod ledger;
 mod output;
 mod output_paths;
