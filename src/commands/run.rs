@@ -78,6 +78,9 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("setting `endpoint`: {e}"))?
     };
     let client = client(&settings)?;
+    if let Some(warning) = crate::api::keys::readable_by_others(&settings.private_key) {
+        printer.warn(&warning);
+    }
     if args.sandbox {
         printer.info(&format!(
             "sandbox: {} (throw-away keys, ledger {})",

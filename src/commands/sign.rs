@@ -26,6 +26,9 @@ pub fn show_signed(signed: &SignedRequest, client_id: &str) -> String {
 
 pub fn run(args: SignArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let key = PrivateKey::from_file(&args.private_key)?;
+    if let Some(warning) = crate::api::keys::readable_by_others(&args.private_key) {
+        printer.warn(&warning);
+    }
     let body = read(&args.body)?;
     if body.ends_with(b"\n") {
         printer.info(&format!(
