@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser as _;
-use pms_onboard::cli::{Cli, Command, LogFormat};
+use pms_onboard::cli::{Cli, Command, LogFormat, ManArgs};
 use pms_onboard::commands::{self, exit};
 use pms_onboard::output::Printer;
 
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     };
     ignore_file_size_signal();
     init_logging(cli.log_format);
-    let printer = Arc::new(Printer::new(cli.log_format == LogFormat::Json));
+    let printer = Arc::new(Printer::new(cli.log_format == LogFormat::Json, cli.json));
     match run(cli, &printer) {
         Ok(code) => code,
         Err(e) => {
@@ -40,18 +40,28 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
     match cli.command {
         Command::Run(args) => commands::run::run(args, printer.clone()),
         Command::Validate(args) => commands::validate::run(args, printer),
         Command::Status(args) => commands::status::run(args, printer),
-        Command::Export(args) => commands::export::run(args, printer),
+        Command::Export(mut args) => {
+            args.json = json;
+            commands::export::run(args, printer)
+        }
         Command::Reconcile(args) => commands::reconcile::run(args, printer),
         Command::Report(args) => commands::report::run(args, printer),
         Command::Sandbox(args) => commands::sandbox::run(args, printer),
         Command::Sign(args) => commands::sign::run(args, printer),
         Command::Keygen(args) => commands::keygen::run(args, printer),
-        Command::Doctor(args) => commands::doctor::run(args, printer),
+        Command::Doctor(mut args) => {
+            args.json = printer.json_result();
+            commands::doctor::run(args, printer)
+        }
         Command::Ledger(command) => commands::ledger::run(command, printer),
+        Command::Completions(_) | Command::Man(ManArgs { dir: None }) if printer.json_result() => {
+            commands::completions::not_json(printer)
+        }
         Command::Completions(args) => commands::completions::completions(args, printer),
         Command::Man(args) => commands::completions::man(args, printer),
     }

@@ -6,6 +6,7 @@ mod durability;
 mod gateway;
 mod hostile_text;
 mod hostile_input;
+mod json_output;
 mod ledger;
 mod output;
 mod output_paths;

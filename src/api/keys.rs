@@ -140,7 +140,6 @@ impl PrivateKey {
             path: path.to_owned(),
             source,
         })?;
-        warn_if_readable_by_others(path);
         if parse_private(&bytes).is_none() && parse_public(&bytes).is_some() {
             return Err(KeyError::WrongKind {
                 path: path.to_owned(),
@@ -332,22 +331,25 @@ fn public_from_der(der: &[u8]) -> Option<rsa::PublicKey> {
         .ok()
 }
 
+/// The warning for a private key file that group or others may read, for the caller to show
+/// (through the Printer); `None` when only its owner can (or on a system without Unix modes).
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+pub fn readable_by_others(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.permissions().mode() & 0o077 != 0).then(|| {
+        format!(
             "private key {} is readable by group or others; run: chmod 600 {}",
             path.display(),
             path.display()
-        );
-    }
+        )
+    })
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+pub fn readable_by_others(_path: &Path) -> Option<String> {
+    None
+}
 
 /// The files `keygen` writes, private key first of each pair.
 pub const KEY_FILES: [&str; 4] = [

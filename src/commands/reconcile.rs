@@ -237,7 +237,7 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .filter(|(c, _)| **c != Category::Done)
         .map(|(_, n)| n)
         .sum();
-    if args.json {
+    if printer.json_result() {
         let object: BTreeMap<&str, u64> = counts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
         printer.out_json(&serde_json::to_value(&object)?);
     } else {

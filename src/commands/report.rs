@@ -13,7 +13,11 @@ pub fn run(args: ReportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let conn = ledger::open_existing(&path)?;
     super::show_notices(printer, &conn);
     write(&conn, args.run, &args.output)?;
-    printer.info(&format!("report written to {}", args.output.display()));
+    if printer.json_result() {
+        printer.out_json(&serde_json::json!({"report": args.output, "run": args.run}));
+    } else {
+        printer.info(&format!("report written to {}", args.output.display()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

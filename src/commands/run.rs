@@ -78,6 +78,9 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("setting `endpoint`: {e}"))?
     };
     let client = client(&settings)?;
+    if let Some(warning) = crate::api::keys::readable_by_others(&settings.private_key) {
+        printer.warn(&warning);
+    }
     if args.sandbox {
         printer.info(&format!(
             "sandbox: {} (throw-away keys, ledger {})",
@@ -133,7 +136,7 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
     for spilled in &report.spilled {
         pipeline::show_spill(printer, spilled);
     }
-    if printer.is_json() {
+    if printer.json_result() {
         // For cron: one JSON object a machine can read, instead of the table.
         printer.out_json(&json!({
             "run_id": report.run_id,
@@ -242,7 +245,7 @@ fn dry_run(
             String::from_utf8_lossy(&signed.body)
         )
     });
-    if printer.is_json() {
+    if printer.json_result() {
         printer.out_json(&json!({"dry_run": r, "example": example}));
     } else {
         let mut out = format!(

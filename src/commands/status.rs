@@ -11,7 +11,7 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let conn = ledger::open_existing(&path)?;
     super::show_notices(printer, &conn);
     let c = queries::status(&conn, 5)?;
-    if args.json {
+    if printer.json_result() {
         printer.out_json(&serde_json::to_value(&c)?);
         return Ok(ExitCode::SUCCESS);
     }

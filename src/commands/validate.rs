@@ -40,9 +40,16 @@ pub fn run(args: ValidateArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     if let Some(w) = rejects_csv {
         w.finish()?.finish()?;
     }
-    printer.out_line(&format!(
-        "{valid} valid rows, {rejected} rejected, {duplicates} duplicates skipped"
-    ));
+    if printer.json_result() {
+        printer.out_json(&serde_json::json!({
+            "valid": valid, "rejected": rejected, "duplicates": duplicates,
+            "rejects_file": args.rejects,
+        }));
+    } else {
+        printer.out_line(&format!(
+            "{valid} valid rows, {rejected} rejected, {duplicates} duplicates skipped"
+        ));
+    }
     Ok(ExitCode::from(if rejected > 0 {
         super::exit::PROBLEMS
     } else {

@@ -43,27 +43,34 @@ pub enum Style {
 /// The one writer of stdout and stderr.
 pub struct Printer {
     style: Style,
+    /// `--json` (or `--log-format json`): a command's result is one JSON object on stdout.
+    json_result: bool,
     bar: Mutex<Option<ProgressBar>>,
     stdout_closed: AtomicBool,
     stderr_closed: AtomicBool,
 }
 
 impl Printer {
-    /// `json`: `--log-format json`. Otherwise a bar when stderr is a terminal, lines when not.
-    pub fn new(json: bool) -> Printer {
-        let style = if json {
+    /// `json_lines`: `--log-format json`, which also makes the result JSON; otherwise a bar when
+    /// stderr is a terminal, lines when not. `json_result`: `--json`.
+    pub fn new(json_lines: bool, json_result: bool) -> Printer {
+        let style = if json_lines {
             Style::Json
         } else if std::io::stderr().is_terminal() {
             Style::Bar
         } else {
             Style::Lines
         };
-        Printer::with_style(style)
+        Printer {
+            json_result: json_result || json_lines,
+            ..Printer::with_style(style)
+        }
     }
 
     pub fn with_style(style: Style) -> Printer {
         Printer {
             style,
+            json_result: style == Style::Json,
             bar: Mutex::new(None),
             stdout_closed: AtomicBool::new(false),
             stderr_closed: AtomicBool::new(false),
@@ -74,8 +81,15 @@ impl Printer {
         self.style
     }
 
+    /// Whether stderr lines are JSON objects (`--log-format json`).
     pub fn is_json(&self) -> bool {
         self.style == Style::Json
+    }
+
+    /// Whether the command's result is one JSON object on stdout (`--json`, or
+    /// `--log-format json`), instead of text for a person.
+    pub fn json_result(&self) -> bool {
+        self.json_result
     }
 
     /// Results on stdout (the caller ends its lines), control characters escaped: a result
