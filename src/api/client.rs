@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::binding::Binding;
 use super::http::{self, RawResponse, SendError};
 use super::keys::{PrivateKey, PublicKey};
 use super::outcome::{
@@ -70,6 +71,8 @@ pub struct Client {
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
     signing: Arc<SigningClock>,
+    /// What the run's answers show of the gateway's clock, and the labelled answers seen.
+    binding: Arc<Binding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,7 @@ impl Client {
             private_key,
             alipay_public_key,
             signing: Arc::default(),
+            binding: Arc::default(),
         })
     }
 
@@ -164,8 +168,12 @@ impl Client {
 
     /// Sends one row and classifies what came back.
     pub async fn send(&self, row: &Row) -> Attempt {
+        // Before the request-time is read: what the binding adds to it then ends no earlier than
+        // the answer's arrival.
+        let signing = Instant::now();
         let signed = self.sign(row);
         let started = Instant::now();
+        let request_time = signed.request_time.clone();
         let answer = match self.headers(&signed) {
             Err(f) => Err(f),
             Ok(headers) => http::post(&self.http, &self.url, headers, signed.body).await,
@@ -175,11 +183,18 @@ impl Client {
             Err(f) => return failed(f, started.elapsed(), self.settings.timeout),
         };
         let latency = started.elapsed();
-        self.interpret(response, latency)
+        self.interpret(response, latency, (&request_time, signing.elapsed()))
     }
 
-    /// Reads an answer: HTTP status, headers, the signature, then the business result.
-    fn interpret(&self, response: RawResponse, latency: Duration) -> Attempt {
+    /// Reads an answer: HTTP status, headers, the signature, the business result, then whether
+    /// it is this request's (`sent`: the request's `request-time`, and the time from then to the
+    /// answer's arrival).
+    fn interpret(
+        &self,
+        response: RawResponse,
+        latency: Duration,
+        sent: (&str, Duration),
+    ) -> Attempt {
         let RawResponse {
             status,
             headers,
@@ -212,7 +227,19 @@ impl Client {
         let verified = self.verify(&body, response_time.as_deref(), signature.as_deref());
         let mut attempt = interpret_answer(status, &body, verified, latency);
         attempt.tracer_id = tracer_id;
-        if attempt.verified == Some(false) {
+        if attempt.verified == Some(true)
+            && let (Some(time), Some(sig)) = (&response_time, &signature)
+            && let Err(why) =
+                self.binding
+                    .check(sent.0, sent.1, time, sig, attempt.pms_label.is_some())
+        {
+            let reason = format!("not this request's answer: {why}");
+            attempt.error = Some(reason.clone());
+            attempt.outcome = Outcome::NotThisRequest { reason };
+        }
+        if attempt.verified == Some(false)
+            || matches!(attempt.outcome, Outcome::NotThisRequest { .. })
+        {
             attempt.response_time = response_time;
             attempt.response_signature = signature;
         }
