@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -32,9 +32,9 @@ use sha2::{Digest as _, Sha256};
 /// old is refused from the first request on.
 pub const CLOCKS_APART_AT_MOST: Duration = Duration::from_secs(5 * 60);
 
-/// Slack below the measured offset: both times are written to the millisecond, and either clock
-/// may be slewed or stepped a little during a run (NTP). A replay younger than this is still
-/// caught by its signature, seen before.
+/// Slack below the measured offset: `response-time` is written to the millisecond, and the
+/// gateway's clock may be slewed or stepped a little during a run (NTP; ours is read from the
+/// monotonic clock). A replay younger than this is still caught by its signature, seen before.
 const SLACK: Duration = Duration::from_secs(1);
 
 /// Signatures remembered per generation. Two generations are kept (at most twice this many,
@@ -60,8 +60,12 @@ pub enum NotBound {
 }
 
 /// What a run has learnt about its answers. Shared by every clone of the client.
+///
+/// Our side of each comparison is read from the monotonic clock, anchored to the wall clock once:
+/// a step of this machine's clock during a run (NTP) then moves nothing here.
 #[derive(Debug)]
 pub struct Binding {
+    origin: (DateTime<Utc>, Instant),
     state: Mutex<State>,
 }
 
@@ -76,13 +80,28 @@ struct State {
 
 impl Default for Binding {
     fn default() -> Self {
+        Binding::anchored(Utc::now(), Instant::now())
+    }
+}
+
+impl Binding {
+    /// With our clock read as `wall` at `instant`.
+    fn anchored(wall: DateTime<Utc>, instant: Instant) -> Self {
         Binding {
+            origin: (wall, instant),
             state: Mutex::new(State {
                 offset_at_least_ms: -millis(CLOCKS_APART_AT_MOST),
                 seen: HashSet::new(),
                 older: HashSet::new(),
             }),
         }
+    }
+
+    /// `at` on our clock.
+    fn ours(&self, at: Instant) -> DateTime<Utc> {
+        let (wall, instant) = self.origin;
+        let since = at.saturating_duration_since(instant);
+        wall + chrono::Duration::milliseconds(millis(since))
     }
 }
 
@@ -91,27 +110,23 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Binding {
-    /// Checks a verified answer against its request: signed at `request_time` (ours, as sent),
-    /// received `elapsed` later, its `response-time` and `signature` headers as they came, and
-    /// whether it carries a `pmsLabel`. Every verified answer also refines the offset, whatever
-    /// the verdict.
+    /// Checks a verified answer against its request: signing began at `signing` (before its
+    /// `request-time` was read), the answer arrived at `received`, its `response-time` and
+    /// `signature` headers as they came, and whether it carries a `pmsLabel`. Every verified
+    /// answer also refines the offset, whatever the verdict.
     pub fn check(
         &self,
-        request_time: &str,
-        elapsed: Duration,
+        signing: Instant,
+        received: Instant,
         response_time: &str,
         signature: &str,
         carries_label: bool,
     ) -> Result<(), NotBound> {
-        let parse = |t: &str| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc));
-        let response = parse(response_time).map_err(|_| NotBound::BadTime(response_time.into()))?;
-        // Our own request-time is ours: should it not parse, the time cannot be checked.
-        let Ok(signed) = parse(request_time) else {
-            return self.unique(signature, carries_label);
-        };
-        let received = signed + chrono::Duration::milliseconds(millis(elapsed));
-        let after_signing = (response - signed).num_milliseconds();
-        let after_receipt = (response - received).num_milliseconds();
+        let response = DateTime::parse_from_rfc3339(response_time)
+            .map_err(|_| NotBound::BadTime(response_time.into()))?
+            .with_timezone(&Utc);
+        let after_signing = (response - self.ours(signing)).num_milliseconds();
+        let after_receipt = (response - self.ours(received)).num_milliseconds();
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let bound = state.offset_at_least_ms;
@@ -162,8 +177,17 @@ impl Binding {
 mod tests {
     use super::*;
 
-    const SENT: &str = "2026-11-26T18:30:00.000+08:00";
     const MS: Duration = Duration::from_millis(1);
+
+    /// A binding whose clock reads 18:30:00.000 (Hong Kong) at `t0`; `at("30:00.020")` is a
+    /// `response-time` of 18:30:00.020.
+    fn binding() -> (Binding, Instant) {
+        let t0 = Instant::now();
+        let wall = DateTime::parse_from_rfc3339("2026-11-26T18:30:00.000+08:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        (Binding::anchored(wall, t0), t0)
+    }
 
     fn at(s: &str) -> String {
         format!("2026-11-26T18:{s}+08:00")
@@ -171,9 +195,9 @@ mod tests {
 
     #[test]
     fn an_answer_signed_while_its_request_was_out_is_bound() {
-        let b = Binding::default();
+        let (b, t0) = binding();
         assert_eq!(
-            b.check(SENT, 40 * MS, &at("30:00.020"), "sig-1", true),
+            b.check(t0, t0 + 40 * MS, &at("30:00.020"), "sig-1", true),
             Ok(())
         );
         // What that answer showed: the gateway's clock is at most 20 ms behind ours.
@@ -182,76 +206,83 @@ mod tests {
 
     #[test]
     fn a_recorded_answer_signed_before_the_request_is_refused_once_the_offset_is_known() {
-        let b = Binding::default();
+        let (b, t0) = binding();
         // Before any answer, only what no clock of a working gateway can be is refused.
         assert!(matches!(
-            b.check(SENT, 40 * MS, &at("20:00.000"), "old", true),
+            b.check(t0, t0 + 40 * MS, &at("20:00.000"), "old", true),
             Err(NotBound::SignedBefore { .. })
         ));
         // 3 minutes old: passes on the first answer (the clocks may be that far apart)...
-        let b = Binding::default();
-        assert_eq!(b.check(SENT, 40 * MS, &at("27:00.000"), "a", true), Ok(()));
+        let (b, t0) = binding();
+        assert_eq!(
+            b.check(t0, t0 + 40 * MS, &at("27:00.000"), "a", true),
+            Ok(())
+        );
         // ...but a genuine answer shows where the gateway's clock is, and from then on an
         // answer signed seconds before its request is refused, whatever came first.
-        assert_eq!(b.check(SENT, 30 * MS, &at("30:00.010"), "b", true), Ok(()));
-        let later = "2026-11-26T18:31:00.000+08:00";
+        assert_eq!(
+            b.check(t0, t0 + 30 * MS, &at("30:00.010"), "b", true),
+            Ok(())
+        );
+        let later = t0 + Duration::from_secs(60);
         assert!(matches!(
-            b.check(later, 30 * MS, &at("30:57.000"), "c", true),
+            b.check(later, later + 30 * MS, &at("30:57.000"), "c", true),
             Err(NotBound::SignedBefore { .. })
         ));
         // Genuine answers keep passing, a gateway clock 10 ms behind ours included.
-        assert_eq!(b.check(later, 30 * MS, &at("30:59.995"), "d", true), Ok(()));
+        assert_eq!(
+            b.check(later, later + 30 * MS, &at("30:59.995"), "d", true),
+            Ok(())
+        );
     }
 
     #[test]
     fn a_gateway_clock_minutes_off_is_learnt_not_refused() {
-        let b = Binding::default();
+        let (b, t0) = binding();
         for (i, answer) in ["34:00.020", "34:00.015", "34:00.030"].iter().enumerate() {
             assert_eq!(
-                b.check(SENT, 40 * MS, &at(answer), &format!("s{i}"), true),
+                b.check(t0, t0 + 40 * MS, &at(answer), &format!("s{i}"), true),
                 Ok(()),
                 "{answer}"
             );
         }
         // More than 5 minutes after it arrived: refused.
         assert!(matches!(
-            b.check(SENT, 40 * MS, &at("36:00.000"), "far", true),
+            b.check(t0, t0 + 40 * MS, &at("36:00.000"), "far", true),
             Err(NotBound::SignedLongAfter { .. })
         ));
     }
 
     #[test]
     fn a_labelled_answer_seen_twice_is_a_replay_and_others_may_repeat() {
-        let b = Binding::default();
-        let answer = at("30:00.020");
-        assert_eq!(b.check(SENT, 40 * MS, &answer, "same", true), Ok(()));
+        let (b, t0) = binding();
+        let (answer, back) = (at("30:00.020"), t0 + 40 * MS);
+        assert_eq!(b.check(t0, back, &answer, "same", true), Ok(()));
         assert_eq!(
-            b.check(SENT, 40 * MS, &answer, "same", true),
+            b.check(t0, back, &answer, "same", true),
             Err(NotBound::SeenBefore)
         );
         // Two STORE_IS_CIRCLED answers in one millisecond are signed alike.
-        assert_eq!(b.check(SENT, 40 * MS, &answer, "circled", false), Ok(()));
-        assert_eq!(b.check(SENT, 40 * MS, &answer, "circled", false), Ok(()));
+        assert_eq!(b.check(t0, back, &answer, "circled", false), Ok(()));
+        assert_eq!(b.check(t0, back, &answer, "circled", false), Ok(()));
         assert!(matches!(
-            b.check(SENT, 40 * MS, "yesterday", "x", true),
+            b.check(t0, back, "yesterday", "x", true),
             Err(NotBound::BadTime(_))
         ));
     }
 
     #[test]
     fn the_older_generation_is_still_remembered() {
-        let b = Binding::default();
+        let (b, t0) = binding();
         {
             let mut s = b.state.lock().unwrap();
-            s.older.insert({
-                let d = Sha256::digest(b"kept");
-                let mut k = [0u8; 16];
-                k.copy_from_slice(&d[..16]);
-                k
-            });
+            let d = Sha256::digest(b"kept");
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&d[..16]);
+            s.older.insert(k);
         }
         assert_eq!(
-            b.check(SENT, 40 * MS, &at("30:00.020"), "kept", true),
+            b.check(t0, t0 + 40 * MS, &at("30:00.020"), "kept", true),
             Err(NotBound::SeenBefore)
         );
     }

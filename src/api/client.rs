@@ -168,12 +168,11 @@ impl Client {
 
     /// Sends one row and classifies what came back.
     pub async fn send(&self, row: &Row) -> Attempt {
-        // Before the request-time is read: what the binding adds to it then ends no earlier than
-        // the answer's arrival.
+        // Read before the request-time is: the answer cannot have been signed for this request
+        // before this instant.
         let signing = Instant::now();
         let signed = self.sign(row);
         let started = Instant::now();
-        let request_time = signed.request_time.clone();
         let answer = match self.headers(&signed) {
             Err(f) => Err(f),
             Ok(headers) => http::post(&self.http, &self.url, headers, signed.body).await,
@@ -183,18 +182,13 @@ impl Client {
             Err(f) => return failed(f, started.elapsed(), self.settings.timeout),
         };
         let latency = started.elapsed();
-        self.interpret(response, latency, (&request_time, signing.elapsed()))
+        self.interpret(response, latency, signing)
     }
 
     /// Reads an answer: HTTP status, headers, the signature, the business result, then whether
-    /// it is this request's (`sent`: the request's `request-time`, and the time from then to the
-    /// answer's arrival).
-    fn interpret(
-        &self,
-        response: RawResponse,
-        latency: Duration,
-        sent: (&str, Duration),
-    ) -> Attempt {
+    /// it is this request's (`signing`: when the request's signing began).
+    fn interpret(&self, response: RawResponse, latency: Duration, signing: Instant) -> Attempt {
+        let received = Instant::now();
         let RawResponse {
             status,
             headers,
@@ -231,7 +225,7 @@ impl Client {
             && let (Some(time), Some(sig)) = (&response_time, &signature)
             && let Err(why) =
                 self.binding
-                    .check(sent.0, sent.1, time, sig, attempt.pms_label.is_some())
+                    .check(signing, received, time, sig, attempt.pms_label.is_some())
         {
             let reason = format!("not this request's answer: {why}");
             attempt.error = Some(reason.clone());
