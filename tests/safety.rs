@@ -507,4 +507,11 @@ fn replayed_answers_are_never_believed_and_every_store_keeps_its_own_label() {
             "{refused} of {replayed}"
         );
     }
+    // What each replay said, byte for byte, is the answer another store's request got.
+    let another_stores: i64 = s.ledger_query(
+        "SELECT count(*) FROM attempts r WHERE r.outcome = 'not_this_request' AND EXISTS \
+         (SELECT 1 FROM attempts o WHERE o.outcome = 'success' AND o.key <> r.key \
+          AND o.response_body = r.response_body)",
+    );
+    assert_eq!(another_stores, refused);
 }
