@@ -436,6 +436,10 @@ pub struct SandboxArgs {
     /// Probability of a response signature that does not verify.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
     pub fault_bad_signature: f64,
+    /// Probability of answering, instead of the gateway, with a genuine signed SUCCESS sent
+    /// earlier to another request, byte for byte (a replaying proxy); the store is not circled.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub fault_replay: f64,
     /// A result code answered with probability P before any effect, signed, with the code's
     /// documented status and message, e.g. PROCESS_FAIL=0.1 (repeatable; any code but SUCCESS).
     #[arg(long = "fault-code", value_name = "CODE=P", value_parser = code_probability)]

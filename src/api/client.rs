@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::binding::Binding;
 use super::http::{self, RawResponse, SendError};
 use super::keys::{PrivateKey, PublicKey};
 use super::outcome::{
@@ -70,6 +71,8 @@ pub struct Client {
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
     signing: Arc<SigningClock>,
+    /// What the run's answers show of the gateway's clock, and the labelled answers seen.
+    binding: Arc<Binding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,7 @@ impl Client {
             private_key,
             alipay_public_key,
             signing: Arc::default(),
+            binding: Arc::default(),
         })
     }
 
@@ -164,6 +168,9 @@ impl Client {
 
     /// Sends one row and classifies what came back.
     pub async fn send(&self, row: &Row) -> Attempt {
+        // Read before the request-time is: the answer cannot have been signed for this request
+        // before this instant.
+        let signing = Instant::now();
         let signed = self.sign(row);
         let started = Instant::now();
         let answer = match self.headers(&signed) {
@@ -175,11 +182,13 @@ impl Client {
             Err(f) => return failed(f, started.elapsed(), self.settings.timeout),
         };
         let latency = started.elapsed();
-        self.interpret(response, latency)
+        self.interpret(response, latency, signing)
     }
 
-    /// Reads an answer: HTTP status, headers, the signature, then the business result.
-    fn interpret(&self, response: RawResponse, latency: Duration) -> Attempt {
+    /// Reads an answer: HTTP status, headers, the signature, the business result, then whether
+    /// it is this request's (`signing`: when the request's signing began).
+    fn interpret(&self, response: RawResponse, latency: Duration, signing: Instant) -> Attempt {
+        let received = Instant::now();
         let RawResponse {
             status,
             headers,
@@ -212,7 +221,19 @@ impl Client {
         let verified = self.verify(&body, response_time.as_deref(), signature.as_deref());
         let mut attempt = interpret_answer(status, &body, verified, latency);
         attempt.tracer_id = tracer_id;
-        if attempt.verified == Some(false) {
+        if attempt.verified == Some(true)
+            && let (Some(time), Some(sig)) = (&response_time, &signature)
+            && let Err(why) =
+                self.binding
+                    .check(signing, received, time, sig, attempt.pms_label.is_some())
+        {
+            let reason = format!("not this request's answer: {why}");
+            attempt.error = Some(reason.clone());
+            attempt.outcome = Outcome::NotThisRequest { reason };
+        }
+        if attempt.verified == Some(false)
+            || matches!(attempt.outcome, Outcome::NotThisRequest { .. })
+        {
             attempt.response_time = response_time;
             attempt.response_signature = signature;
         }

@@ -1,6 +1,7 @@
 //! The AlipayHK Collect-PMS API: keys, the signature scheme, request and response types, the call
 //! and the classification of its answer. Only this module knows header formats and result codes.
 
+pub mod binding;
 pub mod client;
 pub mod http;
 pub mod keys;

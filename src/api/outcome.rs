@@ -220,6 +220,18 @@ pub fn tracer_suffix(tracer_id: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// Why a run stopped after `n` answers in a row could not be believed, the last of them not its
+/// request's (signed before it, or seen before, or a label another store holds).
+pub fn replays_stop(n: u32) -> String {
+    format!(
+        "{n} answers in a row could not be believed, the last one correctly signed but not the \
+         answer to its request (signed before the request was, the same answer seen before, or a \
+         pmsLabel another store holds): a proxy may be replaying answers. What each said is kept \
+         with its attempt and the rows stay pending; exempt the gateway from any proxy (NO_PROXY) \
+         or remove the TLS-inspecting one, check HTTPS_PROXY, then run again"
+    )
+}
+
 /// A fatal answer's code as the message that stops a run names it (`HTTP 404`, a result code).
 pub fn fatal_answer_words(code: &str) -> String {
     match code.strip_prefix("HTTP_") {

@@ -53,6 +53,7 @@ impl SandboxArgs {
             hang: self.fault_hang,
             reset: self.fault_reset,
             bad_signature: self.fault_bad_signature,
+            replay: self.fault_replay,
             codes: self.fault_codes.clone(),
             latency_ms: self.latency_ms,
             seed: self.seed,

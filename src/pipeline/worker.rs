@@ -577,12 +577,15 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
 /// the configuration is clearly wrong.
 fn note_streaks(crew: &Crew, attempt: &Attempt, decision: &Decision) {
     let fatal = matches!(decision, Decision::Fatal);
-    let unverified = matches!(attempt.outcome, Outcome::Unverified { .. });
+    let unverified = matches!(
+        attempt.outcome,
+        Outcome::Unverified { .. } | Outcome::NotThisRequest { .. }
+    );
     if !fatal {
         crew.fatal_in_a_row.store(0, Relaxed);
     }
     // Only a believed answer shows the key is right; a failure without an answer shows nothing.
-    if attempt.verified == Some(true) {
+    if attempt.verified == Some(true) && attempt.outcome.believable() {
         crew.unverified_in_a_row.store(0, Relaxed);
     }
     if fatal {
@@ -606,7 +609,10 @@ fn note_streaks(crew: &Crew, attempt: &Attempt, decision: &Decision) {
     }
     if unverified {
         let n = crew.unverified_in_a_row.fetch_add(1, Relaxed) + 1;
-        if n >= UNVERIFIED_IN_A_ROW {
+        if n >= UNVERIFIED_IN_A_ROW && matches!(attempt.outcome, Outcome::NotThisRequest { .. }) {
+            crew.shutdown
+                .stop(StopReason::Aborted(crate::api::outcome::replays_stop(n)));
+        } else if n >= UNVERIFIED_IN_A_ROW {
             crew.shutdown.stop(StopReason::Aborted(format!(
                 "{n} answers in a row could not be verified with alipay_public_key ({}): the \
                  likely causes are a wrong alipay_public_key (your own public key, or a key that \
