@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod limiter;
 pub mod policy;
 pub mod progress;
+pub mod queue;
 pub mod shutdown;
 pub mod worker;
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
+use super::limiter::THROTTLE_PAUSE;
 use crate::api::outcome::{Attempt, Outcome};
 use crate::model::{FailureKind, RowUpdate, State};
 
@@ -34,8 +35,9 @@ pub enum Decision {
     RetryIn(Duration),
     /// Set the row aside; it comes back after this pause, or once the rest of the sheet is done.
     SetAside(Later),
-    /// The gateway throttled it (not processed): send again once the pause is over.
-    Throttled,
+    /// The gateway throttled it (not processed): this row waits this long (the gateway's
+    /// `Retry-After`, or [`THROTTLE_PAUSE`]) while the others go on, then goes again.
+    Throttled(Duration),
     /// The configuration is wrong; the row stays pending and the run may have to stop.
     Fatal,
 }
@@ -49,6 +51,9 @@ pub enum Later {
     /// Back to wait out the pause it was sent early from: a probe that found the gateway still
     /// down uses none of the row's pauses.
     Again,
+    /// Not before this pause is over, whatever other rows hear meanwhile (a throttled row
+    /// honouring `Retry-After`); not one of the row's pauses.
+    Wait(Duration),
 }
 
 /// Where a row stands in this run.
@@ -109,7 +114,9 @@ impl RetryPolicy {
                 failure: Some(FailureKind::Permanent),
             },
             Outcome::Fatal { .. } => Decision::Fatal,
-            Outcome::Throttled { .. } if tries.throttled < THROTTLED_AT_MOST => Decision::Throttled,
+            Outcome::Throttled { retry_after, .. } if tries.throttled < THROTTLED_AT_MOST => {
+                Decision::Throttled(retry_after.unwrap_or(THROTTLE_PAUSE))
+            }
             Outcome::Unverified { .. } | Outcome::NotThisRequest { .. }
                 if tries.attempts < self.max_attempts =>
             {
@@ -345,7 +352,19 @@ mod tests {
             reason: String::new(),
             retry_after: None,
         };
-        assert_eq!(p.decide(&throttled, tries(5, 0)), Decision::Throttled);
+        assert_eq!(
+            p.decide(&throttled, tries(5, 0)),
+            Decision::Throttled(THROTTLE_PAUSE)
+        );
+        // The row that got a Retry-After waits for it.
+        let told = Outcome::Throttled {
+            reason: String::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            p.decide(&told, tries(1, 0)),
+            Decision::Throttled(Duration::from_secs(3))
+        );
         let worn = Tries {
             throttled: THROTTLED_AT_MOST,
             ..tries(5, 0)

@@ -7,23 +7,23 @@
 //! row is marked only while it is pending and this run's.
 //!
 //! A row that fails for now is retried after a short back-off; after `max_attempts` it is set
-//! aside ([`Jobs`]) and comes back after each pause of `retry_later` while the worker takes
+//! aside (the queue, [`Jobs`]) and comes back after each pause of `retry_later` while the worker takes
 //! other rows; an answer that could not be verified comes back once the fresh rows are done.
 
-use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::limiter::Limiter;
 use super::policy::{self, Decision, Later, RetryPolicy, Tries};
 use super::progress::Counters;
+use super::queue::Jobs;
 use super::shutdown::{Shutdown, StopReason};
 use crate::api::client::Client;
 use crate::api::outcome::{Attempt, Outcome};
@@ -103,210 +103,6 @@ impl Crew {
     }
 }
 
-/// The rows to send: fresh ones from the feeder, and those set aside to come back later.
-///
-/// A row set aside while the gateway was down comes back when its pause is over, or as soon as
-/// the gateway gives a believable answer to another request. When nothing else is left to send,
-/// the soonest of them is sent early as a probe, at growing intervals ([`PROBE_FIRST`] doubling
-/// to [`PROBE_MAX`]), so that a run does not sit out a ten-minute pause for a gateway that came
-/// back after one.
-pub struct Jobs {
-    fresh: Mutex<mpsc::Receiver<Job>>,
-    aside: std::sync::Mutex<Aside>,
-    changed: Notify,
-    /// The crew's count of believable answers.
-    believed: Arc<AtomicU64>,
-}
-
-/// The first probe after the rows left are all set aside, and the longest gap between probes.
-pub const PROBE_FIRST: Duration = Duration::from_secs(2);
-pub const PROBE_MAX: Duration = Duration::from_secs(60);
-
-#[derive(Default)]
-struct Aside {
-    /// Rows waiting out a pause, soonest first.
-    timed: BinaryHeap<Timed>,
-    /// Rows that come back once no fresh row is left.
-    at_end: VecDeque<Job>,
-    fresh_done: bool,
-    order: u64,
-    /// When the next probe may go, how long after that the one after, and whether one is out.
-    probe_at: Option<Instant>,
-    probe_every: Duration,
-    probing: bool,
-}
-
-struct Timed {
-    due: Instant,
-    order: u64,
-    /// The crew's count of believable answers when the row was set aside.
-    believed: u64,
-    job: Job,
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.order) == (other.due, other.order)
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timed {
-    /// Reversed: the heap's top is the soonest.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.due, other.order).cmp(&(self.due, self.order))
-    }
-}
-
-impl Jobs {
-    fn new(fresh: mpsc::Receiver<Job>, believed: Arc<AtomicU64>) -> Jobs {
-        Jobs {
-            fresh: Mutex::new(fresh),
-            aside: std::sync::Mutex::default(),
-            changed: Notify::new(),
-            believed,
-        }
-    }
-
-    fn aside(&self) -> std::sync::MutexGuard<'_, Aside> {
-        self.aside.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_aside(&self, mut job: Job, later: Later) {
-        let mut a = self.aside();
-        job.tries.probe = false;
-        match later {
-            Later::After(_) | Later::Again => {
-                let due = match (later, job.due) {
-                    (Later::After(pause), _) => Instant::now() + pause,
-                    (_, Some(due)) => due,
-                    (_, None) => Instant::now(),
-                };
-                job.due = Some(due);
-                a.order += 1;
-                let order = a.order;
-                a.timed.push(Timed {
-                    due,
-                    order,
-                    believed: self.believed.load(Relaxed),
-                    job,
-                });
-                if a.probe_at.is_none() {
-                    a.probe_every = PROBE_FIRST;
-                    a.probe_at = Some(Instant::now() + PROBE_FIRST);
-                }
-            }
-            Later::AtTheEnd => a.at_end.push_back(job),
-        }
-        drop(a);
-        self.changed.notify_waiters();
-    }
-
-    /// A probe came back: the gateway answered (the rows set aside come back) or not (the next
-    /// probe waits twice as long).
-    fn probed(&self, answered: bool) {
-        let mut a = self.aside();
-        a.probing = false;
-        if answered {
-            a.probe_at = None;
-        } else {
-            a.probe_every = (a.probe_every * 2).min(PROBE_MAX);
-            a.probe_at = Some(Instant::now() + a.probe_every);
-        }
-        drop(a);
-        self.changed.notify_waiters();
-    }
-
-    /// The next row to send; `None` when there is none left (or the run is stopping). A worker
-    /// that set a row aside keeps asking, so a row set aside is always picked up again.
-    async fn next(&self, shutdown: &Shutdown) -> Option<Job> {
-        loop {
-            if shutdown.is_stopping() {
-                return None;
-            }
-            // Registered before the look, so that a row set aside meanwhile is not missed.
-            let changed = self.changed.notified();
-            let (due, fresh_done) = {
-                let mut a = self.aside();
-                let now = Instant::now();
-                // The gateway answered someone since a row was set aside: it is back.
-                let believed = self.believed.load(Relaxed);
-                if a.timed.iter().any(|t| t.believed < believed && t.due > now) {
-                    let woken: Vec<Timed> = a.timed.drain().collect();
-                    for mut t in woken {
-                        if t.believed < believed {
-                            t.due = now;
-                        }
-                        a.timed.push(t);
-                    }
-                    a.probe_at = None;
-                }
-                if a.timed.peek().is_some_and(|t| t.due <= now) {
-                    return a.timed.pop().map(|t| {
-                        let mut job = t.job;
-                        job.believed_at_first_failure = None;
-                        job
-                    });
-                }
-                if a.fresh_done {
-                    if let Some(job) = a.at_end.pop_front() {
-                        return Some(job);
-                    }
-                    if a.timed.is_empty() {
-                        return None;
-                    }
-                    // Nothing else to send: the soonest row goes early, as a probe.
-                    if !a.probing && a.probe_at.is_some_and(|t| t <= now) {
-                        a.probing = true;
-                        return a.timed.pop().map(|t| {
-                            let mut job = t.job;
-                            job.tries.probe = true;
-                            job
-                        });
-                    }
-                }
-                let probe = a.probe_at.filter(|_| a.fresh_done && !a.probing);
-                let soonest = a.timed.peek().map(|t| t.due);
-                let due = match (soonest, probe) {
-                    (Some(d), Some(p)) => Some(d.min(p)),
-                    (d, p) => d.or(p),
-                };
-                (due, a.fresh_done)
-            };
-            // The common case, cheaply: a fresh row is waiting.
-            if !fresh_done
-                && let Ok(mut fresh) = self.fresh.try_lock()
-                && let Ok(job) = fresh.try_recv()
-            {
-                return Some(job);
-            }
-            tokio::select! {
-                job = async { self.fresh.lock().await.recv().await }, if !fresh_done => match job {
-                    Some(job) => return Some(job),
-                    None => {
-                        self.aside().fresh_done = true;
-                        self.changed.notify_waiters();
-                    }
-                },
-                _ = async {
-                    match due {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-                // A believable answer elsewhere may wake rows set aside: look again each second.
-                _ = tokio::time::sleep(Duration::from_secs(1)), if due.is_some() => {}
-                _ = changed => {}
-                _ = shutdown.stopped() => return None,
-            }
-        }
-    }
-}
-
 /// Sends every pending row of the run (at most `limit` fresh ones) with `concurrency` workers;
 /// returns when all are done or the run was stopped. After a stop, requests in flight get
 /// `drain` to finish; then their workers are aborted (their rows stay in flight and are
@@ -367,7 +163,7 @@ pub async fn send_all(
         }
     }
     // The workers are gone: the feeder's channel is closed and it returns.
-    jobs.fresh.lock().await.close();
+    jobs.close().await;
     match feeder.await {
         Ok(Err(e)) => {
             first_error.get_or_insert(e);
@@ -479,9 +275,13 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         c.in_flight.fetch_sub(1, Relaxed);
         c.latency_micros
             .fetch_add(attempt.latency.as_micros() as u64, Relaxed);
-        if let Outcome::Throttled { retry_after, .. } = &attempt.outcome {
+        let throttled = match &attempt.outcome {
+            Outcome::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        crew.limiter.answered(departure, throttled);
+        if throttled.is_some() {
             c.throttled.fetch_add(1, Relaxed);
-            crew.limiter.throttled(departure, *retry_after);
             job.tries.throttled += 1;
         } else {
             job.tries.attempts += 1;
@@ -553,8 +353,9 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
                 return Ok(None);
             }
             Decision::Fatal => return Ok(None),
-            // The limiter holds every worker for the pause; the row goes again after it.
-            Decision::Throttled => {}
+            // This row waits out its Retry-After while the others go on (the limiter holds
+            // everyone only when the share of throttling says a limit).
+            Decision::Throttled(pause) => return Ok(Some((job, Later::Wait(pause)))),
             Decision::RetryIn(pause) => {
                 c.retrying.fetch_add(1, Relaxed);
                 let waited = unless_stopped(&crew.shutdown, tokio::time::sleep(pause)).await;
