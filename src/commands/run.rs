@@ -145,12 +145,14 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
                 "advised_rate": t.advised_rate(),
             })),
             "left_by_limit": report.left_by_limit,
+            "concurrency": report.concurrency.to_json(),
         }));
     } else {
         printer.out(&progress::summary_table(
             &report.counts,
             report.elapsed,
             report.requests,
+            report.concurrency.most,
             report.end.as_str(),
         ));
     }

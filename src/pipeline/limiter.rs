@@ -56,6 +56,13 @@ pub struct Departure {
     before: usize,
 }
 
+impl Departure {
+    /// When it left.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
+
 /// The answers the share of throttling is judged over (since the last drop of the pace).
 pub const SHARE_WINDOW: usize = 100;
 /// A limit, not noise: at least this many throttled answers in the window...

@@ -4,6 +4,7 @@
 //! answers an earlier run could not verify, record the run, read the input, send, drain, record
 //! how it ended.
 
+pub mod concurrency;
 pub mod dry_run;
 pub mod ingest;
 pub mod limiter;
@@ -27,6 +28,7 @@ use crate::ledger::writer::{self, Health, SpillReport, Writer};
 use crate::ledger::{self, LedgerLock};
 use crate::model::{RunCounts, RunEnd};
 use crate::output::Printer;
+use concurrency::Concurrency;
 use limiter::{Limiter, Throttling};
 use policy::{RetryPolicy, Tries};
 use progress::{Counters, Reporter};
@@ -49,6 +51,7 @@ pub struct Plan {
     /// The gateway the run sends to: a ledger of another one is refused.
     pub gateway: ledger::Gateway,
     pub rate: u32,
+    /// Requests in flight at most (the run takes what the rate needs at the answer time seen).
     pub concurrency: usize,
     pub policy: RetryPolicy,
     pub retry_failed: bool,
@@ -73,6 +76,8 @@ pub struct Report {
     pub advice: Option<String>,
     /// How the gateway throttled the run, if it did.
     pub throttling: Option<Throttling>,
+    /// How many requests the run had in flight.
+    pub concurrency: concurrency::Used,
     /// Rows still pending because `--limit` stopped the run.
     pub left_by_limit: Option<u64>,
     /// Answers that went to the side file because the ledger could not take them.
@@ -172,6 +177,7 @@ pub fn execute(
         client,
         writer.clone(),
         Limiter::new(plan.rate),
+        Concurrency::new(plan.rate, plan.concurrency),
         plan.policy.clone(),
         counters.clone(),
         shutdown.clone(),
@@ -189,7 +195,6 @@ pub fn execute(
     let sent = rt.block_on(worker::send_all(
         crew.clone(),
         reader,
-        plan.concurrency,
         plan.limit,
         DRAIN_LIMIT,
     ));
@@ -247,6 +252,7 @@ pub fn execute(
     }
     watch.abort();
     let throttling = crew.limiter.throttling();
+    let concurrency = crew.concurrency.used();
     let held = writer.held();
     drop(crew);
     drop(writer);
@@ -274,6 +280,7 @@ pub fn execute(
         elapsed: started.elapsed(),
         advice,
         throttling,
+        concurrency,
         left_by_limit,
         spilled,
     })

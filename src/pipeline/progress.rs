@@ -175,7 +175,14 @@ impl Reporter {
 }
 
 /// The table printed at the end of a run: what happened, not what was planned.
-pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str) -> String {
+/// `in_flight`: the most requests the run had in flight at once.
+pub fn summary_table(
+    c: &RunCounts,
+    elapsed: Duration,
+    requests: u64,
+    in_flight: usize,
+    how: &str,
+) -> String {
     let not_sent = c.to_send.saturating_sub(c.sent);
     let rows: [(&str, u64, &str); 12] = [
         ("rows read", c.rows_read, ""),
@@ -224,7 +231,7 @@ pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str)
         ),
     ];
     let mut out = format!(
-        "run {how} in {:.1}s, {requests} requests\n",
+        "run {how} in {:.1}s, {requests} requests, at most {in_flight} in flight\n",
         elapsed.as_secs_f64()
     );
     // Rows that only matter when something happened are left out when they are 0.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::policy::Later;
 use super::shutdown::Shutdown;
@@ -29,6 +30,8 @@ pub struct Jobs {
     changed: Notify,
     /// The crew's count of believable answers.
     believed: Arc<AtomicU64>,
+    /// Cancelled once [`Jobs::next`] found nothing left: a worker waiting for its turn ends.
+    exhausted: CancellationToken,
 }
 
 /// The first probe after the rows left are all set aside, and the longest gap between probes.
@@ -83,6 +86,7 @@ impl Jobs {
             aside: std::sync::Mutex::default(),
             changed: Notify::new(),
             believed,
+            exhausted: CancellationToken::new(),
         }
     }
 
@@ -134,6 +138,11 @@ impl Jobs {
 
     /// A probe came back: the gateway answered (the rows set aside come back) or not (the next
     /// probe waits twice as long).
+    /// Resolves once a worker found nothing left to send (or the run stopped).
+    pub(super) async fn exhausted(&self) {
+        self.exhausted.cancelled().await;
+    }
+
     /// The workers are gone: the feeder's channel closes, and the feeder returns.
     pub(super) async fn close(&self) {
         self.fresh.lock().await.close();
@@ -155,6 +164,14 @@ impl Jobs {
     /// The next row to send; `None` when there is none left (or the run is stopping). A worker
     /// that set a row aside keeps asking, so a row set aside is always picked up again.
     pub(super) async fn next(&self, shutdown: &Shutdown) -> Option<Job> {
+        let next = self.look(shutdown).await;
+        if next.is_none() {
+            self.exhausted.cancel();
+        }
+        next
+    }
+
+    async fn look(&self, shutdown: &Shutdown) -> Option<Job> {
         loop {
             if shutdown.is_stopping() {
                 return None;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::concurrency::Concurrency;
 use super::limiter::Limiter;
 use super::policy::{self, Decision, Later, RetryPolicy, Tries};
 use super::progress::Counters;
@@ -62,6 +63,8 @@ pub struct Crew {
     pub client: Client,
     pub writer: Writer,
     pub limiter: Limiter,
+    /// How many of the workers take rows now.
+    pub concurrency: Concurrency,
     pub policy: RetryPolicy,
     pub counters: Arc<Counters>,
     pub shutdown: Arc<Shutdown>,
@@ -81,6 +84,7 @@ impl Crew {
         client: Client,
         writer: Writer,
         limiter: Limiter,
+        concurrency: Concurrency,
         policy: RetryPolicy,
         counters: Arc<Counters>,
         shutdown: Arc<Shutdown>,
@@ -91,6 +95,7 @@ impl Crew {
             client,
             writer,
             limiter,
+            concurrency,
             policy,
             counters,
             shutdown,
@@ -103,17 +108,18 @@ impl Crew {
     }
 }
 
-/// Sends every pending row of the run (at most `limit` fresh ones) with `concurrency` workers;
-/// returns when all are done or the run was stopped. After a stop, requests in flight get
+/// Sends every pending row of the run (at most `limit` fresh ones) with as many workers as the
+/// crew's [`Concurrency`] allows (at most its cap); returns when all are done or the run was
+/// stopped. After a stop, requests in flight get
 /// `drain` to finish; then their workers are aborted (their rows stay in flight and are
 /// recovered as possibly sent) and `Ok(true)` says so.
 pub async fn send_all(
     crew: Arc<Crew>,
     conn: Connection,
-    concurrency: usize,
     limit: Option<u64>,
     drain: Duration,
 ) -> anyhow::Result<bool> {
+    let concurrency = crew.concurrency.cap();
     let (tx, rx) = mpsc::channel::<Job>(concurrency * 2);
     let feeder = tokio::task::spawn_blocking({
         let shutdown = crew.shutdown.clone();
@@ -123,11 +129,11 @@ pub async fn send_all(
     });
     let jobs = Arc::new(Jobs::new(rx, crew.believed.clone()));
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency {
+    for index in 0..concurrency {
         let crew = crew.clone();
         let jobs = jobs.clone();
         workers.spawn(async move {
-            let r = work(&crew, &jobs).await;
+            let r = work(&crew, &jobs, index).await;
             if let Err(e) = &r {
                 crew.shutdown.stop(StopReason::Aborted(format!("{e:#}")));
             }
@@ -227,9 +233,19 @@ async fn unless_stopped<T>(shutdown: &Shutdown, fut: impl Future<Output = T>) ->
     }
 }
 
-/// One worker: rows until there are none, or the run stops.
-async fn work(crew: &Crew, jobs: &Jobs) -> anyhow::Result<()> {
-    while let Some(job) = jobs.next(&crew.shutdown).await {
+/// Worker `index`: rows while its turn lasts, until there are none, or the run stops.
+async fn work(crew: &Crew, jobs: &Jobs, index: usize) -> anyhow::Result<()> {
+    loop {
+        if index >= crew.concurrency.target() {
+            tokio::select! {
+                _ = crew.concurrency.turn(index) => {}
+                _ = jobs.exhausted() => return Ok(()),
+                _ = crew.shutdown.stopped() => return Ok(()),
+            }
+        }
+        let Some(job) = jobs.next(&crew.shutdown).await else {
+            return Ok(());
+        };
         let probe = job.tries.probe;
         let before = crew.believed.load(Relaxed);
         let result = send_row(crew, job).await;
@@ -240,7 +256,6 @@ async fn work(crew: &Crew, jobs: &Jobs) -> anyhow::Result<()> {
             jobs.set_aside(job, later);
         }
     }
-    Ok(())
 }
 
 /// Sends one row until it is finished for this run, set aside, or the run stops (the row then
@@ -255,6 +270,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         {
             return Ok(None);
         }
+        let began = Instant::now();
         // Always waited for (never abandoned): a mark that committed unseen would later be taken
         // for a request that may have left.
         let Some(attempt_id) = crew.writer.mark_in_flight(crew.run_id, job.row_id).await? else {
@@ -266,6 +282,9 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             crew.writer.unsend(attempt_id, job.row_id);
             return Ok(None);
         };
+        // The time this request keeps its worker, the ceiling's wait left out: the mark, the
+        // request, its record.
+        let marked = departure.at().saturating_duration_since(began);
         if job.tries == Tries::default() {
             c.sent.fetch_add(1, Relaxed);
         }
@@ -340,6 +359,10 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
                 })
             }
         };
+        crew.concurrency.observe(
+            marked + departure.at().elapsed(),
+            c.retrying.load(Relaxed) as usize,
+        );
         let attempt = replay.as_ref().unwrap_or(&recorded.answered().attempt);
         note_streaks(crew, attempt, &decision);
         match decision {
