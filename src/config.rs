@@ -113,7 +113,7 @@ pub const SETTINGS: [Setting; 13] = [
         value_name: "N",
         expected: "a whole number from 1 to 512",
         help: "requests in flight at most; a run keeps what `rate` needs at the answer time \
-               seen (rate × answer time × 1.5 + 1)",
+               seen (rate × answer time × 1.5 + 4)",
     },
     Setting {
         name: "max_attempts",

@@ -45,6 +45,16 @@ impl Counters {
             + self.failed.load(Relaxed)
     }
 
+    /// Adds what the workers counted to the run's counts: the one place they meet.
+    pub fn add_to(&self, counts: &mut RunCounts) {
+        counts.sent = self.sent.load(Relaxed);
+        counts.succeeded = self.succeeded.load(Relaxed);
+        counts.already_circled = self.already_circled.load(Relaxed);
+        counts.failed += self.failed.load(Relaxed);
+        counts.unverified = self.unverified.load(Relaxed);
+        counts.throttled = self.throttled.load(Relaxed);
+    }
+
     /// [`concurrency_advice`] for the requests counted so far, `elapsed` after sending began.
     pub fn advice(&self, rate: u32, concurrency: usize, elapsed: Duration) -> Option<String> {
         concurrency_advice(
