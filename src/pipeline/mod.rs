@@ -31,7 +31,7 @@ use crate::model::{RunCounts, RunEnd};
 use crate::output::Printer;
 use concurrency::Concurrency;
 use limiter::{Limiter, Throttling};
-use policy::{RetryPolicy, Tries};
+use policy::{RetryPolicy, Step, Tries};
 use progress::{Counters, Reporter};
 use shutdown::{Shutdown, StopReason};
 use worker::Crew;
@@ -284,17 +284,16 @@ fn send(
     let counters = Arc::new(Counters::default());
     counters.to_send.store(to_send, Relaxed);
     let signing = client.signing_clock();
-    let crew = Arc::new(Crew::new(
+    let crew = Arc::new(Crew {
         client,
-        writer.clone(),
-        Limiter::new(plan.rate),
-        Concurrency::new(plan.rate, plan.concurrency),
-        plan.policy.clone(),
-        counters.clone(),
-        shutdown.clone(),
+        writer: writer.clone(),
+        limiter: Limiter::new(plan.rate),
+        concurrency: Concurrency::new(plan.rate, plan.concurrency),
+        step: Step::new(plan.policy.clone(), plan.alipay_public_key.clone()),
+        counters: counters.clone(),
+        shutdown: shutdown.clone(),
         run_id,
-        plan.alipay_public_key.clone(),
-    ));
+    });
     let reporter = Reporter::start(
         counters.clone(),
         printer.clone(),

@@ -96,7 +96,7 @@ impl Jobs {
 
     pub(super) fn set_aside(&self, mut job: Job, later: Later) {
         let mut a = self.aside();
-        job.tries.probe = false;
+        job.standing.tries.probe = false;
         match later {
             Later::Wait(pause) => {
                 let due = Instant::now() + pause;
@@ -197,7 +197,7 @@ impl Jobs {
                 if a.timed.peek().is_some_and(|t| t.due <= now) {
                     return a.timed.pop().map(|t| {
                         let mut job = t.job;
-                        job.believed_at_first_failure = None;
+                        job.standing.believed_at_first_failure = None;
                         job
                     });
                 }
@@ -213,7 +213,7 @@ impl Jobs {
                         a.probing = true;
                         return a.timed.pop().map(|t| {
                             let mut job = t.job;
-                            job.tries.probe = true;
+                            job.standing.tries.probe = true;
                             job
                         });
                     }

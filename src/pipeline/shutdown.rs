@@ -1,11 +1,11 @@
 //! Stopping: Ctrl-C (or SIGTERM) stops taking rows and lets what is in flight finish; a second
-//! one exits at once. Fatal answers stop the run the same way. A worker hands each answer to the
-//! ledger writer and moves on without waiting for its commit (only a success waits for its commit, for the
-//! verdict on its label), so at a stop some answers may be held by the writer, not yet on disk: the drain
-//! gives them [`DRAIN_LIMIT`](super::DRAIN_LIMIT) to commit, and at a second Ctrl-C they go to
-//! the side file in the last words, said under the ledger writer's own lock (`Held::seal`): an
-//! answer handed over while they are said, or after, is written there by whoever hands it over,
-//! and the process exits once those are on disk.
+//! one exits at once. Fatal answers stop the run the same way. A worker hands each answer to
+//! the ledger writer and moves on without waiting for its commit (only a success waits, for the
+//! verdict on its label), so at a stop some answers may be held by the writer, not yet on disk:
+//! the drain gives them [`DRAIN_LIMIT`](super::DRAIN_LIMIT) to commit, and at a second Ctrl-C
+//! they go to the side file in the last words, said under the ledger writer's own lock
+//! (`Held::seal`): an answer handed over while they are said, or after, is written there by
+//! whoever hands it over, and the process exits once those are on disk.
 
 use std::sync::{Arc, Mutex};
 

@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -22,24 +22,17 @@ use tokio::time::Instant;
 
 use super::concurrency::Concurrency;
 use super::limiter::Limiter;
-use super::policy::{self, Decision, Later, RetryPolicy, Tries};
+use super::policy::{Decision, Later, Standing, Step, Tries};
 use super::progress::Counters;
 use super::queue::Jobs;
 use super::shutdown::{Shutdown, StopReason};
 use crate::api::client::Client;
-use crate::api::outcome::{Attempt, Outcome};
+use crate::api::outcome::Outcome;
 use crate::input::Row;
+use crate::ledger::RowId;
 use crate::ledger::queries::pending_page;
 use crate::ledger::store::{Answered, Verdict};
 use crate::ledger::writer::Writer;
-use crate::ledger::{RowId, State};
-
-/// Fatal answers in a row after which the run stops sending.
-pub const FATAL_IN_A_ROW: u32 = 3;
-
-/// Answers in a row that could not be verified after which the run stops sending. More than for
-/// fatal codes: one answer garbled on its way must not stop a night's run.
-pub const UNVERIFIED_IN_A_ROW: u32 = 5;
 
 /// One row to send.
 #[derive(Debug, Clone)]
@@ -47,13 +40,8 @@ pub struct Job {
     /// How the writer finds the row.
     pub row_id: RowId,
     pub row: Row,
-    /// An earlier attempt (another run, or a crash) may have reached the gateway.
-    pub maybe_sent: bool,
-    pub tries: Tries,
-    /// The row's last answer in this run could not be verified.
-    pub unverified: bool,
-    /// The run's count of believable answers when this row first failed for now.
-    pub believed_at_first_failure: Option<u64>,
+    /// Where the row stands in this run, for the policy step.
+    pub standing: Standing,
     /// Set aside until then (a row sent early as a probe goes back to wait for it).
     pub due: Option<Instant>,
 }
@@ -65,47 +53,11 @@ pub struct Crew {
     pub limiter: Limiter,
     /// How many of the workers take rows now.
     pub concurrency: Concurrency,
-    pub policy: RetryPolicy,
+    /// What each answer means for its row, and when the run must stop.
+    pub step: Step,
     pub counters: Arc<Counters>,
     pub shutdown: Arc<Shutdown>,
     pub run_id: i64,
-    /// Where `alipay_public_key` comes from, for the message that stops a run whose answers do
-    /// not verify.
-    pub alipay_public_key: String,
-    fatal_in_a_row: AtomicU32,
-    unverified_in_a_row: AtomicU32,
-    /// Believable answers so far (the gateway is up when this grows).
-    believed: Arc<AtomicU64>,
-}
-
-impl Crew {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        client: Client,
-        writer: Writer,
-        limiter: Limiter,
-        concurrency: Concurrency,
-        policy: RetryPolicy,
-        counters: Arc<Counters>,
-        shutdown: Arc<Shutdown>,
-        run_id: i64,
-        alipay_public_key: String,
-    ) -> Self {
-        Crew {
-            client,
-            writer,
-            limiter,
-            concurrency,
-            policy,
-            counters,
-            shutdown,
-            run_id,
-            alipay_public_key,
-            fatal_in_a_row: AtomicU32::new(0),
-            unverified_in_a_row: AtomicU32::new(0),
-            believed: Arc::default(),
-        }
-    }
 }
 
 /// Sends every pending row of the run (at most `limit` fresh ones) with as many workers as the
@@ -127,7 +79,7 @@ pub async fn send_all(
         let counters = crew.counters.clone();
         move || feed(conn, run_id, tx, &shutdown, limit, &counters.fed)
     });
-    let jobs = Arc::new(Jobs::new(rx, crew.believed.clone()));
+    let jobs = Arc::new(Jobs::new(rx, crew.step.believed()));
     let mut workers = JoinSet::new();
     for index in 0..concurrency {
         let crew = crew.clone();
@@ -208,10 +160,7 @@ fn feed(
                 let job = Job {
                     row_id,
                     row: r.row(),
-                    maybe_sent: r.maybe_sent,
-                    tries: Tries::default(),
-                    unverified: false,
-                    believed_at_first_failure: None,
+                    standing: Standing::new(r.maybe_sent),
                     due: None,
                 };
                 if tx.blocking_send(job).is_err() {
@@ -246,11 +195,12 @@ async fn work(crew: &Crew, jobs: &Jobs, index: usize) -> anyhow::Result<()> {
         let Some(job) = jobs.next(&crew.shutdown).await else {
             return Ok(());
         };
-        let probe = job.tries.probe;
-        let before = crew.believed.load(Relaxed);
+        let probe = job.standing.tries.probe;
+        let believed = crew.step.believed();
+        let before = believed.load(Relaxed);
         let result = send_row(crew, job).await;
         if probe {
-            jobs.probed(crew.believed.load(Relaxed) > before);
+            jobs.probed(believed.load(Relaxed) > before);
         }
         if let Some((job, later)) = result? {
             jobs.set_aside(job, later);
@@ -259,7 +209,8 @@ async fn work(crew: &Crew, jobs: &Jobs, index: usize) -> anyhow::Result<()> {
 }
 
 /// Sends one row until it is finished for this run, set aside, or the run stops (the row then
-/// stays pending). A ledger that fails is an error: the run must stop.
+/// stays pending): the pace, the mark, the ceiling, the request, its record; what the answer
+/// means is the policy step's. A ledger that fails is an error: the run must stop.
 async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Later)>> {
     let c = &crew.counters;
     loop {
@@ -285,78 +236,35 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         // The time this request keeps its worker, the ceiling's wait left out: the mark, the
         // request, its record.
         let marked = departure.at().saturating_duration_since(began);
-        if job.tries == Tries::default() {
-            c.sent.fetch_add(1, Relaxed);
-        }
-        c.requests.fetch_add(1, Relaxed);
-        c.in_flight.fetch_add(1, Relaxed);
+        c.left(job.standing.tries == Tries::default());
         let attempt = crew.client.send(&job.row).await;
-        c.in_flight.fetch_sub(1, Relaxed);
-        c.latency_micros
-            .fetch_add(attempt.latency.as_micros() as u64, Relaxed);
         let throttled = match &attempt.outcome {
             Outcome::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         crew.limiter.answered(departure, throttled);
-        if throttled.is_some() {
-            c.throttled.fetch_add(1, Relaxed);
-            job.tries.throttled += 1;
-        } else {
-            job.tries.attempts += 1;
-        }
-        job.maybe_sent |= attempt.outcome.maybe_processed();
-        // Whether the gateway answered anyone since this row began to fail decides between
-        // failing it for this run and setting it aside (an outage).
-        job.tries.reached |= attempt.outcome.maybe_processed();
-        if attempt.outcome.believable() {
-            crew.believed.fetch_add(1, Relaxed);
-        } else {
-            let now = crew.believed.load(Relaxed);
-            let first = *job.believed_at_first_failure.get_or_insert(now);
-            job.tries.gateway_answered = now > first;
-        }
-        let mut decision = crew.policy.decide(&attempt.outcome, job.tries);
-        let update = policy::row_update(&attempt, &decision, job.maybe_sent);
-        let was_unverified = job.unverified;
-        job.unverified = matches!(attempt.outcome, Outcome::Unverified { .. });
-        match (was_unverified, job.unverified) {
-            (false, true) => {
-                c.unverified.fetch_add(1, Relaxed);
-            }
-            (true, false) => {
-                c.unverified.fetch_sub(1, Relaxed);
-            }
-            _ => {}
-        }
+        let judged = crew.step.answered(&mut job.standing, &attempt);
+        c.answered(attempt.latency, throttled.is_some(), judged.unverified);
+        let mut decision = judged.decision;
         let mut recorded = crew.writer.record(Answered {
             run_id: crew.run_id,
             attempt_id,
             row_id: job.row_id,
             row: job.row.clone(),
             attempt,
-            update,
+            update: judged.update,
         });
         // A success waits for its commit: the ledger never believes a pmsLabel another store
         // holds (a proxy replaying a genuine answer). The attempt is then not this request's,
-        // for the counters and the decision: the ledger put the row back, and it is sent again.
+        // for the decision: the ledger put the row back, and it is sent again.
         let replay = match recorded.verdict().await {
             Verdict::Kept => None,
             Verdict::LabelHeldBy { key } => {
-                crew.believed.fetch_sub(1, Relaxed);
-                let now = crew.believed.load(Relaxed);
-                let first = *job.believed_at_first_failure.get_or_insert(now);
-                job.tries.gateway_answered = now > first;
-                job.tries.reached = true;
-                job.maybe_sent = true;
-                let outcome = Outcome::NotThisRequest {
-                    reason: format!("its pmsLabel is held by another store ({key})"),
-                };
-                decision = crew.policy.decide(&outcome, job.tries);
-                Some(Attempt {
-                    outcome,
-                    ..recorded.answered().attempt.clone()
-                })
+                let (again, attempt) =
+                    crew.step
+                        .label_held(&mut job.standing, &recorded.answered().attempt, &key);
+                decision = again;
+                Some(attempt)
             }
         };
         crew.concurrency.observe(
@@ -364,15 +272,12 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             c.retrying.load(Relaxed) as usize,
         );
         let attempt = replay.as_ref().unwrap_or(&recorded.answered().attempt);
-        note_streaks(crew, attempt, &decision);
+        if let Some(why) = crew.step.stop_rules(attempt, &decision) {
+            crew.shutdown.stop(StopReason::Aborted(why));
+        }
         match decision {
             Decision::Finish { state, .. } => {
-                let counter = match state {
-                    State::Succeeded => &c.succeeded,
-                    State::AlreadyCircled => &c.already_circled,
-                    _ => &c.failed,
-                };
-                counter.fetch_add(1, Relaxed);
+                c.done(state);
                 return Ok(None);
             }
             Decision::Fatal => return Ok(None),
@@ -380,66 +285,19 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             // everyone only when the share of throttling says a limit).
             Decision::Throttled(pause) => return Ok(Some((job, Later::Wait(pause)))),
             Decision::RetryIn(pause) => {
-                c.retrying.fetch_add(1, Relaxed);
+                c.resting(true);
                 let waited = unless_stopped(&crew.shutdown, tokio::time::sleep(pause)).await;
-                c.retrying.fetch_sub(1, Relaxed);
+                c.resting(false);
                 if waited.is_none() {
                     return Ok(None);
                 }
             }
             Decision::SetAside(later) => {
                 if let Later::After(_) = later {
-                    job.tries.later += 1;
+                    job.standing.tries.later += 1;
                 }
                 return Ok(Some((job, later)));
             }
-        }
-    }
-}
-
-/// Counts fatal answers, and answers that could not be verified, in a row; stops the run when
-/// the configuration is clearly wrong.
-fn note_streaks(crew: &Crew, attempt: &Attempt, decision: &Decision) {
-    let fatal = matches!(decision, Decision::Fatal);
-    let unverified = matches!(attempt.outcome, Outcome::Unverified { .. });
-    if !fatal {
-        crew.fatal_in_a_row.store(0, Relaxed);
-    }
-    // Only a believed answer shows the key is right; a failure without an answer shows nothing.
-    if attempt.verified == Some(true) {
-        crew.unverified_in_a_row.store(0, Relaxed);
-    }
-    if fatal {
-        let n = crew.fatal_in_a_row.fetch_add(1, Relaxed) + 1;
-        if n >= FATAL_IN_A_ROW {
-            let code = attempt.result_code.clone().unwrap_or_else(|| {
-                attempt
-                    .http_status
-                    .map_or_else(|| "?".to_owned(), |h| format!("HTTP {h}"))
-            });
-            let tracer = attempt
-                .tracer_id
-                .as_deref()
-                .map(|t| format!(" (last Tracer-Id {t})"))
-                .unwrap_or_default();
-            crew.shutdown.stop(StopReason::Aborted(format!(
-                "the gateway answered {code} {n} times in a row{tracer}: {}",
-                crate::api::outcome::what_to_check(&code)
-            )));
-        }
-    }
-    if unverified {
-        let n = crew.unverified_in_a_row.fetch_add(1, Relaxed) + 1;
-        if n >= UNVERIFIED_IN_A_ROW {
-            crew.shutdown.stop(StopReason::Aborted(format!(
-                "{n} answers in a row could not be verified with alipay_public_key ({}): the \
-                 likely causes are a wrong alipay_public_key (your own public key, or a key that \
-                 is not AlipayHK's), a key AlipayHK has rotated (download the current one from \
-                 the portal), or a proxy that strips or rewrites the answers' headers. What each \
-                 answer said is kept with its attempt, labels included; run again once the key is \
-                 right and they are checked again before anything is sent",
-                crew.alipay_public_key
-            )));
         }
     }
 }
