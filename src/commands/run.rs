@@ -147,17 +147,21 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
             "counts": report.counts,
             "throttling": report.throttling.as_ref().map(|t| json!({
                 "times": t.times,
+                "share": t.share(),
+                "limits_found": t.limits,
                 "accepted_per_second": t.accepted,
                 "settled_per_second": t.settled,
                 "advised_rate": t.advised_rate(),
             })),
             "left_by_limit": report.left_by_limit,
+            "concurrency": report.concurrency.to_json(),
         }));
     } else {
         printer.out(&progress::summary_table(
             &report.counts,
             report.elapsed,
             report.requests,
+            report.concurrency.most,
             report.end.as_str(),
         ));
     }
@@ -165,15 +169,7 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
         printer.warn(advice);
     }
     if let Some(t) = &report.throttling {
-        printer.warn(&format!(
-            "AlipayHK throttled this client {} time(s) (HTTP 429 or REQUEST_TRAFFIC_EXCEED_LIMIT): it \
-             accepted about {:.0} requests a second, and the run settled at {:.1}/s. Set `rate` to \
-             {} (--rate, PMS_ONBOARD_RATE or `rate` in the config file) so that it is not held back",
-            t.times,
-            t.accepted,
-            t.settled,
-            t.advised_rate()
-        ));
+        printer.warn(&t.message());
     }
     let c = &report.counts;
     match report.end {

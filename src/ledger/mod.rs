@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod lock;
 pub mod migrate;
 pub mod queries;
+pub mod run;
 pub mod scratch;
 pub mod spill;
 mod sql;
