@@ -347,6 +347,10 @@ pub struct DoctorArgs {
     /// verifies with alipay_public_key.
     #[arg(long)]
     pub probe: bool,
+    /// The checks as one JSON object (each with its group, name, level, detail and what to do,
+    /// then the overall verdict), as with --log-format json.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }

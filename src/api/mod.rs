@@ -1,6 +1,8 @@
 //! The AlipayHK Collect-PMS API: keys, the signature scheme, request and response types, the call
-//! and the classification of its answer. Only this module knows header formats and result codes.
+//! and the classification of its answer, and the rules `doctor` and `run` share (`checks`). Only
+//! this module knows header formats and result codes.
 
+pub mod checks;
 pub mod client;
 pub mod keys;
 pub mod outcome;
