@@ -283,16 +283,16 @@ fn dry_run(
 /// before anything is sent, a warning is shown and the run goes on.
 fn client(s: &RunSettings, printer: &Printer) -> anyhow::Result<Client> {
     if let Ok(url) = url::Url::parse(&s.endpoint) {
-        shared_rule("endpoint", checks::host(&url), printer)?;
+        shared_rule("setting `endpoint`", checks::host(&url), printer)?;
     }
     let private_key = PrivateKey::from_file(&s.private_key).context("setting `private_key`")?;
     if let Some(found) = checks::key_permissions(&s.private_key) {
-        shared_rule("private_key", found, printer)?;
+        shared_rule("setting `private_key`", found, printer)?;
     }
     let alipay_public_key =
         PublicKey::from_file(&s.alipay_public_key).context("setting `alipay_public_key`")?;
     shared_rule(
-        "alipay_public_key",
+        "settings `alipay_public_key` and `private_key`",
         checks::key_pair(
             &private_key,
             &alipay_public_key,
@@ -308,13 +308,14 @@ fn client(s: &RunSettings, printer: &Printer) -> anyhow::Result<Client> {
     )
 }
 
-/// A shared rule's verdict for a run: FAIL stops it, a warning is shown.
-fn shared_rule(setting: &str, found: checks::Finding, printer: &Printer) -> anyhow::Result<()> {
+/// A shared rule's verdict for a run: FAIL stops it, a warning is shown. `about` names the
+/// settings the rule judged.
+fn shared_rule(about: &str, found: checks::Finding, printer: &Printer) -> anyhow::Result<()> {
     match found.level {
         checks::Level::Fail => {
-            anyhow::bail!("setting `{setting}`: {}. Nothing was sent", found.text())
+            anyhow::bail!("{about}: {}. Nothing was sent", found.text())
         }
-        checks::Level::Warn => printer.warn(&format!("setting `{setting}`: {}", found.text())),
+        checks::Level::Warn => printer.warn(&format!("{about}: {}", found.text())),
         checks::Level::Ok | checks::Level::Skip => {}
     }
     Ok(())
