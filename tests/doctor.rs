@@ -373,6 +373,12 @@ fn json_lists_every_check_with_its_level_and_the_overall_verdict() {
     );
     assert_eq!(v["overall"]["ready"], true, "{out}");
     assert_eq!(v["overall"]["failed"], 0, "{out}");
+    // The global convention for machine-readable output gives the same object.
+    let (code, same, _) =
+        output(doctor_right(&s, &sandbox.endpoint).args(["--log-format", "json"]));
+    assert_eq!(code, 0, "{same}");
+    let same: serde_json::Value = serde_json::from_str(same.trim()).unwrap();
+    assert_eq!(same["checks"].as_array().unwrap().len(), checks.len());
     assert!(
         v["overall"]["ok"].as_u64().unwrap() as usize >= checks.len() - 2,
         "{out}"

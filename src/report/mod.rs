@@ -700,4 +700,54 @@ mod tests {
         assert!(html.contains("attention-none"));
         assert!(!html.contains("<svg"));
     }
+
+    #[test]
+    fn the_page_is_drawn_from_its_data_alone_and_escapes_every_text() {
+        let hostile = AttentionRow {
+            source_file: "dir/a\"b.csv".into(),
+            source_line: 7,
+            key: "MERCHANT_PMS|P|M|S".into(),
+            store_name: "<script>alert(1)</script>".into(),
+            mall_group_label: "1".into(),
+            mall_label: "2".into(),
+            code: "PROCESS_FAIL".into(),
+            detail: "\"><img src=x onerror=alert(2)>".into(),
+            tracer_id: "t&t".into(),
+        };
+        let data = ReportData {
+            run: None,
+            counts: OutcomeCounts {
+                total: 1,
+                failed_permanent: 1,
+                ..OutcomeCounts::default()
+            },
+            lists: vec![(Attention::FailedPermanent, vec![hostile])],
+            malls: Vec::new(),
+            attempts: Vec::new(),
+            latencies: Vec::new(),
+            throughput: None,
+            written_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let html = page(&data).into_string();
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("title=\"dir/a&quot;b.csv\">a&quot;b.csv:7<"),
+            "{html}"
+        );
+        assert!(html.contains(">t&amp;t<"), "{html}");
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(html.contains("Written by pms-onboard"), "{html}");
+        assert!(html.contains("2026-01-01 00:00:00 UTC"), "{html}");
+    }
 }
