@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::exit;
+use crate::api::checks;
 use crate::api::client::Client;
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::cli::RunArgs;
@@ -77,10 +78,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         Gateway::new(&settings.endpoint, &settings.client_id)
             .map_err(|e| anyhow::anyhow!("setting `endpoint`: {e}"))?
     };
-    let client = client(&settings)?;
-    if let Some(warning) = crate::api::keys::readable_by_others(&settings.private_key) {
-        printer.warn(&warning);
-    }
+    let client = client(&settings, &printer)?;
     if args.sandbox {
         printer.info(&format!(
             "sandbox: {} (throw-away keys, ledger {})",
@@ -283,25 +281,46 @@ fn dry_run(
 }
 
 /// Loads the keys and builds the client; any problem stops the run before anything is sent.
-fn client(s: &RunSettings) -> anyhow::Result<Client> {
+/// The client, after the rules `doctor` shares (`api::checks`): a verdict FAIL refuses the run
+/// before anything is sent, a warning is shown and the run goes on.
+fn client(s: &RunSettings, printer: &Printer) -> anyhow::Result<Client> {
+    if let Ok(url) = url::Url::parse(&s.endpoint) {
+        shared_rule("setting `endpoint`", checks::host(&url), printer)?;
+    }
     let private_key = PrivateKey::from_file(&s.private_key).context("setting `private_key`")?;
+    if let Some(found) = checks::key_permissions(&s.private_key) {
+        shared_rule("setting `private_key`", found, printer)?;
+    }
     let alipay_public_key =
         PublicKey::from_file(&s.alipay_public_key).context("setting `alipay_public_key`")?;
-    if private_key.public_key() == alipay_public_key {
-        anyhow::bail!(
-            "setting `alipay_public_key` ({}) is the public half of your own `private_key` ({}): \
-             alipay_public_key must be AlipayHK's public key, downloaded from the AlipayHK portal, \
-             which verifies AlipayHK's answers; your own public key is the one you upload there. \
-             Nothing was sent",
-            s.alipay_public_key.display(),
-            s.private_key.display()
-        );
-    }
+    shared_rule(
+        "settings `alipay_public_key` and `private_key`",
+        checks::key_pair(
+            &private_key,
+            &alipay_public_key,
+            &s.private_key,
+            &s.alipay_public_key,
+        ),
+        printer,
+    )?;
     Client::new(
         s.client_settings(),
         Arc::new(private_key),
         Arc::new(alipay_public_key),
     )
+}
+
+/// A shared rule's verdict for a run: FAIL stops it, a warning is shown. `about` names the
+/// settings the rule judged.
+fn shared_rule(about: &str, found: checks::Finding, printer: &Printer) -> anyhow::Result<()> {
+    match found.level {
+        checks::Level::Fail => {
+            anyhow::bail!("{about}: {}. Nothing was sent", found.text())
+        }
+        checks::Level::Warn => printer.warn(&format!("{about}: {}", found.text())),
+        checks::Level::Ok | checks::Level::Skip => {}
+    }
+    Ok(())
 }
 
 struct SandboxGuard {

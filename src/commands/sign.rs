@@ -26,8 +26,10 @@ pub fn show_signed(signed: &SignedRequest, client_id: &str) -> String {
 
 pub fn run(args: SignArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let key = PrivateKey::from_file(&args.private_key)?;
-    if let Some(warning) = crate::api::keys::readable_by_others(&args.private_key) {
-        printer.warn(&warning);
+    if let Some(found) = crate::api::checks::key_permissions(&args.private_key)
+        .filter(|f| f.level == crate::api::checks::Level::Warn)
+    {
+        printer.warn(&format!("private key {}", found.text()));
     }
     let body = read(&args.body)?;
     if body.ends_with(b"\n") {
