@@ -106,6 +106,22 @@ impl Inputs {
         self
     }
 
+    /// Another file the command reads (`role`: "the settings file", "the private key"), when
+    /// there is one.
+    pub fn file(mut self, role: &str, path: Option<&Path>) -> Inputs {
+        if let Some(path) = path {
+            self.files.push(Input::new(role.to_owned(), false, path));
+        }
+        self
+    }
+
+    /// The settings file read: `--config`, or `pms-onboard.toml` when present.
+    pub fn settings(self, config: Option<&Path>) -> Inputs {
+        let default = Path::new(crate::config::DEFAULT_CONFIG_FILE);
+        let config = config.or_else(|| default.exists().then_some(default));
+        self.file("the settings file", config)
+    }
+
     /// The sheet `export --annotate` reads.
     pub fn annotated(mut self, sheet: Option<&Path>) -> Inputs {
         if let Some(sheet) = sheet {
@@ -141,8 +157,10 @@ impl Inputs {
         if let Some(input) = self.files.iter().find(|i| i.is(id, resolved.as_deref())) {
             let what = if input.ledger {
                 "every label the ledger holds would be lost, and the next run would send every row again"
-            } else {
+            } else if input.role.contains("sheet") || input.role.contains("workbook") {
                 "the sheet would be lost"
+            } else {
+                "it would be lost"
             };
             bail!(
                 "{flag} {}: that is {} {}, which this command reads; writing there would \
