@@ -72,13 +72,10 @@ fn each_output_over_an_input_is_refused_and_changes_nothing() {
         (&["validate", "s.csv", "--rejects", "s.csv"], "the sheet"),
         (&["report", "-o", "ledger.db"], "the ledger"),
         (&["export", "-o", "ledger.db"], "the ledger"),
-        (
-            &["export", "-o", "sub/../ledger.db-wal"],
-            "a file of the ledger",
-        ),
+        (&["export", "-o", "sub/../ledger.db-wal"], "the ledger's"),
         (
             &["export", "-o", "ledger.db.unwritten.jsonl"],
-            "a file of the ledger",
+            "the ledger's",
         ),
     ];
     for (args, role) in mistakes {

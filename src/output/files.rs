@@ -137,13 +137,16 @@ impl Inputs {
 
     /// The ledger and every file beside it that belongs to it, whether it exists yet or not.
     pub fn ledger(mut self, ledger: &Path) -> Inputs {
-        for (i, f) in crate::ledger::filesystem::files_of(ledger)
-            .into_iter()
-            .enumerate()
-        {
-            let role = match i {
-                0 => "the ledger".to_owned(),
-                _ => format!("a file of the ledger {}", ledger.display()),
+        for f in crate::ledger::filesystem::files_of(ledger) {
+            let role = if f == ledger {
+                "the ledger".to_owned()
+            } else {
+                // What the file's name adds to the ledger's: `-wal`, `.unwritten.jsonl`, …
+                let name = f.to_string_lossy();
+                let suffix = name
+                    .strip_prefix(&*ledger.to_string_lossy())
+                    .unwrap_or(&name);
+                format!("the ledger's {} file", suffix.trim_start_matches('.'))
             };
             self.files.push(Input::new(role, true, &f));
         }
@@ -297,10 +300,14 @@ mod tests {
         let dotdot = dir.path().join("sub/../s.csv");
         let hard = dir.path().join("hard.csv");
         fs::hard_link(&sheet, &hard).unwrap();
-        let soft = dir.path().join("soft.csv");
+        let mut same = vec![sheet.clone(), dotdot, hard];
         #[cfg(unix)]
-        std::os::unix::fs::symlink(&sheet, &soft).unwrap();
-        for same in [&sheet, &dotdot, &hard, &soft] {
+        {
+            let soft = dir.path().join("soft.csv");
+            std::os::unix::fs::symlink(&sheet, &soft).unwrap();
+            same.push(soft);
+        }
+        for same in &same {
             let e = inputs.check("-o", same).unwrap_err().to_string();
             assert!(e.contains("the sheet") && e.contains("s.csv"), "{e}");
         }
@@ -316,7 +323,7 @@ mod tests {
             .check("--report", &dir.path().join("l.db-wal"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a file of the ledger"), "{e}");
+        assert!(e.contains("the ledger's -wal file"), "{e}");
         let e = inputs
             .check("--report", &dir.path().join("./l.db"))
             .unwrap_err()
