@@ -231,3 +231,51 @@ fn the_sandbox_says_where_it_listens_as_json() {
     );
     assert_eq!(said["client_id"], CLIENT_ID);
 }
+
+#[test]
+fn a_warning_from_library_code_has_the_printers_shape() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sheet = s.path("s.csv");
+    std::fs::write(
+        &sheet,
+        "partner_id,merchant_id,store_id,mall_group_label,mall_label,\u{1b}[2Knotes\n\
+         2088000000000001,M1,S1,20230316,20230316001,x\n",
+    )
+    .unwrap();
+    let (code, _, err) = output(Command::new(bin()).arg("validate").arg(&sheet));
+    assert_eq!(code, 0, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("unknown columns ignored"))
+        .unwrap_or_else(|| panic!("the warning: {err}"));
+    assert!(line.starts_with("warning: "), "{line}");
+    assert!(
+        line.contains("\\u{1b}[2Knotes") && !err.contains('\u{1b}'),
+        "{err}"
+    );
+    let (code, _, err) = output(
+        Command::new(bin())
+            .args(["validate", "--log-format", "json"])
+            .arg(&sheet),
+    );
+    assert_eq!(code, 0, "{err}");
+    let warning: serde_json::Value = err
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown columns"))
+        })
+        .unwrap_or_else(|| panic!("the warning: {err}"));
+    assert_eq!(warning["level"], "warn", "{warning}");
+    assert!(warning["timestamp"].is_string(), "{warning}");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("\u{1b}[2Knotes"),
+        "the exact text: {warning}"
+    );
+}

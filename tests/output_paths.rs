@@ -72,13 +72,10 @@ fn each_output_over_an_input_is_refused_and_changes_nothing() {
         (&["validate", "s.csv", "--rejects", "s.csv"], "the sheet"),
         (&["report", "-o", "ledger.db"], "the ledger"),
         (&["export", "-o", "ledger.db"], "the ledger"),
-        (
-            &["export", "-o", "sub/../ledger.db-wal"],
-            "a file of the ledger",
-        ),
+        (&["export", "-o", "sub/../ledger.db-wal"], "the ledger's"),
         (
             &["export", "-o", "ledger.db.unwritten.jsonl"],
-            "a file of the ledger",
+            "the ledger's",
         ),
     ];
     for (args, role) in mistakes {
@@ -106,6 +103,36 @@ fn each_output_over_an_input_is_refused_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(snapshot(&s, &sheet), before);
+    // The settings file and the keys are inputs too.
+    std::fs::write(s.path("settings.toml"), "rate = 5\n").unwrap();
+    let (code, _, err) = pms(
+        &s,
+        &[
+            "report",
+            "--config",
+            "settings.toml",
+            "-o",
+            "settings.toml",
+            "--ledger",
+            ledger,
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the settings file"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("settings.toml")).unwrap(),
+        "rate = 5\n"
+    );
+    let key = s.keys().join("client_private.pem");
+    let key_bytes = std::fs::read(&key).unwrap();
+    let (code, _, err) = output(
+        s.run_cmd(&_sandbox.endpoint, &[&sheet])
+            .arg("--report")
+            .arg(&key),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the private key"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
     // validate reads no ledger, but its rejects never land on the one the settings name.
     let default = s.path("pms-ledger.db");
     let (code, _, err) =

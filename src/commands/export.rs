@@ -42,6 +42,7 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         Inputs::new()
             .ledger(&path)
             .annotated(args.annotate.as_deref())
+            .settings(args.ledger.config.as_deref())
             .check("-o", output)?;
     }
     // Annotating a sheet says what was done for it: at the gateway the settings name, if any.

@@ -135,6 +135,7 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         Inputs::new()
             .ledger(&path)
             .sheets(&args.files)
+            .settings(args.ledger.config.as_deref())
             .check("-o", output)?;
     }
     let conn = ledger::open_existing_for(&path, gateway.as_ref())?;

@@ -9,7 +9,10 @@ use crate::output::{Inputs, Printer};
 
 pub fn run(args: ReportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
-    Inputs::new().ledger(&path).check("-o", &args.output)?;
+    Inputs::new()
+        .ledger(&path)
+        .settings(args.ledger.config.as_deref())
+        .check("-o", &args.output)?;
     let conn = ledger::open_existing(&path)?;
     super::show_notices(printer, &conn);
     write(&conn, args.run, &args.output)?;

@@ -69,6 +69,9 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         crate::output::Inputs::new()
             .ledger(&settings.ledger)
             .sheets(&args.files)
+            .settings(args.settings.config.as_deref())
+            .file("the private key", Some(&settings.private_key))
+            .file("AlipayHK's public key", Some(&settings.alipay_public_key))
             .check("--report", report)?;
     }
     // The gateway the ledger must belong to: the sandbox is one gateway whatever its port.

@@ -12,7 +12,7 @@ pub fn run(args: ValidateArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         // validate reads no ledger, but a rejects file must not land on the one the settings
         // name either (one tab completion away).
         let ledger = super::ledger_path(&crate::cli::LedgerArgs::default()).ok();
-        let mut inputs = Inputs::new().sheets(&args.files);
+        let mut inputs = Inputs::new().sheets(&args.files).settings(None);
         if let Some(ledger) = &ledger {
             inputs = inputs.ledger(ledger);
         }

@@ -106,6 +106,22 @@ impl Inputs {
         self
     }
 
+    /// Another file the command reads (`role`: "the settings file", "the private key"), when
+    /// there is one.
+    pub fn file(mut self, role: &str, path: Option<&Path>) -> Inputs {
+        if let Some(path) = path {
+            self.files.push(Input::new(role.to_owned(), false, path));
+        }
+        self
+    }
+
+    /// The settings file read: `--config`, or `pms-onboard.toml` when present.
+    pub fn settings(self, config: Option<&Path>) -> Inputs {
+        let default = Path::new(crate::config::DEFAULT_CONFIG_FILE);
+        let config = config.or_else(|| default.exists().then_some(default));
+        self.file("the settings file", config)
+    }
+
     /// The sheet `export --annotate` reads.
     pub fn annotated(mut self, sheet: Option<&Path>) -> Inputs {
         if let Some(sheet) = sheet {
@@ -121,13 +137,16 @@ impl Inputs {
 
     /// The ledger and every file beside it that belongs to it, whether it exists yet or not.
     pub fn ledger(mut self, ledger: &Path) -> Inputs {
-        for (i, f) in crate::ledger::filesystem::files_of(ledger)
-            .into_iter()
-            .enumerate()
-        {
-            let role = match i {
-                0 => "the ledger".to_owned(),
-                _ => format!("a file of the ledger {}", ledger.display()),
+        for f in crate::ledger::filesystem::files_of(ledger) {
+            let role = if f == ledger {
+                "the ledger".to_owned()
+            } else {
+                // What the file's name adds to the ledger's: `-wal`, `.unwritten.jsonl`, …
+                let name = f.to_string_lossy();
+                let suffix = name
+                    .strip_prefix(&*ledger.to_string_lossy())
+                    .unwrap_or(&name);
+                format!("the ledger's {} file", suffix.trim_start_matches('.'))
             };
             self.files.push(Input::new(role, true, &f));
         }
@@ -141,8 +160,10 @@ impl Inputs {
         if let Some(input) = self.files.iter().find(|i| i.is(id, resolved.as_deref())) {
             let what = if input.ledger {
                 "every label the ledger holds would be lost, and the next run would send every row again"
-            } else {
+            } else if input.role.contains("sheet") || input.role.contains("workbook") {
                 "the sheet would be lost"
+            } else {
+                "it would be lost"
             };
             bail!(
                 "{flag} {}: that is {} {}, which this command reads; writing there would \
@@ -279,10 +300,14 @@ mod tests {
         let dotdot = dir.path().join("sub/../s.csv");
         let hard = dir.path().join("hard.csv");
         fs::hard_link(&sheet, &hard).unwrap();
-        let soft = dir.path().join("soft.csv");
+        let mut same = vec![sheet.clone(), dotdot, hard];
         #[cfg(unix)]
-        std::os::unix::fs::symlink(&sheet, &soft).unwrap();
-        for same in [&sheet, &dotdot, &hard, &soft] {
+        {
+            let soft = dir.path().join("soft.csv");
+            std::os::unix::fs::symlink(&sheet, &soft).unwrap();
+            same.push(soft);
+        }
+        for same in &same {
             let e = inputs.check("-o", same).unwrap_err().to_string();
             assert!(e.contains("the sheet") && e.contains("s.csv"), "{e}");
         }
@@ -298,7 +323,7 @@ mod tests {
             .check("--report", &dir.path().join("l.db-wal"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a file of the ledger"), "{e}");
+        assert!(e.contains("the ledger's -wal file"), "{e}");
         let e = inputs
             .check("--report", &dir.path().join("./l.db"))
             .unwrap_err()

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::input::Reject;
 
 pub mod files;
+pub mod logs;
 pub mod table;
 pub mod text;
 
