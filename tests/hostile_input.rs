@@ -14,6 +14,8 @@ use crate::util::{CLIENT_ID, SandboxProcess, Scratch, bin, together};
 const HEADER: &str = "save_way_type,ipay_trade_no,partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label";
 
 /// Exit code, stderr and peak resident memory (KiB) of `cmd`.
+// The child is waited for with `wait4`, which gives its own resource usage.
+#[allow(clippy::zombie_processes)]
 fn measured(cmd: &mut Command) -> (i32, String, u64) {
     let mut child = cmd
         .stdout(Stdio::null())
