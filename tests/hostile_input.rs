@@ -300,6 +300,38 @@ fn forged_count(dir: &Path) -> PathBuf {
     )
 }
 
+/// The workbook with its sheet's XML changed by `edit`.
+fn with_sheet(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let mut parts = honest_parts(dir);
+    let at = parts
+        .iter()
+        .position(|p| p.name == "xl/worksheets/sheet1.xml")
+        .unwrap();
+    let xml = edit(std::str::from_utf8(&parts[at].data).unwrap());
+    assert_ne!(xml.as_bytes(), parts[at].data, "{name}: nothing changed");
+    parts[at] = Part::stored("xl/worksheets/sheet1.xml", xml.into_bytes());
+    let path = dir.join(name);
+    write_zip(&path, &parts);
+    path
+}
+
+/// A 2 KB sheet that declares the whole grid as its range.
+fn forged_dimension(dir: &Path) -> PathBuf {
+    with_sheet(dir, "forged_dimension.xlsx", |xml| {
+        xml.replace(
+            "<dimension ref=\"A1:I2\"/>",
+            "<dimension ref=\"A1:XFD1048576\"/>",
+        )
+    })
+}
+
+/// A sheet with a cell one column past Excel's last (XFE).
+fn cell_past_the_grid(dir: &Path) -> PathBuf {
+    with_sheet(dir, "cell_past_the_grid.xlsx", |xml| {
+        xml.replace("r=\"I2\"", "r=\"XFE2\"")
+    })
+}
+
 /// Bits written LSB first, as deflate packs them.
 #[derive(Default)]
 struct Bits {
@@ -604,6 +636,14 @@ fn lying_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
             "declare 99999999999 distinct texts, but the part's",
         ),
         (zip_bomb(dir), "xl/sharedStrings.xml declares 1024.0 MiB"),
+        (
+            forged_dimension(dir),
+            "[Stores]: the sheet declares the range A1:XFD1048576 (17179869184 cells), more than",
+        ),
+        (
+            cell_past_the_grid(dir),
+            "the sheet holds a cell at XFE2, beyond Excel's last cell XFD1048576",
+        ),
         (
             far_cell(dir),
             "sheet \"Stores\" holds cells from A1 to IV65536",
