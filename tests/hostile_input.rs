@@ -14,7 +14,70 @@ use crate::util::{CLIENT_ID, SandboxProcess, Scratch, bin, together};
 const HEADER: &str = "save_way_type,ipay_trade_no,partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label";
 
 /// Exit code, stderr and peak resident memory (KiB) of `cmd`.
+///
+/// The peak is the child's own `ru_maxrss` from `wait4`. A child spawned by this test process
+/// starts with this process's pages counted (Linux records the old address space's peak at
+/// `exec`, and `vfork` shares it), so the command is spawned by a fresh copy of this test binary
+/// running [`peak_probe`], a few MiB large.
 fn measured(cmd: &mut Command) -> (i32, String, u64) {
+    let spec = serde_json::json!({
+        "program": cmd.get_program().to_string_lossy(),
+        "args": cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        "envs": cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
+            .collect::<Vec<_>>(),
+        "dir": cmd.get_current_dir().map(|d| d.to_string_lossy().into_owned()),
+    });
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "hostile_input::peak_probe",
+            "--exact",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(PROBE_SPEC, spec.to_string())
+        .env(PROBE_OUT, out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the probe failed");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
+    (
+        report["code"].as_i64().unwrap() as i32,
+        report["stderr"].as_str().unwrap().to_string(),
+        report["maxrss_kib"].as_u64().unwrap(),
+    )
+}
+
+const PROBE_SPEC: &str = "HOSTILE_INPUT_PROBE_SPEC";
+const PROBE_OUT: &str = "HOSTILE_INPUT_PROBE_OUT";
+
+/// Not a test of its own: run by [`measured`] in a fresh test process, it spawns the command
+/// described in its environment and writes its exit code, stderr and peak memory. Run by the
+/// suite, it does nothing.
+#[test]
+// The child is waited for with `wait4`, which gives its own resource usage.
+#[allow(clippy::zombie_processes)]
+fn peak_probe() {
+    let (Ok(spec), Ok(out)) = (std::env::var(PROBE_SPEC), std::env::var(PROBE_OUT)) else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let mut cmd = Command::new(spec["program"].as_str().unwrap());
+    for a in spec["args"].as_array().unwrap() {
+        cmd.arg(a.as_str().unwrap());
+    }
+    for kv in spec["envs"].as_array().unwrap() {
+        cmd.env(kv[0].as_str().unwrap(), kv[1].as_str().unwrap());
+    }
+    if let Some(dir) = spec["dir"].as_str() {
+        cmd.current_dir(dir);
+    }
+    cmd.env_remove(PROBE_SPEC).env_remove(PROBE_OUT);
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -39,7 +102,12 @@ fn measured(cmd: &mut Command) -> (i32, String, u64) {
     } else {
         128 + libc::WTERMSIG(status)
     };
-    (code, err, usage.ru_maxrss as u64)
+    let report = serde_json::json!({
+        "code": code,
+        "stderr": err,
+        "maxrss_kib": usage.ru_maxrss,
+    });
+    std::fs::write(out, report.to_string()).unwrap();
 }
 
 // ---- zip, written by hand (a zip writer would not declare what it does not hold) ----
@@ -230,6 +298,38 @@ fn forged_count(dir: &Path) -> PathBuf {
         "forged_count.xlsx",
         Part::stored("xl/sharedStrings.xml", forged.into_bytes()),
     )
+}
+
+/// The workbook with its sheet's XML changed by `edit`.
+fn with_sheet(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let mut parts = honest_parts(dir);
+    let at = parts
+        .iter()
+        .position(|p| p.name == "xl/worksheets/sheet1.xml")
+        .unwrap();
+    let xml = edit(std::str::from_utf8(&parts[at].data).unwrap());
+    assert_ne!(xml.as_bytes(), parts[at].data, "{name}: nothing changed");
+    parts[at] = Part::stored("xl/worksheets/sheet1.xml", xml.into_bytes());
+    let path = dir.join(name);
+    write_zip(&path, &parts);
+    path
+}
+
+/// A 2 KB sheet that declares the whole grid as its range.
+fn forged_dimension(dir: &Path) -> PathBuf {
+    with_sheet(dir, "forged_dimension.xlsx", |xml| {
+        xml.replace(
+            "<dimension ref=\"A1:I2\"/>",
+            "<dimension ref=\"A1:XFD1048576\"/>",
+        )
+    })
+}
+
+/// A sheet with a cell one column past Excel's last (XFE).
+fn cell_past_the_grid(dir: &Path) -> PathBuf {
+    with_sheet(dir, "cell_past_the_grid.xlsx", |xml| {
+        xml.replace("r=\"I2\"", "r=\"XFE2\"")
+    })
 }
 
 /// Bits written LSB first, as deflate packs them.
@@ -536,6 +636,14 @@ fn lying_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
             "declare 99999999999 distinct texts, but the part's",
         ),
         (zip_bomb(dir), "xl/sharedStrings.xml declares 1024.0 MiB"),
+        (
+            forged_dimension(dir),
+            "[Stores]: the sheet declares the range A1:XFD1048576 (17179869184 cells), more than",
+        ),
+        (
+            cell_past_the_grid(dir),
+            "the sheet holds a cell at XFE2, beyond Excel's last cell XFD1048576",
+        ),
         (
             far_cell(dir),
             "sheet \"Stores\" holds cells from A1 to IV65536",

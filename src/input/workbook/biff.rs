@@ -47,7 +47,8 @@ pub(crate) fn check(file: &mut File) -> Result<(), Refusal> {
         return Ok(());
     };
     let used = walk(&stream)?;
-    let total = (data.len() as u64)
+    // calamine keeps the file's sectors, its allocation table (at most as large) and the stream.
+    let total = (data.len() as u64 * 2)
         .saturating_add(stream.len() as u64)
         .saturating_add(used.bytes);
     if total > BUDGET {
@@ -152,7 +153,7 @@ fn workbook_stream(data: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
             .ok_or_else(|| damaged("an empty DIFAT sector"))?;
     }
     let fat_sectors = difat.iter().filter(|id| **id < DIFAT_SECTOR).count();
-    if (fat_sectors as u64).saturating_mul(size as u64) > BUDGET {
+    if (fat_sectors as u64).saturating_mul(size as u64) > data.len() as u64 {
         return Err(damaged("an allocation table larger than the file"));
     }
     let mut fats = Vec::new();

@@ -407,7 +407,8 @@ fn check_dimension(
     );
     if u64::from(d.end.0) >= MAX_ROWS || d.end.1 >= MAX_COLUMNS {
         return Err(limits::Refusal(format!(
-            "the sheet declares the range {range}, beyond Excel's last cell XFD1048576: it is              not read; {}",
+            "the sheet declares the range {range}, beyond Excel's last cell XFD1048576: it is \
+             not read; {}",
             limits::RESAVE
         )));
     }
@@ -415,7 +416,9 @@ fn check_dimension(
     let could_hold = parts.largest_sheet.saturating_mul(AREA_PER_BYTE);
     if area > PLAIN_AREA && area > could_hold {
         return Err(limits::Refusal(format!(
-            "the sheet declares the range {range} ({area} cells), more than its {} could              hold: the range is forged, or a stray cell lies far from the table (delete the              rows and columns past the table). It is not read; {}",
+            "the sheet declares the range {range} ({area} cells), more than its {} could hold: \
+             the range is forged, or a stray cell lies far from the table (delete the rows and \
+             columns past the table). It is not read; {}",
             limits::mib(parts.largest_sheet),
             limits::RESAVE
         )));
