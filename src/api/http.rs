@@ -78,13 +78,11 @@ pub async fn read(mut response: reqwest::Response) -> Result<RawResponse, SendEr
         reason: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
         status: Some(status),
     };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY as u64)
-    {
+    let said = response.content_length().unwrap_or(0);
+    if said > MAX_BODY as u64 {
         return Err(too_large());
     }
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(said as usize);
     while let Some(chunk) = response
         .chunk()
         .await
