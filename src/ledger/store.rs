@@ -412,11 +412,7 @@ fn refuse_a_held_label(
             "NOT BELIEVED: the answer said SUCCESS with pmsLabel {pms_label}, which another \
              store ({key}) already holds: a proxy between this machine and AlipayHK may be \
              replaying answers. The answer is kept with its attempt; the row is sent again{}",
-            attempt
-                .tracer_id
-                .as_deref()
-                .map(|t| format!(" (Tracer-Id {t})"))
-                .unwrap_or_default()
+            crate::api::outcome::tracer_suffix(attempt.tracer_id.as_deref())
         )),
         tracer_id: attempt.tracer_id.clone(),
     };
