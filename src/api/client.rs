@@ -176,7 +176,12 @@ impl Client {
 
     /// Sends one row and classifies what came back.
     pub async fn send(&self, row: &Row) -> Attempt {
-        let signed = self.sign(row);
+        self.send_signed(self.sign(row)).await
+    }
+
+    /// Sends a request [`Client::sign`] made (the pipeline signs before the rate's ceiling, so
+    /// that the time a signature takes is not between the ceiling and the gateway).
+    pub async fn send_signed(&self, signed: SignedRequest) -> Attempt {
         let started = Instant::now();
         let answer = match self.headers(&signed) {
             Err(f) => Err(f),

@@ -228,6 +228,9 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             // Not pending, or not this run's: never sent.
             return Ok(None);
         };
+        // Signed before the ceiling: what a signature takes on a loaded machine is not between
+        // the ceiling and the gateway.
+        let signed = crew.client.sign(&job.row);
         let departure = unless_stopped(&crew.shutdown, crew.limiter.depart()).await;
         let Some(departure) = departure else {
             crew.writer.unsend(attempt_id, job.row_id);
@@ -237,7 +240,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         // request, its record.
         let marked = departure.at().saturating_duration_since(began);
         c.left(job.standing.tries == Tries::default());
-        let attempt = crew.client.send(&job.row).await;
+        let attempt = crew.client.send_signed(signed).await;
         let throttled = match &attempt.outcome {
             Outcome::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
