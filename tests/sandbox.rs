@@ -976,6 +976,7 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
         "max_requests_in_one_second",
         "first_request_ms",
         "last_request_ms",
+        "per_second",
     ]
     .into_iter()
     .map(String::from)
@@ -987,6 +988,13 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
     assert_eq!(json["stores_circled"], 3);
     assert_eq!(json["double_success"], 0);
     assert_eq!(json["max_requests_in_one_second"], 4);
+    let by_second: u64 = json["per_second"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_second, 4, "every arrival in its second");
     let parsed: Stats = serde_json::from_value(json).unwrap();
     assert_eq!(parsed, sandbox.stats());
     let labels = get_json(&sandbox, "/sandbox/labels").await;
