@@ -410,6 +410,7 @@ def mode_rate(args):
                         {
                             "requests": s["requests"],
                             "max in one second": s["max_requests_in_one_second"],
+                            "busiest whole second": max(s.get("per_second", {"": 0}).values()),
                             "achieved /s": achieved,
                             "achieved : R": achieved / rate,
                             "rows done /s": rows / wall,

@@ -96,10 +96,8 @@ fn random_throttling_is_not_taken_for_a_limit() {
     assert_eq!(stats["stores_circled"], 300, "{stats}");
     let injected = stats["by_result_code"]["HTTP_429"].as_u64().unwrap();
     assert!(injected > 0, "429s were injected: {stats}");
-    assert!(
-        stats["max_requests_in_one_second"].as_u64().unwrap() <= 40,
-        "the rate is the ceiling: {stats}"
-    );
+    let busiest = SandboxProcess::busiest_second(&stats);
+    assert!(busiest <= 40, "the rate is the ceiling: {stats}");
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let t = &summary["throttling"];
     assert_eq!(t["times"].as_u64(), Some(injected), "{summary}");

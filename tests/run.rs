@@ -416,8 +416,9 @@ fn in_flight_follows_a_far_gateway_and_keeps_the_rate() {
     assert_eq!(code, 0, "{out}\n{err}");
     let stats = sandbox.stats();
     assert_eq!(stats["stores_circled"], 400, "{stats}");
-    let most = stats["max_requests_in_one_second"].as_u64().unwrap();
-    assert!(most <= 40, "never above the rate in any second: {stats}");
+    // The sandbox's books, second by second.
+    let busiest = SandboxProcess::busiest_second(&stats);
+    assert!(busiest <= 40, "never above the rate in any second: {stats}");
     // The pace at the gateway, first request to last (the sandbox's own clock).
     let span = (stats["last_request_ms"].as_u64().unwrap()
         - stats["first_request_ms"].as_u64().unwrap()) as f64

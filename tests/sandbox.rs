@@ -978,6 +978,7 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
         "last_request_ms",
         "success_answers",
         "replayed",
+        "per_second",
     ]
     .into_iter()
     .map(String::from)
@@ -991,6 +992,13 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
     assert_eq!(json["replayed"], 0);
     assert_eq!(json["double_success"], 0);
     assert_eq!(json["max_requests_in_one_second"], 4);
+    let by_second: u64 = json["per_second"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_second, 4, "every arrival in its second");
     let parsed: Stats = serde_json::from_value(json).unwrap();
     assert_eq!(parsed, sandbox.stats());
     let labels = get_json(&sandbox, "/sandbox/labels").await;

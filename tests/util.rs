@@ -182,6 +182,14 @@ impl SandboxProcess {
         serde_json::from_str(&http_get(&self.endpoint, "/sandbox/stats")).unwrap()
     }
 
+    /// The most arrivals in one whole second of the sandbox's books (`per_second`).
+    pub fn busiest_second(stats: &serde_json::Value) -> u64 {
+        stats["per_second"]
+            .as_object()
+            .map(|m| m.values().filter_map(|n| n.as_u64()).max().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
     pub fn labels(&self) -> serde_json::Value {
         serde_json::from_str(&http_get(&self.endpoint, "/sandbox/labels")).unwrap()
     }

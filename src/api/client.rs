@@ -35,6 +35,9 @@ pub struct SignedRequest {
     pub request_time: String,
     pub signature: String,
     pub content: Vec<u8>,
+    /// Read before its request-time was: an answer cannot have been signed for this request
+    /// before this instant (`binding`).
+    pub signed_at: Instant,
 }
 
 /// How many requests were signed and the CPU time of the signing thread spent on them: the work
@@ -168,10 +171,13 @@ impl Client {
 
     /// Sends one row and classifies what came back.
     pub async fn send(&self, row: &Row) -> Attempt {
-        // Read before the request-time is: the answer cannot have been signed for this request
-        // before this instant.
-        let signing = Instant::now();
-        let signed = self.sign(row);
+        self.send_signed(self.sign(row)).await
+    }
+
+    /// Sends a request [`Client::sign`] made (the pipeline signs before the rate's ceiling, so
+    /// that the time a signature takes is not between the ceiling and the gateway).
+    pub async fn send_signed(&self, signed: SignedRequest) -> Attempt {
+        let signing = signed.signed_at;
         let started = Instant::now();
         let answer = match self.headers(&signed) {
             Err(f) => Err(f),
@@ -320,8 +326,12 @@ fn thread_cpu_nanos() -> u64 {
 
 /// Builds the signed request for a body (shared by the client and `sign`).
 pub fn sign_body(settings: &ClientSettings, key: &PrivateKey, body: Vec<u8>) -> SignedRequest {
+    let signed_at = Instant::now();
     let request_time = signing::now_iso8601();
-    sign_body_at(settings, key, body, request_time)
+    SignedRequest {
+        signed_at,
+        ..sign_body_at(settings, key, body, request_time)
+    }
 }
 
 pub fn sign_body_at(
@@ -342,6 +352,7 @@ pub fn sign_body_at(
         request_time,
         signature,
         content,
+        signed_at: Instant::now(),
     }
 }
 

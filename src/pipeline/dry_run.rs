@@ -67,6 +67,9 @@ pub fn rehearse(
     printer: &Printer,
 ) -> anyhow::Result<Rehearsal> {
     let input = Input::open(files, options)?;
+    for notice in input.notices() {
+        printer.warn(&notice.to_string());
+    }
     let conn = if ledger.exists() {
         let conn = open_read_only(ledger)?;
         // What a ledger of another gateway says was done there, not here.

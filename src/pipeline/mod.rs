@@ -99,6 +99,9 @@ pub fn execute(
     // The headers are checked (and files opened) before the ledger is touched.
     let dedupe = std::mem::replace(&mut plan.dedupe, Dedupe::InMemory);
     let input = Input::open(&plan.files, plan.input.clone())?.with_dedupe(dedupe);
+    for notice in input.notices() {
+        printer.warn(&notice.to_string());
+    }
     let files = plan
         .files
         .iter()

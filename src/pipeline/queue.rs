@@ -97,47 +97,37 @@ impl Jobs {
     pub(super) fn set_aside(&self, mut job: Job, later: Later) {
         let mut a = self.aside();
         job.standing.tries.probe = false;
-        match later {
-            Later::Wait(pause) => {
-                let due = Instant::now() + pause;
-                job.due = Some(due);
-                a.order += 1;
-                let order = a.order;
-                a.timed.push(Timed {
-                    due,
-                    order,
-                    believed: None,
-                    job,
-                });
+        // A throttled row waits out its Retry-After whatever others hear; a row set aside while
+        // the gateway was down comes back early once it answers, and starts the probes.
+        let (due, wakes_early) = match (later, job.due) {
+            (Later::AtTheEnd, _) => {
+                a.at_end.push_back(job);
+                drop(a);
+                self.changed.notify_waiters();
+                return;
             }
-            Later::After(_) | Later::Again => {
-                let due = match (later, job.due) {
-                    (Later::After(pause), _) => Instant::now() + pause,
-                    (_, Some(due)) => due,
-                    (_, None) => Instant::now(),
-                };
-                job.due = Some(due);
-                a.order += 1;
-                let order = a.order;
-                a.timed.push(Timed {
-                    due,
-                    order,
-                    believed: Some(self.believed.load(Relaxed)),
-                    job,
-                });
-                if a.probe_at.is_none() {
-                    a.probe_every = PROBE_FIRST;
-                    a.probe_at = Some(Instant::now() + PROBE_FIRST);
-                }
-            }
-            Later::AtTheEnd => a.at_end.push_back(job),
+            (Later::Wait(pause), _) => (Instant::now() + pause, false),
+            (Later::After(pause), _) => (Instant::now() + pause, true),
+            (_, Some(due)) => (due, true),
+            (_, None) => (Instant::now(), true),
+        };
+        job.due = Some(due);
+        a.order += 1;
+        let order = a.order;
+        a.timed.push(Timed {
+            due,
+            order,
+            believed: wakes_early.then(|| self.believed.load(Relaxed)),
+            job,
+        });
+        if wakes_early && a.probe_at.is_none() {
+            a.probe_every = PROBE_FIRST;
+            a.probe_at = Some(Instant::now() + PROBE_FIRST);
         }
         drop(a);
         self.changed.notify_waiters();
     }
 
-    /// A probe came back: the gateway answered (the rows set aside come back) or not (the next
-    /// probe waits twice as long).
     /// Resolves once a worker found nothing left to send (or the run stopped).
     pub(super) async fn exhausted(&self) {
         self.exhausted.cancelled().await;
@@ -148,6 +138,8 @@ impl Jobs {
         self.fresh.lock().await.close();
     }
 
+    /// A probe came back: the gateway answered (the rows set aside come back) or not (the next
+    /// probe waits twice as long).
     pub(super) fn probed(&self, answered: bool) {
         let mut a = self.aside();
         a.probing = false;

@@ -1,14 +1,17 @@
 //! Phase two of a run: a feeder reads the rows to send from the ledger in input order, a pool of
-//! workers sends them, and every answer goes to the ledger writer.
+//! workers sends them (as many as [`Concurrency`] allows), and every answer goes to the ledger
+//! writer. A worker only sends and records; what an answer means for its row, and when the run
+//! must stop, is the policy step's ([`Step`]).
 //!
 //! One request, in order: its slot in the pace (the limiter), the row marked in flight (on disk
-//! before anything leaves), the hard ceiling, the request, the answer handed to the writer. So a
-//! row waiting for its slot or out a throttling pause is never taken for possibly sent, and a
-//! row is marked only while it is pending and this run's.
+//! before anything leaves), its signature, the hard ceiling, the request, the answer handed to
+//! the writer. So a row waiting for its slot or out a throttling pause is never taken for
+//! possibly sent, and a row is marked only while it is pending and this run's.
 //!
 //! A row that fails for now is retried after a short back-off; after `max_attempts` it is set
-//! aside (the queue, [`Jobs`]) and comes back after each pause of `retry_later` while the worker takes
-//! other rows; an answer that could not be verified comes back once the fresh rows are done.
+//! aside (the queue, [`Jobs`]) and comes back after each pause of `retry_later` while the worker
+//! takes other rows; a throttled row comes back after its `Retry-After`; an answer that could
+//! not be verified comes back once the fresh rows are done.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -228,6 +231,9 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             // Not pending, or not this run's: never sent.
             return Ok(None);
         };
+        // Signed before the ceiling: what a signature takes on a loaded machine is not between
+        // the ceiling and the gateway.
+        let signed = crew.client.sign(&job.row);
         let departure = unless_stopped(&crew.shutdown, crew.limiter.depart()).await;
         let Some(departure) = departure else {
             crew.writer.unsend(attempt_id, job.row_id);
@@ -237,7 +243,7 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         // request, its record.
         let marked = departure.at().saturating_duration_since(began);
         c.left(job.standing.tries == Tries::default());
-        let attempt = crew.client.send(&job.row).await;
+        let attempt = crew.client.send_signed(signed).await;
         let throttled = match &attempt.outcome {
             Outcome::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,

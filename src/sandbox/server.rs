@@ -220,6 +220,7 @@ impl Gateway {
         let ms = now.duration_since(self.started).as_millis() as u64;
         let first = *stats.first_request_ms.get_or_insert(ms);
         stats.last_request_ms = Some(ms);
+        *stats.per_second.entry(ms / 1000).or_default() += 1;
         stats.max_requests_in_one_second = stats.max_requests_in_one_second.max(in_last_second);
         if let Some(outage) = &self.config.outage
             && u128::from(ms - first) < outage.duration.as_millis()

@@ -43,6 +43,10 @@ pub struct Stats {
     pub first_request_ms: Option<u64>,
     #[serde(default)]
     pub last_request_ms: Option<u64>,
+    /// Arrivals in each whole second since the sandbox started (second → count): the books a
+    /// test of "never more than the rate in any second" reads.
+    #[serde(default)]
+    pub per_second: BTreeMap<u64, u64>,
 }
 
 impl Stats {
