@@ -19,6 +19,7 @@ pub mod filesystem;
 pub mod gateway;
 pub mod lock;
 pub mod migrate;
+pub mod postgres;
 pub mod queries;
 pub mod scratch;
 pub mod spill;
