@@ -6,6 +6,8 @@ mod durability;
 mod gateway;
 mod ledger;
 mod output;
+mod pg;
+mod pg_server;
 mod readme;
 mod reconcile;
 mod run;
