@@ -232,3 +232,104 @@ fn a_copy_is_refused_while_either_ledger_is_in_use() {
     assert_ne!(code, 0);
     assert!(!err.contains("s3cret"), "a password is never shown: {err}");
 }
+
+#[test]
+fn reconcile_export_report_status_and_doctor_read_a_postgres_ledger_as_its_sqlite_original() {
+    let _turn = together();
+    let Some(server) = pg_server::server(
+        "reconcile_export_report_status_and_doctor_read_a_postgres_ledger_as_its_sqlite_original",
+    ) else {
+        return;
+    };
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let sheet = s.sheet("stores.csv", 0, 30);
+    let (code, _, err) = output(&mut s.run_cmd(&sandbox.endpoint, &[&sheet]));
+    assert_eq!(code, 0, "{err}");
+    // The master sheet now has 10 stores more (pending) and one changed mall (drift).
+    let master = s.sheet("master.csv", 0, 40);
+    let text = std::fs::read_to_string(&master).unwrap();
+    let changed = text.replacen("20230316001", "20230316009", 1);
+    std::fs::write(&master, changed).unwrap();
+    let url = server.database();
+    let ledger = s.ledger().display().to_string();
+    let (code, out, err) = copy(&s, &ledger, &url);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let read = |args: &[&str], l: &str| {
+        output(
+            Command::new(bin())
+                .current_dir(s.dir.path())
+                .args(args)
+                .arg("--ledger")
+                .arg(l),
+        )
+    };
+    for args in [
+        &["reconcile", "master.csv"][..],
+        &["reconcile", "master.csv", "--json"],
+        &["export"],
+        &["export", "--format", "json"],
+        &["status", "--json"],
+    ] {
+        let (a, b) = (read(args, &ledger), read(args, &url));
+        assert_eq!(a.0, b.0, "{args:?}: {} / {}", a.2, b.2);
+        assert!(!a.1.is_empty(), "{args:?} says something");
+        assert_eq!(a.1, b.1, "{args:?}");
+    }
+    // export --annotate: the same annotated sheet.
+    let (a, b) = (s.path("a.csv"), s.path("b.csv"));
+    for (l, out) in [(&ledger, &a), (&url, &b)] {
+        let (code, _, err) = read(
+            &[
+                "export",
+                "--annotate",
+                "master.csv",
+                "-o",
+                &out.display().to_string(),
+            ],
+            l,
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // report: the same HTML but for the ledger's name.
+    let (a, b) = (s.path("a.html"), s.path("b.html"));
+    for (l, out) in [(&ledger, &a), (&url, &b)] {
+        let (code, _, err) = read(&["report", "-o", &out.display().to_string()], l);
+        assert_eq!(code, 0, "{err}");
+    }
+    let html = |p: &Path, l: &str| std::fs::read_to_string(p).unwrap().replace(l, "L");
+    assert_eq!(html(&a, &ledger), html(&b, &url));
+    // status names the ledger by its URL.
+    let (code, out, _) = read(&["status"], &url);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("30 rows") && out.contains("127.0.0.1"),
+        "{out}"
+    );
+    // doctor checks the connection, the schema, the clock and the state.
+    let (_, out, err) = output(
+        Command::new(bin())
+            .current_dir(s.dir.path())
+            .args(["doctor", "--ledger", &url]),
+    );
+    let said = format!("{out}{err}");
+    for check in [
+        "PostgreSQL 1",
+        "at version 1",
+        "clock",
+        "no run holds a lease",
+        "30 rows",
+    ] {
+        assert!(said.contains(check), "doctor says {check:?}: {said}");
+    }
+    // run does not yet send against it, and says what to do.
+    let (code, _, err) = output(&mut s.run_cmd_overriding(
+        &sandbox.endpoint,
+        &[&sheet],
+        &[("--ledger", Path::new(&url))],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("ledger copy"), "{err}");
+}

@@ -737,6 +737,9 @@ fn human(d: Duration) -> String {
 
 fn ledger_checks(path: &Path, out: &mut Checks<'_>) {
     out.heading("ledger");
+    if let Some(url) = path.to_str().filter(|p| ledger::postgres::is_url(p)) {
+        return postgres_checks(url, out);
+    }
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -795,6 +798,71 @@ fn ledger_checks(path: &Path, out: &mut Checks<'_>) {
             "state",
             format!("{e:#}: is it a pms-onboard ledger? set ledger to the right file"),
         ),
+    }
+}
+
+/// A PostgreSQL ledger: the connection and the server's version, the schema, the clock
+/// difference with the server, the runs holding a lease, and the rows by state.
+fn postgres_checks(url: &str, out: &mut Checks<'_>) {
+    let shown = ledger::postgres::redacted(url);
+    let c = match ledger::postgres::check(url) {
+        Ok(c) => c,
+        Err(e) => {
+            out.fail("connection", format!("{e:#}"));
+            return out.skip_each(&["schema", "clock", "in use", "state"], "no connection");
+        }
+    };
+    out.ok("connection", format!("{shown}: {}", c.version));
+    let latest = ledger::postgres::migrate::latest();
+    match c.schema == latest {
+        true => out.ok("schema", format!("at version {latest}, this program's")),
+        false => out.fail(
+            "schema",
+            format!("at version {}, this program's is {latest}", c.schema),
+        ),
+    }
+    // Leases and the shared rate are on the server's clock; the times the ledger records are
+    // this host's.
+    let (size, ahead) = c.clock;
+    let detail = format!(
+        "the server's clock is {} {} this host's",
+        human(size),
+        if ahead { "ahead of" } else { "behind" }
+    );
+    match size > Duration::from_secs(5) {
+        true => out.warn(
+            "clock",
+            format!(
+                "{detail}: leases and the rate use the server's clock, but the times this host \
+                 records are its own: set this host's clock (NTP)"
+            ),
+        ),
+        false => out.ok("clock", detail),
+    }
+    match c.live.is_empty() {
+        true => out.ok("in use", "no run holds a lease"),
+        false => out.ok(
+            "in use",
+            format!(
+                "{} run(s) hold a lease now (a shared ledger may be used by several): {}",
+                c.live.len(),
+                c.live
+                    .iter()
+                    .map(|(id, holder)| format!("run {id} ({holder})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    }
+    match ledger::open_existing(Path::new(url)).and_then(|conn| Ok(queries::status(&conn, 1)?)) {
+        Ok(s) => out.ok(
+            "state",
+            format!(
+                "{} rows: {} succeeded, {} already circled, {} pending, {} in flight, {} failed",
+                s.total, s.succeeded, s.already_circled, s.pending, s.in_flight, s.failed
+            ),
+        ),
+        Err(e) => out.fail("state", format!("{e:#}")),
     }
 }
 

@@ -64,6 +64,19 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         sandbox_guard = Some(guard);
     }
     let settings = RunSettings::from_layers(&layers)?;
+    if let Some(url) = settings
+        .ledger
+        .to_str()
+        .filter(|l| crate::ledger::postgres::is_url(l))
+    {
+        anyhow::bail!(
+            "setting `ledger` ({}): this version does not yet send against a PostgreSQL ledger \
+             (`status`, `export`, `reconcile`, `report`, `doctor` and `ledger copy` work with \
+             it); run against a SQLite ledger (--ledger PATH), then `pms-onboard ledger copy \
+             PATH URL`",
+            crate::ledger::postgres::redacted(url)
+        );
+    }
     // The gateway the ledger must belong to: the sandbox is one gateway whatever its port.
     let gateway = if args.sandbox {
         Gateway::built_in_sandbox(&settings.client_id)

@@ -3,7 +3,7 @@
 //!
 //! `sslmode` in the URL is PostgreSQL's: `disable` (plain), `prefer` (the default: TLS when the
 //! server offers it) or `require`. A password in the URL is never shown: [`redacted`] is what
-//! every message names.
+//! every message names; `PGPASSWORD` gives the password when the URL has none.
 
 use std::future::Future;
 use std::io;
@@ -36,12 +36,18 @@ pub fn redacted(url: &str) -> String {
 /// Connects; the connection's task runs on the current runtime and ends with the client.
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let shown = redacted(url);
-    let config: tokio_postgres::Config = url.parse().map_err(|e| {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         anyhow::anyhow!(
             "setting `ledger` ({shown}): not a PostgreSQL URL ({e}); write it as \
              postgresql://USER@HOST[:PORT]/DATABASE"
         )
     })?;
+    // A password kept out of the URL (and so out of settings files and messages).
+    if config.get_password().is_none()
+        && let Ok(password) = std::env::var("PGPASSWORD")
+    {
+        config.password(password);
+    }
     let (client, connection) = config
         .connect(tls()?)
         .await

@@ -444,6 +444,20 @@ async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
         .read_only(true)
         .start()
         .await?;
+    read_into_sqlite(&pg_tx, &sqlite_tx).await?;
+    pg_tx.commit().await?;
+    sqlite_tx
+        .commit()
+        .with_context(|| format!("cannot commit the copy into {}", path.display()))?;
+    verify(&conn, &pg).await
+}
+
+/// Every table of the PostgreSQL ledger read in `pg_tx`, written into the SQLite ledger in
+/// `sqlite_tx` (empty, at the latest version).
+pub(crate) async fn read_into_sqlite(
+    pg_tx: &tokio_postgres::Transaction<'_>,
+    sqlite_tx: &rusqlite::Transaction<'_>,
+) -> anyhow::Result<()> {
     for t in TABLES {
         let marks: Vec<String> = (1..=t.columns.len()).map(|i| format!("?{i}")).collect();
         let mut insert = sqlite_tx.prepare(&format!(
@@ -483,11 +497,7 @@ async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
             }
         }
     }
-    pg_tx.commit().await?;
-    sqlite_tx
-        .commit()
-        .with_context(|| format!("cannot commit the copy into {}", path.display()))?;
-    verify(&conn, &pg).await
+    Ok(())
 }
 
 /// Reads both sides back: every table's count, every row's key, state and label, every attempt's

@@ -23,6 +23,7 @@ pub mod lease;
 pub mod migrate;
 pub mod rate;
 pub mod runs;
+pub mod snapshot;
 
 use std::time::Duration;
 
@@ -101,6 +102,49 @@ impl PgLedger {
             row.get(1),
         ))
     }
+}
+
+/// What `doctor` checks of a PostgreSQL ledger.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The server's `version()`.
+    pub version: String,
+    /// The schema version the ledger is at (brought up to [`migrate::latest`] on connecting).
+    pub schema: i64,
+    /// The server's clock minus this host's (its size, and whether the server is ahead).
+    pub clock: (Duration, bool),
+    /// The runs holding a live lease: `(run id, holder)`.
+    pub live: Vec<(i64, String)>,
+}
+
+/// Connects to `url` and reads what `doctor` shows; from any thread (a runtime of its own).
+pub fn check(url: &str) -> anyhow::Result<Checked> {
+    let url = url.to_owned();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let pg = PgLedger::open(&url).await?;
+                    let (size, ahead, version) = pg.clock_and_version().await?;
+                    let schema: i64 = pg
+                        .client()
+                        .query_one("SELECT COALESCE(max(version), 0) FROM pms_schema", &[])
+                        .await?
+                        .get(0);
+                    Ok(Checked {
+                        version,
+                        schema,
+                        clock: (size, ahead),
+                        live: pg.live_runs().await?,
+                    })
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("checking the PostgreSQL ledger failed")))
+    })
 }
 
 /// A duration as the microseconds SQL multiplies `interval '1 microsecond'` by.
