@@ -145,6 +145,67 @@ impl LeaseClock {
     }
 }
 
+/// A run's lease, kept alive by a task on a connection of its own (so that a busy writer does
+/// not delay it): renewed every `every`, the host's view ([`LeaseClock`]) moved on after each
+/// renewal. Once a renewal finds the lease expired, or none succeeds before the lease could have
+/// expired, [`LeaseKeeper::clock`] stays at its last value: the run must stop sending.
+pub struct LeaseKeeper {
+    clock: tokio::sync::watch::Receiver<LeaseClock>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    /// Starts keeping `run_id`'s lease, granted at `granted` (sent before `begin_run`).
+    pub async fn start(
+        url: &str,
+        run_id: i64,
+        lease: Duration,
+        every: Duration,
+        granted: Instant,
+    ) -> anyhow::Result<LeaseKeeper> {
+        let client = super::connect::connect(url).await?;
+        let (tx, clock) = tokio::sync::watch::channel(LeaseClock::granted(granted, lease));
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let lost = lost.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let sent = Instant::now();
+                    match renew(&client, run_id, lease).await {
+                        Ok(true) => {
+                            tx.send_replace(LeaseClock::granted(sent, lease));
+                        }
+                        Ok(false) => {
+                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        }
+                        // The database is out of reach: try again; the clock runs out meanwhile.
+                        Err(e) => tracing::warn!("ledger: cannot renew the run's lease: {e:#}"),
+                    }
+                }
+            }
+        });
+        Ok(LeaseKeeper { clock, lost, task })
+    }
+
+    /// The host's view of the lease now.
+    pub fn clock(&self) -> LeaseClock {
+        *self.clock.borrow()
+    }
+
+    /// Whether a renewal found the lease expired (the run's rows may be another run's now).
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops renewing (the run ended, or the test lets it expire).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

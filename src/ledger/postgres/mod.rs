@@ -19,6 +19,7 @@
 pub mod claim;
 pub mod connect;
 pub mod copy;
+pub mod feed;
 pub mod lease;
 pub mod migrate;
 pub mod rate;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 pub use claim::Fence;
 pub use connect::{is_url, redacted};
-pub use lease::{LeaseClock, Swept};
+pub use lease::{LeaseClock, LeaseKeeper, Swept};
 
 /// The advisory lock keys of the ledger (one number space per database).
 pub(crate) mod locks {

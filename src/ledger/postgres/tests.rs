@@ -176,7 +176,7 @@ fn an_expired_run_is_swept_and_its_late_answer_is_fenced_out() {
     rt.block_on(async {
         let mut a = PgLedger::open(&url).await.unwrap();
         let mut b = PgLedger::open(&url).await.unwrap();
-        let short = Duration::from_millis(300);
+        let short = Duration::from_secs(2);
         let run_a = runs::begin_run(a.client_mut(), "{}", &[], short, "a")
             .await
             .unwrap();
@@ -187,7 +187,7 @@ fn an_expired_run_is_swept_and_its_late_answer_is_fenced_out() {
         let id = row_id(&a, &r).await;
         let at_a = claim::claim(a.client(), run_a, id).await.unwrap().unwrap();
         // Host A goes silent; its lease runs out on the server's clock.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(short + Duration::from_millis(200)).await;
         assert!(
             !lease::renew(a.client(), run_a, short).await.unwrap(),
             "too late to renew"
@@ -357,5 +357,94 @@ fn a_label_another_store_holds_is_not_believed_on_postgres_either() {
             (r.get(0), r.get(1))
         };
         assert_eq!((state.as_str(), attempts), ("pending", 1));
+    });
+}
+
+#[test]
+fn a_kept_lease_outlives_its_length_and_a_stopped_one_is_swept() {
+    let Some((url, rt)) = database("a_kept_lease_outlives_its_length_and_a_stopped_one_is_swept")
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let mut a = PgLedger::open(&url).await.unwrap();
+        let lease = Duration::from_secs(3);
+        let granted = Instant::now();
+        let run = runs::begin_run(a.client_mut(), "{}", &[], lease, "a")
+            .await
+            .unwrap();
+        let r = row("S1", "11");
+        runs::ingest(a.client(), run, 1, &src(&r, 2), false)
+            .await
+            .unwrap();
+        let id = row_id(&a, &r).await;
+        claim::claim(a.client(), run, id).await.unwrap().unwrap();
+        let keeper = LeaseKeeper::start(&url, run, lease, Duration::from_millis(300), granted)
+            .await
+            .unwrap();
+        // Two lease lengths later, renewed all along: still live, the row still the run's.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert!(!keeper.lost());
+        assert!(keeper.clock().may_send(Duration::from_millis(100)));
+        let mut b = PgLedger::open(&url).await.unwrap();
+        let swept = lease::sweep(b.client_mut()).await.unwrap().unwrap();
+        assert_eq!(swept, Swept::default(), "a live run is not swept");
+        // The host is cut off (renewals stop): its own clock runs out, then the server's.
+        let last = keeper.clock();
+        keeper.stop();
+        tokio::time::sleep(lease + Duration::from_millis(300)).await;
+        assert!(
+            last.expired(),
+            "the host knows its lease could have expired"
+        );
+        assert!(!last.may_send(Duration::ZERO));
+        let swept = lease::sweep(b.client_mut()).await.unwrap().unwrap();
+        assert_eq!((swept.runs, swept.rows), (vec![run], 1));
+        assert!(!lease::renew(a.client(), run, lease).await.unwrap());
+    });
+}
+
+#[test]
+fn the_feeder_reads_its_runs_pending_rows_in_input_order() {
+    let Some((url, rt)) = database("the_feeder_reads_its_runs_pending_rows_in_input_order") else {
+        return;
+    };
+    rt.block_on(async {
+        let mut a = PgLedger::open(&url).await.unwrap();
+        let run = runs::begin_run(a.client_mut(), "{}", &[], LEASE, "a")
+            .await
+            .unwrap();
+        let stores: Vec<Row> = (0..5).map(|i| row(&format!("S{i}"), "11")).collect();
+        for (i, r) in stores.iter().enumerate() {
+            runs::ingest(a.client(), run, i as u64 + 1, &src(r, i as u64 + 2), false)
+                .await
+                .unwrap();
+        }
+        let page = feed::pending_page(a.client(), run, 0, 3, false)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = page.iter().map(|p| p.0).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(page[0].2.store_id, "S0");
+        // A claimed row is not fed again; the next page goes on after the last seq.
+        claim::claim(a.client(), run, page[1].1.0)
+            .await
+            .unwrap()
+            .unwrap();
+        let all = feed::pending_page(a.client(), run, 0, 10, false)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = all.iter().map(|p| p.0).collect();
+        assert_eq!(seqs, [1, 3, 4, 5]);
+        let rest = feed::pending_page(a.client(), run, 3, 10, false)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(
+            feed::pending_page(a.client(), run, 0, 10, true)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     });
 }
