@@ -25,12 +25,14 @@ pub mod migrate;
 pub mod rate;
 pub mod runs;
 pub mod snapshot;
+pub mod store;
 
 use std::time::Duration;
 
 pub use claim::Fence;
 pub use connect::{is_url, redacted};
 pub use lease::{LeaseClock, LeaseKeeper, Swept};
+pub use store::{LeaseTerms, PgStore};
 
 /// The advisory lock keys of the ledger (one number space per database).
 pub(crate) mod locks {

@@ -448,3 +448,190 @@ fn the_feeder_reads_its_runs_pending_rows_in_input_order() {
         );
     });
 }
+
+/// A gateway in memory: the first request for a store circles it (SUCCESS, a label of its
+/// own), any later one answers STORE_IS_CIRCLED. Counts every request per store.
+#[derive(Default)]
+struct Books {
+    labels: std::collections::HashMap<String, String>,
+    requests: std::collections::HashMap<String, u32>,
+}
+
+fn answer(
+    books: &std::sync::Mutex<Books>,
+    run_id: i64,
+    at: i64,
+    id: RowId,
+    r: &Row,
+    maybe_sent: bool,
+) -> Answered {
+    let mut b = books.lock().unwrap();
+    let key = r.key();
+    *b.requests.entry(key.clone()).or_default() += 1;
+    let mut a = success(run_id, at, id.0, r, "");
+    if b.labels.contains_key(&key) {
+        a.attempt.outcome = Outcome::AlreadyCircled;
+        a.attempt.pms_label = None;
+        a.update.state = State::AlreadyCircled;
+        a.update.pms_label = None;
+        a.update.result_code = Some("STORE_IS_CIRCLED".into());
+        // As the worker decides: circled after an attempt whose outcome was unknown.
+        a.update.ambiguous = maybe_sent;
+        a.update.maybe_sent = maybe_sent;
+    } else {
+        let label = format!("L{}", b.labels.len() + 1);
+        b.labels.insert(key, label.clone());
+        a.attempt.outcome = Outcome::Success {
+            pms_label: label.clone(),
+        };
+        a.attempt.pms_label = Some(label.clone());
+        a.update.pms_label = Some(label);
+    }
+    a
+}
+
+/// One run of `stores` through `store`: ingest, then send every pending row (one worker), at the
+/// shared rate; stops without recording after `die_after` answers (the host dies with a row in
+/// flight). Returns the run id.
+async fn one_run(
+    store: &mut PgStore,
+    stores: &[Row],
+    books: &std::sync::Mutex<Books>,
+    die_after: Option<usize>,
+) -> i64 {
+    let run = store.begin_run("{}", &[], "test").await.unwrap();
+    let rows: Vec<(u64, SourceRow)> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u64 + 1, src(r, i as u64 + 2)))
+        .collect();
+    store.ingest(run, &rows, false).await.unwrap();
+    let mut answered = 0;
+    for pass in 0..3 {
+        let mut after = 0;
+        loop {
+            let page = store.pending_page(run, after, 64, false).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.0;
+            for (_, id, row) in page {
+                store.wait_for_slot("C1", 400).await.unwrap();
+                let Some(at) = store.mark_in_flight(run, id).await.unwrap() else {
+                    continue;
+                };
+                if die_after == Some(answered) {
+                    // The request reached the gateway; the host died before its answer came.
+                    let _ = answer(books, run, at, id, &row.row(), row.maybe_sent);
+                    store.abandon();
+                    return run;
+                }
+                let a = answer(books, run, at, id, &row.row(), row.maybe_sent);
+                store.record(&a).await.unwrap();
+                answered += 1;
+            }
+        }
+        // Rows another run held in flight are looked at again at the end.
+        if pass < 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    store
+        .finish_run(run, RunEnd::Completed, &RunCounts::default(), None)
+        .await
+        .unwrap();
+    run
+}
+
+#[test]
+fn two_runs_at_once_on_overlapping_sheets_one_killed_circle_every_store_once() {
+    let Some((url, rt)) =
+        database("two_runs_at_once_on_overlapping_sheets_one_killed_circle_every_store_once")
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let terms = LeaseTerms {
+            lease: Duration::from_secs(3),
+            renew_every: Duration::from_millis(300),
+            longest_request: Duration::from_millis(500),
+        };
+        // Sheets of 400 rows sharing 200 stores.
+        let all: Vec<Row> = (0..600).map(|i| row(&format!("S{i:04}"), "11")).collect();
+        let (sheet_a, sheet_b) = (&all[..400], &all[200..]);
+        let books = std::sync::Mutex::new(Books::default());
+        let mut a = PgStore::open(&url, terms).await.unwrap();
+        let mut b = PgStore::open(&url, terms).await.unwrap();
+        // A dies with a row in flight after 150 answers; B goes on meanwhile.
+        let (run_a, run_b) = tokio::join!(
+            one_run(&mut a, sheet_a, &books, Some(150)),
+            one_run(&mut b, sheet_b, &books, None)
+        );
+        assert_ne!(run_a, run_b);
+        // A starts again once its lease could have expired: the dead run's row is swept.
+        tokio::time::sleep(terms.lease + Duration::from_millis(500)).await;
+        let mut again = PgStore::open(&url, terms).await.unwrap();
+        one_run(&mut again, sheet_a, &books, None).await;
+
+        let l = again.ledger();
+        let done: i64 = one(
+            l,
+            "SELECT count(*) FROM rows WHERE state IN ('succeeded', 'already_circled')",
+        )
+        .await;
+        assert_eq!(done, 600, "every store done");
+        let twice: i64 = one(
+            l,
+            "SELECT count(*) FROM (SELECT key FROM attempts WHERE outcome = 'success'
+                 GROUP BY key HAVING count(*) > 1) t",
+        )
+        .await;
+        assert_eq!(twice, 0, "no store answered SUCCESS twice");
+        let books = books.lock().unwrap();
+        assert_eq!(books.labels.len(), 600, "every store circled");
+        let resent: Vec<_> = books.requests.iter().filter(|(_, n)| **n > 1).collect();
+        assert_eq!(resent.len(), 1, "only the dead run's row in flight was sent again: {resent:?}");
+        let (lost_key, _) = resent[0];
+        let state: String = l
+            .client()
+            .query_one("SELECT state FROM rows WHERE key = $1 AND ambiguous", &[lost_key])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(state, "already_circled");
+        // Every label whose answer arrived is kept on its row.
+        for (key, label) in books.labels.iter().filter(|(k, _)| *k != lost_key) {
+            let held: Option<String> = l
+                .client()
+                .query_one("SELECT pms_label FROM rows WHERE key = $1", &[key])
+                .await
+                .unwrap()
+                .get(0);
+            let kept: i64 = l
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM attempts WHERE key = $1 AND pms_label = $2",
+                    &[key, label],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(
+                held.as_deref() == Some(label.as_str()) || kept == 1,
+                "{key}: the label {label} is kept"
+            );
+        }
+        let lost: i64 = one(l, "SELECT count(*) FROM attempts WHERE outcome = 'lost'").await;
+        assert_eq!(lost, 1, "the dead run's attempt in flight");
+        let ambiguous: i64 = one(l, "SELECT count(*) FROM rows WHERE ambiguous").await;
+        assert_eq!(ambiguous, 1, "its store, circled after an unknown outcome");
+        let crashed: i64 = one(l, "SELECT count(*) FROM runs WHERE outcome = 'crashed'").await;
+        assert_eq!(crashed, 1);
+        // The shared rate: 601 slots 2.5 ms apart on the server's clock.
+        let span: f64 = one(
+            l,
+            "SELECT extract(epoch FROM (tat - (SELECT min(started_at)::timestamptz FROM runs)))::float8
+             FROM rate",
+        )
+        .await;
+        assert!(span >= 600.0 * 0.0025, "{span}");
+    });
+}
