@@ -585,7 +585,7 @@ fn two_runs_at_once_on_overlapping_sheets_one_killed_circle_every_store_once() {
         )
         .await;
         assert_eq!(twice, 0, "no store answered SUCCESS twice");
-        let books = books.lock().unwrap();
+        let books = std::mem::take(&mut *books.lock().unwrap());
         assert_eq!(books.labels.len(), 600, "every store circled");
         let resent: Vec<_> = books.requests.iter().filter(|(_, n)| **n > 1).collect();
         assert_eq!(resent.len(), 1, "only the dead run's row in flight was sent again: {resent:?}");
