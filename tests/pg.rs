@@ -1,7 +1,9 @@
 //! A ledger on PostgreSQL, through the real binary and a real server (tests/pg_server.rs starts
 //! a throw-away one, or the tests say they are skipped): `ledger copy` of a SQLite ledger filled
 //! by a real run against the sandbox plus 100,000 rows, into PostgreSQL and back, verified; and
-//! the copy refused while either ledger is in use or into a ledger that holds rows.
+//! the copy refused while either ledger is in use or into a ledger that holds rows; a run of all
+//! 100,040 rows against the copy that came back sends nothing; the reading commands on the
+//! PostgreSQL ledger itself give what they give on its SQLite original.
 
 use std::path::Path;
 use std::process::Command;
@@ -175,6 +177,31 @@ fn a_ledger_of_100000_rows_is_copied_into_postgres_and_back_verified() {
             "{command:?}"
         );
     }
+    // A run of every sheet against the copy that came back sends nothing: all of it is done.
+    let big = s.path("big.csv");
+    let mut text = String::from(
+        "partner_id,merchant_id,merchant_name,store_id,store_name,mall_group_label,mall_label\n",
+    );
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "2088001,BIG{},商戶,B{i:07},分店,100,{}\n",
+            i % 100,
+            100 + i % 7
+        ));
+    }
+    std::fs::write(&big, text).unwrap();
+    let before = sandbox.stats()["requests"].as_u64().unwrap();
+    let (code, out, err) = output(&mut s.run_cmd_overriding(
+        &sandbox.endpoint,
+        &[&sheet, &big],
+        &[("--ledger", back.as_path())],
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        sandbox.stats()["requests"].as_u64().unwrap(),
+        before,
+        "nothing sent: {out}"
+    );
 }
 
 #[test]
