@@ -16,6 +16,10 @@ use crate::ledger::queries::LedgerRow;
 use crate::ledger::store::{Answered, FileInfo, Verdict};
 use crate::model::{RunCounts, RunEnd, Sighting};
 
+/// The window the shared rate spaces `rate` slots over: a second and 3 % (the margin the
+/// pipeline's own limiter keeps for its ceiling).
+pub const CEILING_WINDOW: Duration = Duration::from_millis(1030);
+
 /// How long a run's lease lasts and how often it is renewed.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTerms {
@@ -29,13 +33,13 @@ pub struct LeaseTerms {
 
 impl LeaseTerms {
     /// Terms for a run whose requests time out after `timeout` and drain within `drain`: a lease
-    /// of twice their sum plus 10 s, renewed every tenth of it (at least every second).
+    /// of twice their sum plus 10 s, renewed every tenth of it, between 1 and 5 s.
     pub fn for_requests(timeout: Duration, drain: Duration) -> LeaseTerms {
         let longest = timeout + drain;
         let lease = longest * 2 + Duration::from_secs(10);
         LeaseTerms {
             lease,
-            renew_every: (lease / 10).max(Duration::from_secs(1)),
+            renew_every: (lease / 10).clamp(Duration::from_secs(1), Duration::from_secs(5)),
             longest_request: longest,
         }
     }
@@ -160,12 +164,14 @@ impl PgStore {
     }
 
     /// Waits for the next slot of the client id's rate, shared by every run on the ledger
-    /// (`rate` requests a second, slots 1/rate apart on the server's clock).
+    /// (`rate` requests a second). Slots are [`CEILING_WINDOW`]/rate apart on the server's clock,
+    /// so that a little jitter between hosts cannot put `rate` + 1 requests into one second at
+    /// the gateway.
     pub async fn wait_for_slot(&self, client_id: &str, rate: u32) -> anyhow::Result<()> {
         if rate == 0 {
             return Ok(());
         }
-        let interval = Duration::from_secs(1) / rate;
+        let interval = CEILING_WINDOW / rate;
         let wait = rate::take_slot(self.ledger.client(), client_id, interval).await?;
         tokio::time::sleep(wait).await;
         Ok(())
@@ -196,5 +202,18 @@ impl PgStore {
         if let Some(keeper) = self.keeper.take() {
             keeper.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_outlasts_a_request_and_its_drain_and_is_renewed_every_few_seconds() {
+        let t = LeaseTerms::for_requests(Duration::from_secs(15), Duration::from_secs(20));
+        assert!(t.lease > t.longest_request + t.renew_every * 3);
+        assert!(t.renew_every <= Duration::from_secs(5));
+        assert!(t.renew_every >= Duration::from_secs(1));
     }
 }

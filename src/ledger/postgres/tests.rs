@@ -625,13 +625,13 @@ fn two_runs_at_once_on_overlapping_sheets_one_killed_circle_every_store_once() {
         assert_eq!(ambiguous, 1, "its store, circled after an unknown outcome");
         let crashed: i64 = one(l, "SELECT count(*) FROM runs WHERE outcome = 'crashed'").await;
         assert_eq!(crashed, 1);
-        // The shared rate: 601 slots 2.5 ms apart on the server's clock.
+        // The shared rate: 601 slots 2.5 ms (and 3 %) apart on the server's clock.
         let span: f64 = one(
             l,
             "SELECT extract(epoch FROM (tat - (SELECT min(started_at)::timestamptz FROM runs)))::float8
              FROM rate",
         )
         .await;
-        assert!(span >= 600.0 * 0.0025, "{span}");
+        assert!(span >= 600.0 * 1.03 / 400.0, "{span}");
     });
 }
