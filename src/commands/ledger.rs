@@ -19,6 +19,13 @@ pub fn run(command: LedgerCommand, printer: &Printer) -> anyhow::Result<ExitCode
 
 fn upgrade(args: LedgerUpgradeArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
+    if let Some(url) = path.to_str().filter(|l| ledger::postgres::is_url(l)) {
+        anyhow::bail!(
+            "{}: a PostgreSQL ledger is brought to this version by every command that connects to \
+             it (once, under an advisory lock): `pms-onboard status --ledger URL` does it",
+            ledger::postgres::redacted(url)
+        );
+    }
     if !path.exists() {
         anyhow::bail!(
             "no ledger at {}: pass --ledger PATH (a new ledger needs no upgrade)",

@@ -474,25 +474,34 @@ pub(crate) async fn read_into_sqlite(
                 break;
             }
             for r in &batch {
-                let values: Vec<Value> = t
+                let values = t
                     .columns
                     .iter()
                     .enumerate()
-                    .map(|(i, (_, k))| match k {
-                        I => r
-                            .get::<_, Option<i64>>(i)
-                            .map_or(Value::Null, Value::Integer),
-                        T => r
-                            .get::<_, Option<String>>(i)
-                            .map_or(Value::Null, Value::Text),
-                        B => r
-                            .get::<_, Option<bool>>(i)
-                            .map_or(Value::Null, |b| Value::Integer(b.into())),
-                        Y => r
-                            .get::<_, Option<Vec<u8>>>(i)
-                            .map_or(Value::Null, Value::Blob),
+                    .map(|(i, (name, k))| {
+                        let v = match k {
+                            I => r
+                                .try_get::<_, Option<i64>>(i)
+                                .map(|v| v.map_or(Value::Null, Value::Integer)),
+                            T => r
+                                .try_get::<_, Option<String>>(i)
+                                .map(|v| v.map_or(Value::Null, Value::Text)),
+                            B => r
+                                .try_get::<_, Option<bool>>(i)
+                                .map(|v| v.map_or(Value::Null, |b| Value::Integer(b.into()))),
+                            Y => r
+                                .try_get::<_, Option<Vec<u8>>>(i)
+                                .map(|v| v.map_or(Value::Null, Value::Blob)),
+                        };
+                        v.map_err(|e| {
+                            anyhow::anyhow!(
+                                "{}.{name} in the PostgreSQL ledger is not what this program \
+                                 wrote ({e}): was the table changed by hand?",
+                                t.name
+                            )
+                        })
                     })
-                    .collect();
+                    .collect::<anyhow::Result<Vec<Value>>>()?;
                 insert.execute(rusqlite::params_from_iter(values))?;
             }
         }
@@ -543,8 +552,8 @@ async fn verify(conn: &rusqlite::Connection, pg: &PgLedger) -> anyhow::Result<Co
             .query(postgres, &[])
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
         a.sort();
         b.sort();
         if a != b {
