@@ -9,6 +9,10 @@
     python3 benches/e2e.py resume   [--rows N] [--repeat K]   a second identical run after N rows are done
     python3 benches/e2e.py rate     [--rates 1,10,...] [--seconds S]  --rate R against the sandbox's clock
                                     [--latency-ms L] [--concurrency C]  a gateway L ms away, C workers
+                                    [--rate-limit N]                   a gateway that throttles above N/s
+                                    [--fault-http429 P]                each run also with P random 429s: the cost
+    python3 benches/e2e.py chaos    [--rows N] [--rates R] [--repeat K]
+                                    every fault, random 429s and two kill -9, then run to the end
     python3 benches/e2e.py nightly  [--rows N] [--repeat K] [--keep DIR]
                                     the nightly commands on a ledger of N rows, all done
     python3 benches/e2e.py all      every mode but nightly
@@ -34,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = os.environ.get("PMS_ONBOARD", str(ROOT / "target/release/pms-onboard"))
 CLIENT_ID = "2102000000000000044"
+DEFAULT_RATES = "1,10,40,100,200,500"
 
 
 def gen(path, n, first=0):
@@ -368,42 +373,125 @@ def mode_resume(args):
 
 
 def mode_rate(args):
-    # --latency-ms makes the sandbox a gateway that far away; --concurrency (one value) sets the
-    # workers, 8 by default as for a user who has not set it.
+    # --latency-ms makes the sandbox a gateway that far away; --concurrency (one value) caps the
+    # workers (the tool's default when not given, as for a user who has not set it);
+    # --rate-limit makes it throttle above N a second; --fault-http429 P runs each repeat twice,
+    # without and with P of the answers a random HTTP 429, and reports what the noise cost.
     extra = ["--latency-ms", str(args.latency_ms)] if args.latency_ms else []
-    concurrency = int(args.concurrency or 8)
+    if args.rate_limit:
+        extra += ["--rate-limit", str(args.rate_limit), "--rate-limit-answer", "http429"]
+    variants = [("", [])]
+    if args.fault_http429:
+        variants.append((f" with {args.fault_http429:g} random 429s", ["--fault-http429", str(args.fault_http429), "--seed"]))
+    concurrency = int(args.concurrency) if args.concurrency else None
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
         keys = keygen(f"{tmp}/keys")
         for rate in [int(r) for r in args.rates.split(",")]:
             # R=1: a few requests are enough (each second is one request).
             rows = 6 if rate == 1 else rate * args.seconds
             sheet = gen(f"{tmp}/sheet-{rate}.csv", rows)
-            out = []
+            out = {name: [] for name, _ in variants}
             for i in range(args.repeat):
-                sandbox = Sandbox(keys, extra)
+                for name, faults in variants:
+                    faults = faults + [str(i + 1)] if faults else []
+                    sandbox = Sandbox(keys, extra + faults)
+                    try:
+                        ledger = f"{tmp}/ledger-rate-{rate}-{i}-{len(faults)}.db"
+                        argv = run_argv(sandbox, keys, ledger, [sheet], rate, concurrency=concurrency)
+                        argv += ["--log-format", "json"]
+                        wall, cpu, _, _, _, err = run_client(argv)
+                        s = sandbox.stats()
+                    finally:
+                        sandbox.stop()
+                    span = (s["last_request_ms"] - s["first_request_ms"]) / 1e3
+                    achieved = (s["requests"] - 1) / span
+                    limited = s["by_result_code"].get("RATE_LIMITED", 0)
+                    out[name].append(
+                        {
+                            "requests": s["requests"],
+                            "max in one second": s["max_requests_in_one_second"],
+                            "achieved /s": achieved,
+                            "achieved : R": achieved / rate,
+                            "rows done /s": rows / wall,
+                            "throttled %": 100 * (limited + s["by_result_code"].get("HTTP_429", 0)) / s["requests"],
+                            "warned: held back by concurrency": "held back" in err,
+                            "client CPU ms/row": cpu / rows * 1e3,
+                        }
+                    )
+                    print(rate, name, out[name][-1], file=sys.stderr)
+            setup = f"--concurrency {concurrency}" if concurrency else "default concurrency"
+            if extra:
+                setup += f", sandbox {' '.join(extra)}"
+            for name, _ in variants:
+                report(f"rate: --rate {rate}, {rows} rows, {setup}{name}", out[name])
+            if len(variants) > 1:
+                clean = med([r["rows done /s"] for r in out[""]])
+                noisy = med([r["rows done /s"] for r in out[variants[1][0]]])
+                print(f"  kept with the noise: {noisy / clean:.3f} of the rows a second without it\n")
+
+
+def mode_chaos(args):
+    """Every fault at once, random 429s among them, the client killed twice with SIGKILL, then run
+    to the end: the wall time of the whole, every row done, no store answered twice."""
+    import sqlite3
+
+    rate = int(args.rates.split(",")[0]) if args.rates != DEFAULT_RATES else 50
+    faults = [
+        "--fault-unknown", "0.04", "--fault-unknown-after-commit", "0.04", "--fault-http500", "0.04",
+        "--fault-http429", "0.03", "--fault-reset", "0.03", "--fault-hang", "0.02", "--hang-ms", "1500",
+        "--fault-bad-signature", "0.04", "--latency-ms", "5",
+    ]  # fmt: skip
+    out = []
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        keys = keygen(f"{tmp}/keys")
+        sheet = gen(f"{tmp}/sheet.csv", args.rows)
+        for i in range(args.repeat):
+            sandbox = Sandbox(keys, [*faults, "--seed", str(42 + i)])
+            ledger = f"{tmp}/ledger-chaos-{i}.db"
+            argv = run_argv(sandbox, keys, ledger, [sheet], rate, concurrency=None)
+            argv += ["--timeout", "500ms", "--backoff", "20ms", "--max-attempts", "10"]
+
+            def done():
                 try:
-                    ledger = f"{tmp}/ledger-rate-{rate}-{i}.db"
-                    argv = run_argv(sandbox, keys, ledger, [sheet], rate, concurrency=concurrency)
-                    _, cpu, _, _, _, err = run_client(argv)
-                    s = sandbox.stats()
-                finally:
-                    sandbox.stop()
-                span = (s["last_request_ms"] - s["first_request_ms"]) / 1e3
-                achieved = (s["requests"] - 1) / span
-                out.append(
-                    {
-                        "requests": s["requests"],
-                        "max in one second": s["max_requests_in_one_second"],
-                        "achieved /s": achieved,
-                        "achieved : R": achieved / rate,
-                        "rate-limited (429)": s["rate_limited"],
-                        "warned: held back by concurrency": "held back" in err,
-                        "client CPU ms/row": cpu / rows * 1e3,
-                    }
-                )
-                print(rate, out[-1], file=sys.stderr)
-            setup = f"--concurrency {concurrency}" + (f", answers after {args.latency_ms} ms" if extra else "")
-            report(f"rate: --rate {rate}, {rows} rows, {setup}", out)
+                    c = sqlite3.connect(ledger, timeout=5)
+                    n = c.execute("SELECT count(*) FROM rows WHERE state IN ('succeeded','already_circled')").fetchone()[0]
+                    c.close()
+                    return n
+                except sqlite3.Error:
+                    return 0
+
+            start = time.monotonic()
+            try:
+                for target in (args.rows // 5, args.rows * 3 // 5):
+                    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    while done() < target and p.poll() is None:
+                        time.sleep(0.05)
+                    p.kill()
+                    p.wait()
+                runs = 2
+                for _ in range(3):
+                    runs += 1
+                    code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+                    if code == 0:
+                        break
+                wall = time.monotonic() - start
+                s = sandbox.stats()
+            finally:
+                sandbox.stop()
+            out.append(
+                {
+                    "wall s": wall,
+                    "runs": runs,
+                    "last exit code": code,
+                    "rows done": done(),
+                    "requests": s["requests"],
+                    "HTTP 429": s["by_result_code"].get("HTTP_429", 0),
+                    "stores circled": s["stores_circled"],
+                    "double success": s["double_success"],
+                }
+            )
+            print(out[-1], file=sys.stderr)
+    report(f"chaos: {args.rows} rows, --rate {rate}, every fault, 3 % random 429s, two kill -9", out)
 
 
 def mode_nightly(args):
@@ -463,21 +551,23 @@ def mode_nightly(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "nightly", "all"])
+    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "chaos", "nightly", "all"])
     ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, workbook 100000, resume 20000, nightly 1000000)")
     ap.add_argument("--formats", default="csv,xlsx", help="workbook: the formats to compare (csv,xlsx,xls,ods)")
     ap.add_argument("--keep", help="nightly: keep the sheet and the ledger in this folder, and reuse them")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--rates", default="1,10,40,100,200,500")
+    ap.add_argument("--rates", default=DEFAULT_RATES, help="rate: the rates to run; chaos: the one rate (50)")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
     ap.add_argument("--concurrency", help="cpu: the --concurrency values to run (default,8; `default` passes none); rate: one (8)")
     ap.add_argument("--latency-ms", type=int, default=0, help="rate: the sandbox answers this late")
+    ap.add_argument("--rate-limit", type=int, help="rate: the sandbox throttles (HTTP 429) above this many a second")
+    ap.add_argument("--fault-http429", type=float, help="rate: each run also with this share of random HTTP 429s")
     args = ap.parse_args()
     if not Path(BIN).exists():
         raise SystemExit(f"{BIN} not found: cargo build --release")
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}")
     modes = ["cpu", "validate", "resume", "rate"] if args.mode == "all" else [args.mode]
-    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0, "nightly": 1_000_000}
+    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0, "chaos": 1500, "nightly": 1_000_000}
     rows = args.rows
     for m in modes:
         args.rows = rows or defaults[m]

@@ -18,9 +18,14 @@ use crate::sandbox::Code;
     after_help = "Start with: pms-onboard run samples/stores.csv --sandbox"
 )]
 pub struct Cli {
-    /// Log lines as JSON (for cron and log collectors).
+    /// Log lines as JSON (for cron and log collectors): every stderr line one JSON object, and
+    /// the result as with --json.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The command's result as one JSON object on stdout, for scripts (every command; lines on
+    /// stderr stay text unless --log-format json).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -244,9 +249,6 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Print the counts as one JSON object.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub ledger: LedgerArgs,
 }
@@ -263,8 +265,12 @@ pub struct ExportArgs {
     /// failed, rejected.
     #[arg(long = "state", value_name = "STATE")]
     pub states: Vec<String>,
-    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
-    pub format: ExportFormat,
+    /// csv or json [default: csv; json with the global --json].
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFormat>,
+    /// The global `--json` as given: the rows as JSON unless --format says otherwise.
+    #[arg(skip)]
+    pub json: bool,
     /// Write here instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -286,9 +292,6 @@ pub struct ReconcileArgs {
     /// Write every row that is not done here as CSV.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Print the six counts as one JSON object.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
@@ -347,6 +350,9 @@ pub struct DoctorArgs {
     /// verifies with alipay_public_key.
     #[arg(long)]
     pub probe: bool,
+    /// The global `--json` (or `--log-format json`): the checks as one JSON object.
+    #[arg(skip)]
+    pub json: bool,
     #[command(flatten)]
     pub settings: SettingsArgs,
 }
@@ -443,6 +449,10 @@ pub struct SandboxArgs {
     /// Probability of a response signature that does not verify.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
     pub fault_bad_signature: f64,
+    /// Probability of answering, instead of the gateway, with a genuine signed SUCCESS sent
+    /// earlier to another request, byte for byte (a replaying proxy); the store is not circled.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub fault_replay: f64,
     /// A result code answered with probability P before any effect, signed, with the code's
     /// documented status and message, e.g. PROCESS_FAIL=0.1 (repeatable; any code but SUCCESS).
     #[arg(long = "fault-code", value_name = "CODE=P", value_parser = code_probability)]

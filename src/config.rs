@@ -109,10 +109,11 @@ pub const SETTINGS: [Setting; 13] = [
     },
     Setting {
         name: "concurrency",
-        default: Some("8"),
+        default: Some("64"),
         value_name: "N",
         expected: "a whole number from 1 to 512",
-        help: "requests in flight at once (64 when `rate` is 0); about rate × answer time",
+        help: "requests in flight at most; a run keeps what `rate` needs at the answer time \
+               seen (rate × answer time × 1.5 + 4)",
     },
     Setting {
         name: "max_attempts",
@@ -490,7 +491,7 @@ mod tests {
 
         for rate in [None, Some("10"), Some("zero")] {
             let l = resolve(vec![("rate", rate.map(str::to_owned))]);
-            assert_eq!(l.optional("concurrency"), Some("8"), "rate {rate:?}");
+            assert_eq!(l.optional("concurrency"), Some("64"), "rate {rate:?}");
             assert_eq!(l.origin("concurrency"), Some(&Origin::Default));
         }
     }

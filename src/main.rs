@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser as _;
-use pms_onboard::cli::{Cli, Command, LogFormat};
+use pms_onboard::cli::{Cli, Command, LogFormat, ManArgs};
 use pms_onboard::commands::{self, exit};
 use pms_onboard::output::Printer;
 
@@ -24,8 +24,8 @@ fn main() -> ExitCode {
         }
     };
     ignore_file_size_signal();
-    init_logging(cli.log_format);
-    let printer = Arc::new(Printer::new(cli.log_format == LogFormat::Json));
+    let printer = Arc::new(Printer::new(cli.log_format == LogFormat::Json, cli.json));
+    init_logging(cli.log_format, &printer);
     match run(cli, &printer) {
         Ok(code) => code,
         Err(e) => {
@@ -40,36 +40,59 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, printer: &Arc<Printer>) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
     match cli.command {
         Command::Run(args) => commands::run::run(args, printer.clone()),
         Command::Validate(args) => commands::validate::run(args, printer),
         Command::Status(args) => commands::status::run(args, printer),
-        Command::Export(args) => commands::export::run(args, printer),
+        Command::Export(mut args) => {
+            args.json = json;
+            commands::export::run(args, printer)
+        }
         Command::Reconcile(args) => commands::reconcile::run(args, printer),
         Command::Report(args) => commands::report::run(args, printer),
         Command::Sandbox(args) => commands::sandbox::run(args, printer),
         Command::Sign(args) => commands::sign::run(args, printer),
         Command::Keygen(args) => commands::keygen::run(args, printer),
-        Command::Doctor(args) => commands::doctor::run(args, printer),
+        Command::Doctor(mut args) => {
+            args.json = printer.json_result();
+            commands::doctor::run(args, printer)
+        }
         Command::Ledger(command) => commands::ledger::run(command, printer),
+        Command::Completions(_) | Command::Man(ManArgs { dir: None }) if printer.json_result() => {
+            commands::completions::not_json(printer)
+        }
         Command::Completions(args) => commands::completions::completions(args, printer),
         Command::Man(args) => commands::completions::man(args, printer),
     }
 }
 
-/// Logs go to stderr: warnings and our own progress by default, `RUST_LOG` for more.
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Logs go to stderr: warnings and errors through the Printer, like every message a person
+/// reads (`output::logs`); `RUST_LOG` for more, the diagnostic levels in tracing's own format.
+fn init_logging(format: LogFormat, printer: &Arc<Printer>) {
+    use tracing_subscriber::filter::{LevelFilter, filter_fn};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,pms_onboard=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.without_time().with_target(false).init(),
+    let people =
+        pms_onboard::output::logs::ToPrinter(printer.clone()).with_filter(LevelFilter::WARN);
+    let diagnostics = match format {
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => fmt::layer()
+            .without_time()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
     }
+    .with_filter(filter_fn(|m| *m.level() > tracing::Level::WARN));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(people)
+        .with(diagnostics)
+        .try_init();
 }
 
 /// A file-size limit (`ulimit -f`) would kill the process with SIGXFSZ in the middle of a

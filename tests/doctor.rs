@@ -279,8 +279,10 @@ fn the_probe_names_what_the_gateway_refused() {
     );
 }
 
+/// A private key others can read is a warning in `doctor` as in `run` (which goes on with it):
+/// the verdict of `api::checks::key_permissions`, shared by both.
 #[test]
-fn a_ledger_in_use_and_a_key_others_can_read_fail() {
+fn a_ledger_in_use_fails_and_a_key_others_can_read_is_warned() {
     let _turn = together();
     let (s, sandbox) = scratch_with_sandbox();
     drop(pms_onboard::ledger::open(&s.ledger()).unwrap());
@@ -301,7 +303,14 @@ fn a_ledger_in_use_and_a_key_others_can_read_fail() {
         "0 rows: 0 succeeded, 0 already circled, 0 pending, 0 in flight, 0 failed; no run yet"
     );
     #[cfg(unix)]
-    assert_fails(&out, "keys", "permissions", &["mode 644", "chmod 600"]);
+    {
+        let (status, detail) = check(&out, "keys", "permissions");
+        assert_eq!(status, "warn", "{out}");
+        assert!(
+            detail.contains("mode 644") && detail.contains("chmod 600"),
+            "{detail}"
+        );
+    }
 }
 
 #[test]
@@ -330,4 +339,133 @@ fn missing_and_bad_settings_fail_saying_how_to_set_them() {
     assert_fails(&out, "settings", "private_key", &["--private-key"]);
     assert_eq!(check(&out, "keys", "key pair").0, "skip");
     assert_fails(&out, "settings", "endpoint", &["https://"]);
+}
+
+#[test]
+fn json_lists_every_check_with_its_level_and_the_overall_verdict() {
+    let _turn = together();
+    let (s, sandbox) = scratch_with_sandbox();
+    let (code, out, err) = output(doctor_right(&s, &sandbox.endpoint).arg("--json"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {out}"));
+    let checks = v["checks"].as_array().expect("a checks array");
+    let find = |group: &str, name: &str| {
+        checks
+            .iter()
+            .find(|c| c["group"] == group && c["name"] == name)
+            .unwrap_or_else(|| panic!("no {group}/{name} in {out}"))
+    };
+    for (group, name) in [
+        ("settings", "client_id"),
+        ("keys", "key pair"),
+        ("gateway", "clock"),
+        ("ledger", "folder"),
+        ("ledger", "filesystem"),
+    ] {
+        assert_eq!(find(group, name)["level"], "ok", "{group}/{name}: {out}");
+    }
+    assert!(
+        find("gateway", "answer")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("METHOD_NOT_SUPPORTED")
+    );
+    assert_eq!(v["overall"]["ready"], true, "{out}");
+    assert_eq!(v["overall"]["failed"], 0, "{out}");
+    // The global convention for machine-readable output gives the same object.
+    let (code, same, _) =
+        output(doctor_right(&s, &sandbox.endpoint).args(["--log-format", "json"]));
+    assert_eq!(code, 0, "{same}");
+    let same: serde_json::Value = serde_json::from_str(same.trim()).unwrap();
+    assert_eq!(same["checks"].as_array().unwrap().len(), checks.len());
+    assert!(
+        v["overall"]["ok"].as_u64().unwrap() as usize >= checks.len() - 2,
+        "{out}"
+    );
+    // A failure carries what to do apart from what was found, and the exit code is 1.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let (code, out, _) = output(doctor_right(&s, &endpoint).args(["--json", "--probe"]));
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let answer = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "answer")
+        .unwrap();
+    assert_eq!(answer["level"], "fail", "{out}");
+    assert!(answer["detail"].as_str().unwrap().contains(&endpoint));
+    assert!(answer["fix"].as_str().unwrap().contains("check endpoint"));
+    assert_eq!(v["overall"]["level"], "fail");
+    assert_eq!(v["overall"]["ready"], false);
+    assert!(v["overall"]["skipped"].as_u64().unwrap() >= 2, "{out}");
+}
+
+#[test]
+fn the_gateway_a_ledger_belongs_to_is_shown_and_another_fails() {
+    let _turn = together();
+    let (s, sandbox) = scratch_with_sandbox();
+    let sheet = s.sheet("stores.csv", 1, 2);
+    let (code, _, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = output(&mut doctor_right(&s, &sandbox.endpoint));
+    assert_eq!(code, 0, "{out}");
+    let (status, detail) = check(&out, "ledger", "gateway");
+    assert_eq!(status, "ok", "{out}");
+    assert!(
+        detail.contains(&format!("{} with client id {CLIENT_ID}", sandbox.endpoint))
+            && detail.contains("the gateway these settings name"),
+        "{detail}"
+    );
+    // The same ledger with the settings of another gateway: what a run would refuse.
+    let other = SandboxProcess::start(&s.keys(), &[]);
+    let (code, out, _) = output(&mut doctor_right(&s, &other.endpoint));
+    assert_eq!(code, 1, "{out}");
+    assert_fails(
+        &out,
+        "ledger",
+        "gateway",
+        &[
+            &format!("belongs to {} with client id {CLIENT_ID}", sandbox.endpoint),
+            &format!("these settings name {}", other.endpoint),
+            "--ledger",
+        ],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_ledger_others_can_read_is_warned_and_one_on_a_network_filesystem_fails() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _turn = together();
+    let (s, sandbox) = scratch_with_sandbox();
+    drop(pms_onboard::ledger::open(&s.ledger()).unwrap());
+    let (code, out, _) = output(&mut doctor_right(&s, &sandbox.endpoint));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(check(&out, "ledger", "permissions").0, "ok", "{out}");
+    std::fs::set_permissions(s.ledger(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, _) = output(&mut doctor_right(&s, &sandbox.endpoint));
+    assert_eq!(code, 0, "a warning is advice: {out}");
+    let (status, detail) = check(&out, "ledger", "permissions");
+    assert_eq!(status, "warn", "{out}");
+    assert!(
+        detail.contains("mode 644") && detail.contains("chmod 600"),
+        "{detail}"
+    );
+    assert!(out.contains("1 warning"), "{out}");
+    // On a network filesystem (the test hook fakes one), a run refuses the ledger: doctor fails.
+    let (code, out, _) = output(
+        doctor_right(&s, &sandbox.endpoint).env(pms_onboard::ledger::filesystem::TEST_HOOK, "nfs4"),
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_fails(&out, "ledger", "filesystem", &["NFS", "local disk"]);
+    assert_eq!(check(&out, "ledger", "in use").0, "skip", "{out}");
 }

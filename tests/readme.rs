@@ -265,7 +265,11 @@ fn the_parser_of_command_lines_finds_what_a_shell_would_run() {
 /// What varies from one run to the next: the sandbox's port and the run's duration.
 fn normalised(line: &str) -> String {
     let mut line = line.to_owned();
-    for (prefix, what) in [("127.0.0.1:", "PORT"), ("completed in ", "TIME")] {
+    for (prefix, what) in [
+        ("127.0.0.1:", "PORT"),
+        ("completed in ", "TIME"),
+        ("at most ", "N"),
+    ] {
         if let Some(at) = line.find(prefix) {
             let start = at + prefix.len();
             let end = line[start..]

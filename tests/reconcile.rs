@@ -539,3 +539,62 @@ fn a_sheet_past_the_in_memory_budget_is_read_through_a_temporary_file_with_the_s
         290
     );
 }
+
+/// Text from the sheet and from the gateway lands in the report inert: the template escapes it,
+/// in an element and in an attribute (the sheet's path is the title of its `file:line` cell).
+#[test]
+fn the_report_escapes_a_store_name_a_gateway_message_and_a_file_name() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &["--malls", malls(&s).to_str().unwrap()]);
+    // A mall that does not exist: the row fails for good, with its store name kept.
+    let rows = vec![
+        line(1, "20230316001"),
+        "2088000000000002,M0002,m,S000002,<script>alert(1)</script>,20230316,20230316999"
+            .to_owned(),
+    ];
+    let sheet = write_sheet(&s, "q\"><i>x.csv", &rows);
+    let (code, out, err) = output(
+        s.run_cmd(&sandbox.endpoint, &[&sheet])
+            .args(["--rate", "0"]),
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    // What a hostile gateway's answer leaves in the ledger: its resultMessage, as it came.
+    let hostile = "\"><img src=x onerror=alert(2)>";
+    let conn = rusqlite::Connection::open(s.ledger()).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE rows SET result_message = ?1 WHERE state = 'failed'",
+            [hostile],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let html_path = s.path("report.html");
+    let (code, _, err) = output(
+        Command::new(bin())
+            .arg("report")
+            .arg("-o")
+            .arg(&html_path)
+            .arg("--ledger")
+            .arg(s.ledger()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the store name, escaped"
+    );
+    assert!(
+        html.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+        "the gateway's message, escaped"
+    );
+    assert!(
+        html.contains("q&quot;&gt;&lt;i&gt;x.csv:3"),
+        "the file name, escaped"
+    );
+    for raw in ["<script", "<img", "<i>", "onerror=alert(2)>"] {
+        assert!(!html.contains(raw), "{raw} unescaped in the report");
+    }
+    assert!(html.contains("id=\"failed-permanent\">Failed for good: 1<"));
+}

@@ -397,3 +397,38 @@ fn json_logs_end_with_a_json_summary_for_cron() {
     assert_eq!(summary["outcome"], "completed");
     assert_eq!(summary["counts"]["succeeded"], 5);
 }
+
+/// Answers 400 ms away and `--rate 40` alone: the run keeps what the rate needs in flight (not
+/// a fixed 8, which carried 18/s), reaching at least 0.9 of the rate over the run, and no
+/// second above the rate at the gateway.
+#[test]
+fn in_flight_follows_a_far_gateway_and_keeps_the_rate() {
+    let _turn = alone();
+    let s = Scratch::new();
+    let sheet = s.sheet("stores.csv", 1, 400);
+    let sandbox = SandboxProcess::start(&s.keys(), &["--latency-ms", "400"]);
+    let (code, out, err) = output(s.run_cmd(&sandbox.endpoint, &[&sheet]).args([
+        "--rate",
+        "40",
+        "--log-format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let stats = sandbox.stats();
+    assert_eq!(stats["stores_circled"], 400, "{stats}");
+    let most = stats["max_requests_in_one_second"].as_u64().unwrap();
+    assert!(most <= 40, "never above the rate in any second: {stats}");
+    // The pace at the gateway, first request to last (the sandbox's own clock).
+    let span = (stats["last_request_ms"].as_u64().unwrap()
+        - stats["first_request_ms"].as_u64().unwrap()) as f64
+        / 1000.0;
+    let achieved = (stats["requests"].as_u64().unwrap() - 1) as f64 / span;
+    assert!(achieved >= 36.0, "{achieved:.1}/s of 40: {stats}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let used = &summary["concurrency"];
+    // 40/s × 0.4 s = 16 at least; at most the cap (64 by default).
+    let in_flight = used["most_in_flight"].as_u64().unwrap();
+    assert!((17..=64).contains(&in_flight), "{summary}");
+    assert_eq!(used["cap"], 64, "{summary}");
+    assert!(!err.contains("held back"), "no advice needed: {err}");
+}

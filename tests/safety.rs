@@ -451,3 +451,67 @@ fn a_store_circled_by_a_request_that_died_with_its_run_is_drift_when_the_sheet_c
         "{counts}"
     );
 }
+
+/// Issue 21 item 3: a proxy replaying genuine, correctly signed `SUCCESS` answers (each another
+/// request's, byte for byte) to a tenth of the requests. No such answer is believed: every store
+/// is circled once and recorded with the label the sandbox gave it, no label is held by two
+/// rows, each replay is kept with its attempt as not this request's, and the row is sent again.
+/// A run may stop after a few replays in a row (saying a proxy may be replaying); a rerun
+/// finishes.
+#[test]
+fn replayed_answers_are_never_believed_and_every_store_keeps_its_own_label() {
+    let _turn = together();
+    let s = Scratch::new();
+    let sheet = s.sheet("stores.csv", 1, 200);
+    let sandbox = SandboxProcess::start(&s.keys(), &["--fault-replay", "0.1", "--seed", "21"]);
+    let mut exits = Vec::new();
+    while exits.last() != Some(&0) && exits.len() < 3 {
+        let (code, out, err) = output(
+            s.run_cmd(&sandbox.endpoint, &[&sheet])
+                .args(["--rate", "50"]),
+        );
+        assert!(
+            code == 0 || (code == 1 && err.contains("a proxy may be replaying answers")),
+            "exit {code}: {out}\n{err}"
+        );
+        exits.push(code);
+    }
+    assert_eq!(exits.last(), Some(&0), "{exits:?}");
+    let stats = sandbox.stats();
+    let replayed = stats["replayed"].as_u64().unwrap();
+    assert!(replayed > 0, "the fault struck: {stats}");
+    // The books: labels handed out (replays included) against the stores really circled.
+    assert_eq!(stats["stores_circled"], 200, "{stats}");
+    assert_eq!(stats["success_answers"].as_u64().unwrap(), 200 + replayed);
+    assert_eq!(stats["double_success"], 0);
+    assert_eq!(circled_twice(&sandbox), 0, "no genuine answer was refused");
+    // Every row holds the label its own store was given, and no other.
+    every_label_kept(&s, &sandbox);
+    let (issued, kept) = labels(&s, &sandbox);
+    assert_eq!(kept, issued);
+    let shared: i64 = s.ledger_query(
+        "SELECT count(*) FROM (SELECT pms_label FROM rows WHERE pms_label IS NOT NULL \
+         GROUP BY pms_label HAVING count(*) > 1)",
+    );
+    assert_eq!(shared, 0, "a label held by two rows");
+    let succeeded: i64 = s.ledger_query("SELECT count(*) FROM rows WHERE state = 'succeeded'");
+    assert_eq!(succeeded, 200);
+    // Each replay is kept with its attempt, not believed.
+    let refused: i64 =
+        s.ledger_query("SELECT count(*) FROM attempts WHERE outcome = 'not_this_request'");
+    if exits == [0] {
+        assert_eq!(refused as u64, replayed);
+    } else {
+        assert!(
+            (1..=replayed).contains(&(refused as u64)),
+            "{refused} of {replayed}"
+        );
+    }
+    // What each replay said, byte for byte, is the answer another store's request got.
+    let another_stores: i64 = s.ledger_query(
+        "SELECT count(*) FROM attempts r WHERE r.outcome = 'not_this_request' AND EXISTS \
+         (SELECT 1 FROM attempts o WHERE o.outcome = 'success' AND o.key <> r.key \
+          AND o.response_body = r.response_body)",
+    );
+    assert_eq!(another_stores, refused);
+}

@@ -976,6 +976,8 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
         "max_requests_in_one_second",
         "first_request_ms",
         "last_request_ms",
+        "success_answers",
+        "replayed",
     ]
     .into_iter()
     .map(String::from)
@@ -985,6 +987,8 @@ async fn stats_endpoint_has_exactly_the_documented_keys() {
     assert_eq!(json["by_result_code"]["SUCCESS"], 3);
     assert_eq!(json["by_result_code"]["STORE_IS_CIRCLED"], 1);
     assert_eq!(json["stores_circled"], 3);
+    assert_eq!(json["success_answers"], 3);
+    assert_eq!(json["replayed"], 0);
     assert_eq!(json["double_success"], 0);
     assert_eq!(json["max_requests_in_one_second"], 4);
     let parsed: Stats = serde_json::from_value(json).unwrap();

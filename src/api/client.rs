@@ -1,19 +1,20 @@
-//! The HTTP call: one signed request per row, sent by the [`transport`](super::transport), and
-//! its answer classified into an [`Attempt`]. Never panics on what the network sends back.
+//! The HTTP call: one signed request per row, sent through [`http`](super::http), and its answer
+//! classified into an [`Attempt`]. Never panics on what the network sends back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderName, HeaderValue};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::binding::Binding;
+use super::http::{self, RawResponse, SendError};
 use super::keys::{PrivateKey, PublicKey};
 use super::outcome::{
-    Attempt, MAX_BODY, Outcome, classify_http, classify_result, classify_unverified,
-    parse_retry_after,
+    Attempt, NOT_THE_API, Outcome, classify_http, classify_result, classify_unverified,
+    parse_retry_after, tracer_suffix,
 };
 use super::signing::{self, API_PATH};
-use super::transport::{self, Direct, RawResponse, SendError};
 use super::types::{SaveRequest, SaveResponse};
 use crate::input::Row;
 
@@ -61,12 +62,17 @@ impl SigningClock {
 /// The Collect-PMS client. Cheap to clone (everything shared behind `Arc`).
 #[derive(Clone)]
 pub struct Client {
-    transport: Arc<Transport>,
-    client_id: HeaderValue,
+    http: reqwest::Client,
+    /// Parsed once: a URL given as text is parsed again for every request.
+    url: Arc<reqwest::Url>,
+    /// The headers every request carries (client id, content type).
+    fixed_headers: Arc<HeaderMap>,
     settings: Arc<ClientSettings>,
     private_key: Arc<PrivateKey>,
     alipay_public_key: Arc<PublicKey>,
     signing: Arc<SigningClock>,
+    /// What the run's answers show of the gateway's clock, and the labelled answers seen.
+    binding: Arc<Binding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +85,6 @@ pub enum EndpointError {
     PlainHttp(String),
     #[error("endpoint {0:?} must start with https:// (or http:// for a local sandbox)")]
     Scheme(String),
-}
-
-/// Where requests go: straight to the gateway, or through the proxy the environment names.
-enum Transport {
-    Direct(Direct),
-    Proxied {
-        http: reqwest::Client,
-        /// Parsed once: a URL given as text is parsed again for every request.
-        url: reqwest::Url,
-    },
 }
 
 /// Checks the endpoint: https anywhere, http only to loopback hosts.
@@ -129,19 +125,13 @@ impl Client {
                 settings.client_id
             )
         })?;
-        let connect_timeout = settings.timeout.min(Duration::from_secs(10));
-        let transport = if transport::proxied(&url) {
-            // No redirects: a signed POST must never be sent again somewhere else.
-            let http = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(settings.timeout)
-                .connect_timeout(connect_timeout)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()?;
-            Transport::Proxied { http, url }
-        } else {
-            Transport::Direct(Direct::new(&url, connect_timeout)?)
-        };
+        let mut fixed_headers = HeaderMap::new();
+        fixed_headers.insert(HeaderName::from_static("client-id"), client_id);
+        fixed_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        let http = http::client(settings.timeout, http::USER_AGENT)?;
         // The key's first signature builds state aws-lc keeps with the key (Montgomery
         // constants, a blinding). Made here, that stall cannot fall between a request's
         // rate-limit slot and its departure, where it let the rate be exceeded at the gateway
@@ -149,12 +139,14 @@ impl Client {
         // separately, as the runtime starts it (`keys::seed_thread_rng`).
         private_key.sign(b"warm-up");
         Ok(Client {
-            transport: Arc::new(transport),
-            client_id,
+            http,
+            url: Arc::new(url),
+            fixed_headers: Arc::new(fixed_headers),
             settings: Arc::new(settings),
             private_key,
             alipay_public_key,
             signing: Arc::default(),
+            binding: Arc::default(),
         })
     }
 
@@ -176,31 +168,27 @@ impl Client {
 
     /// Sends one row and classifies what came back.
     pub async fn send(&self, row: &Row) -> Attempt {
+        // Read before the request-time is: the answer cannot have been signed for this request
+        // before this instant.
+        let signing = Instant::now();
         let signed = self.sign(row);
         let started = Instant::now();
         let answer = match self.headers(&signed) {
             Err(f) => Err(f),
-            Ok(headers) => match &*self.transport {
-                Transport::Direct(direct) => {
-                    tokio::time::timeout(self.settings.timeout, direct.post(headers, signed.body))
-                        .await
-                        .unwrap_or(Err(SendError::Timeout))
-                }
-                Transport::Proxied { http, url } => {
-                    via_reqwest(http, url, headers, signed.body).await
-                }
-            },
+            Ok(headers) => http::post(&self.http, &self.url, headers, signed.body).await,
         };
         let response = match answer {
             Ok(r) => r,
             Err(f) => return failed(f, started.elapsed(), self.settings.timeout),
         };
         let latency = started.elapsed();
-        self.interpret(response, latency)
+        self.interpret(response, latency, signing)
     }
 
-    /// Reads an answer: HTTP status, headers, the signature, then the business result.
-    fn interpret(&self, response: RawResponse, latency: Duration) -> Attempt {
+    /// Reads an answer: HTTP status, headers, the signature, the business result, then whether
+    /// it is this request's (`signing`: when the request's signing began).
+    fn interpret(&self, response: RawResponse, latency: Duration, signing: Instant) -> Attempt {
+        let received = Instant::now();
         let RawResponse {
             status,
             headers,
@@ -215,17 +203,15 @@ impl Client {
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
         let tracer_id = header("tracer-id");
         if let Some(mut outcome) = classify_http(status, retry_after) {
-            if let Outcome::Fatal { message, .. } = &mut outcome
-                && let Some(t) = &tracer_id
-            {
-                message.push_str(&format!(" (Tracer-Id {t})"));
+            if let Outcome::Fatal { message, .. } = &mut outcome {
+                message.push_str(&tracer_suffix(tracer_id.as_deref()));
             }
             return Attempt {
                 outcome,
                 http_status: Some(status),
                 error: Some(format!("HTTP {status}")),
                 tracer_id,
-                response_body: Some(body.to_vec()),
+                response_body: Some(body),
                 latency,
                 ..Attempt::default()
             };
@@ -235,7 +221,19 @@ impl Client {
         let verified = self.verify(&body, response_time.as_deref(), signature.as_deref());
         let mut attempt = interpret_answer(status, &body, verified, latency);
         attempt.tracer_id = tracer_id;
-        if attempt.verified == Some(false) {
+        if attempt.verified == Some(true)
+            && let (Some(time), Some(sig)) = (&response_time, &signature)
+            && let Err(why) =
+                self.binding
+                    .check(signing, received, time, sig, attempt.pms_label.is_some())
+        {
+            let reason = format!("not this request's answer: {why}");
+            attempt.error = Some(reason.clone());
+            attempt.outcome = Outcome::NotThisRequest { reason };
+        }
+        if attempt.verified == Some(false)
+            || matches!(attempt.outcome, Outcome::NotThisRequest { .. })
+        {
             attempt.response_time = response_time;
             attempt.response_signature = signature;
         }
@@ -276,86 +274,25 @@ impl Client {
 }
 
 impl Client {
-    /// The request's headers (the transport adds `Host` and `Content-Length`).
-    fn headers(&self, signed: &SignedRequest) -> Result<Vec<(HeaderName, HeaderValue)>, SendError> {
+    /// The request's headers (reqwest adds `Host`, `Content-Length` and `User-Agent`).
+    fn headers(&self, signed: &SignedRequest) -> Result<HeaderMap, SendError> {
         // Both are ASCII by construction (a timestamp; URL-encoded base64), so this cannot fail;
         // if it did, nothing was sent.
         let value = |s: &str| {
             HeaderValue::from_str(s)
                 .map_err(|_| SendError::Connect(format!("{s:?} cannot be sent in a header")))
         };
-        Ok(vec![
-            (HeaderName::from_static("client-id"), self.client_id.clone()),
-            (
-                HeaderName::from_static("request-time"),
-                value(&signed.request_time)?,
-            ),
-            (
-                HeaderName::from_static("signature"),
-                value(&signed.signature)?,
-            ),
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=UTF-8"),
-            ),
-            (
-                header::USER_AGENT,
-                HeaderValue::from_static(concat!("pms-onboard/", env!("CARGO_PKG_VERSION"))),
-            ),
-        ])
+        let mut headers = HeaderMap::clone(&self.fixed_headers);
+        headers.insert(
+            HeaderName::from_static("request-time"),
+            value(&signed.request_time)?,
+        );
+        headers.insert(
+            HeaderName::from_static("signature"),
+            value(&signed.signature)?,
+        );
+        Ok(headers)
     }
-}
-
-/// The request through reqwest, which knows proxies; its errors sorted the same way.
-async fn via_reqwest(
-    http: &reqwest::Client,
-    url: &reqwest::Url,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    body: Vec<u8>,
-) -> Result<RawResponse, SendError> {
-    let sorted = |e: reqwest::Error, status: Option<u16>| {
-        if e.is_timeout() {
-            SendError::Timeout
-        } else if e.is_connect() {
-            SendError::Connect(transport::error_chain(&e))
-        } else {
-            SendError::AfterSending {
-                reason: transport::error_chain(&e),
-                status,
-            }
-        }
-    };
-    let mut request = http.post(url.clone());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let mut response = request
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| sorted(e, None))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    // Read in chunks up to the cap: a body that goes on is not the documented answer.
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| sorted(e, Some(status)))?
-    {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(SendError::AfterSending {
-                reason: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
-                status: Some(status),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(RawResponse {
-        status,
-        headers,
-        body: body.into(),
-    })
 }
 
 /// CPU time consumed by the calling thread, in nanoseconds (0 if the clock cannot be read).
@@ -436,8 +373,10 @@ fn failed(f: SendError, latency: Duration, timeout: Duration) -> Attempt {
 }
 
 /// Reads a 2xx answer. Whatever it says is kept in the attempt (code, message, label, the raw
-/// body), verified or not. An answer that cannot be parsed is transient; one whose signature does
-/// not verify is [`Outcome::Unverified`] (only a fatal code is honoured, so that a wrong
+/// body), verified or not. A body that is not JSON at all (a page, text, nothing) came from
+/// something in the gateway's place and is fatal ([`NOT_THE_API`]: it cannot be about the row);
+/// JSON that cannot be parsed (cut short, say) is transient; an answer whose signature does not
+/// verify is [`Outcome::Unverified`] (only a fatal code is honoured, so that a wrong
 /// configuration stops the run instead of retrying forever).
 fn interpret_answer(
     status: u16,
@@ -452,6 +391,18 @@ fn interpret_answer(
         ..Attempt::default()
     };
     let Ok(answer) = serde_json::from_slice::<SaveResponse>(body) else {
+        if !looks_like_json(body) {
+            let reason = format!(
+                "HTTP {status} with a body that is not JSON ({}): not the gateway's answer",
+                first_words(body)
+            );
+            attempt.outcome = Outcome::Fatal {
+                code: NOT_THE_API.to_owned(),
+                message: reason.clone(),
+            };
+            attempt.error = Some(reason);
+            return attempt;
+        }
         let reason = "the answer is not the documented JSON".to_owned();
         attempt.outcome = transient(&reason);
         attempt.error = Some(reason);
@@ -477,6 +428,22 @@ fn interpret_answer(
     attempt.result_message = Some(r.result_message);
     attempt.pms_label = answer.pms_label.filter(|l| !l.trim().is_empty());
     attempt
+}
+
+/// An object, as every answer of the API is (possibly cut short).
+fn looks_like_json(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The start of a body, for a message: at most 60 characters, on one line.
+fn first_words(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(240)]);
+    let words: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match words.char_indices().nth(60) {
+        _ if words.is_empty() => "empty".to_owned(),
+        Some((at, _)) => format!("{:?}…", &words[..at]),
+        None => format!("{words:?}"),
+    }
 }
 
 fn transient(reason: &str) -> Outcome {
@@ -534,7 +501,17 @@ mod tests {
                 pms_label: "1".into()
             }
         );
+        // A page in the gateway's place cannot be about the row: fatal, the row stays pending.
         let a = interpret_answer(200, b"<html>", Ok(()), Duration::ZERO);
+        assert!(
+            matches!(&a.outcome, Outcome::Fatal { code, .. } if code == NOT_THE_API),
+            "{a:?}"
+        );
+        assert!(a.error.unwrap().contains("\"<html>\""));
+        let a = interpret_answer(200, b"", Ok(()), Duration::ZERO);
+        assert!(matches!(&a.outcome, Outcome::Fatal { .. }), "{a:?}");
+        // JSON cut short may be the gateway's own answer: transient, possibly processed.
+        let a = interpret_answer(200, br#"{"result":{"resu"#, Ok(()), Duration::ZERO);
         assert!(matches!(a.outcome, Outcome::Transient { .. }));
         let bad = br#"{"result":{"resultCode":"INVALID_SIGNATURE","resultStatus":"F","resultMessage":"x"}}"#;
         let a = interpret_answer(200, bad, Err(signing::VerifyError::Missing), Duration::ZERO);

@@ -27,13 +27,15 @@ pub enum KeyError {
     },
     #[error(
         "{} is not a readable RSA {kind} key (tried {tried}); export it again from the \
-         portal or convert it with openssl",
+         portal or convert it with openssl{hint}",
         shown(path)
     )]
     Unreadable {
         path: PathBuf,
         kind: &'static str,
         tried: &'static str,
+        /// What the file's shape says went wrong (see [`shape_hint`]), or nothing.
+        hint: &'static str,
     },
     #[error("{} holds {found}, not {wanted}: {hint}", shown(path))]
     WrongKind {
@@ -131,7 +133,8 @@ impl fmt::Debug for PublicKey {
 }
 
 impl PrivateKey {
-    /// Reads a private key file in any supported format; warns when others can read it.
+    /// Reads a private key file in any supported format. Who may read it is
+    /// `api::checks::key_permissions`, which `run` and `doctor` ask.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         if looks_like_key_material(&path.to_string_lossy()) {
             return Err(KeyError::NotAPath);
@@ -140,7 +143,6 @@ impl PrivateKey {
             path: path.to_owned(),
             source,
         })?;
-        warn_if_readable_by_others(path);
         if parse_private(&bytes).is_none() && parse_public(&bytes).is_some() {
             return Err(KeyError::WrongKind {
                 path: path.to_owned(),
@@ -155,6 +157,7 @@ impl PrivateKey {
             path: path.to_owned(),
             kind: "private",
             tried: PRIVATE_FORMATS,
+            hint: shape_hint(&bytes),
         };
         if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
             return Err(KeyError::Encrypted {
@@ -175,6 +178,11 @@ impl PrivateKey {
         let der = key.to_pkcs8_der().ok()?;
         let pair = lc::RsaKeyPair::from_pkcs8(der.as_bytes()).ok()?;
         Some(Self { pair })
+    }
+
+    /// The size of the key (its modulus), in bits.
+    pub fn bits(&self) -> usize {
+        self.pair.public_modulus_len() * 8
     }
 
     /// RSASSA-PKCS1-v1_5 with SHA-256 over `content`.
@@ -218,6 +226,7 @@ impl PublicKey {
             path: path.to_owned(),
             kind: "public",
             tried: PUBLIC_FORMATS,
+            hint: shape_hint(&bytes),
         };
         let key = parse_public(&bytes).ok_or_else(unreadable)?;
         // Checked here, or a short key would be reported as unreadable: the verifier refuses it.
@@ -332,22 +341,52 @@ fn public_from_der(der: &[u8]) -> Option<rsa::PublicKey> {
         .ok()
 }
 
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(
-            "private key {} is readable by group or others; run: chmod 600 {}",
-            path.display(),
-            path.display()
-        );
+/// The format a key file is in, from its PEM label, for a person (`PKCS#8 PEM`); never its
+/// content.
+pub fn format_of(bytes: &[u8]) -> &'static str {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return "DER";
+    };
+    let label = text
+        .split_once("-----BEGIN ")
+        .and_then(|(_, rest)| rest.split_once("-----"))
+        .map(|(label, _)| label);
+    match label {
+        Some("PRIVATE KEY") => "PKCS#8 PEM",
+        Some("RSA PRIVATE KEY") => "PKCS#1 PEM",
+        Some("ENCRYPTED PRIVATE KEY") => "encrypted PKCS#8 PEM",
+        Some("PUBLIC KEY") => "SPKI PEM",
+        Some("RSA PUBLIC KEY") => "PKCS#1 PEM",
+        Some("CERTIFICATE") => CERTIFICATE,
+        Some(_) => "PEM of another kind",
+        None => "bare base64",
     }
 }
 
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+const CERTIFICATE: &str = "an X.509 certificate";
+
+/// The format of the key file at `path` ([`format_of`]); `None` when it cannot be read.
+pub fn file_format(path: &Path) -> Option<&'static str> {
+    std::fs::read(path).ok().map(|bytes| format_of(&bytes))
+}
+
+/// Why a key file that names a format still cannot be read, where its shape says so.
+fn shape_hint(bytes: &[u8]) -> &'static str {
+    if format_of(bytes) == CERTIFICATE {
+        return "; it is a certificate: take the key out of it with \
+                openssl x509 -in CERT -pubkey -noout > alipay_public.pem";
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let joined = text.contains("-----BEGIN")
+        && text
+            .lines()
+            .any(|line| !line.starts_with("-----") && line.trim().len() > 76);
+    if joined {
+        return "; its base64 was pasted as one line, and a PEM key needs its line breaks: paste \
+                it again as the portal shows it, or wrap it with fold -w 64";
+    }
+    ""
+}
 
 /// The files `keygen` writes, private key first of each pair.
 pub const KEY_FILES: [&str; 4] = [
@@ -581,5 +620,45 @@ mod tests {
         assert!(!public.verify(b"hellp", &sig));
         assert!(PublicKey::from_file(&dir.path().join("alipay_public.pem")).is_ok());
         assert!(PrivateKey::from_file(&dir.path().join("alipay_private.pem")).is_ok());
+    }
+
+    #[test]
+    fn formats_are_named_from_the_label_and_a_joined_pem_is_spotted() {
+        assert_eq!(
+            format_of(b"-----BEGIN PRIVATE KEY-----\nAA\n"),
+            "PKCS#8 PEM"
+        );
+        assert_eq!(
+            format_of(b"-----BEGIN RSA PRIVATE KEY-----\n"),
+            "PKCS#1 PEM"
+        );
+        assert_eq!(format_of(b"-----BEGIN PUBLIC KEY-----\n"), "SPKI PEM");
+        assert_eq!(
+            format_of(b"MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A"),
+            "bare base64"
+        );
+        assert_eq!(format_of(b"\x30\x82\xff\x01"), "DER");
+        let joined = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            "A".repeat(1600)
+        );
+        assert!(shape_hint(joined.as_bytes()).contains("fold -w 64"));
+        let wrapped = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            "A".repeat(64)
+        );
+        assert_eq!(shape_hint(wrapped.as_bytes()), "");
+        assert!(shape_hint(b"-----BEGIN CERTIFICATE-----\nAA\n").contains("x509"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("joined.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN PRIVATE KEY-----\n".to_owned()
+                + &"A".repeat(1600)
+                + "\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = PrivateKey::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("fold -w 64"), "{err}");
     }
 }

@@ -203,9 +203,58 @@ fn transient(reason: String, maybe_processed: bool) -> Outcome {
     }
 }
 
+/// HTTP statuses that say the request never reached the API (a path appended to `endpoint`, a
+/// proxy or WAF answering in the gateway's place): nothing about the row, so every row would get
+/// the same. Counted like fatal codes.
+pub const ROUTING_STATUSES: &[u16] = &[404, 405, 415];
+
+/// The code of a 2xx answer whose body is not the API's JSON at all (an HTML page, plain text,
+/// nothing): a captive portal, a WAF or a proxy answered, not the gateway.
+pub const NOT_THE_API: &str = "NOT_THE_API";
+
+/// `" (Tracer-Id T)"` for an answer that carried one, else nothing: what AlipayHK support asks
+/// for, said the same way everywhere.
+pub fn tracer_suffix(tracer_id: Option<&str>) -> String {
+    tracer_id
+        .map(|t| format!(" (Tracer-Id {t})"))
+        .unwrap_or_default()
+}
+
+/// Why a run stopped after `n` answers in a row could not be believed, the last of them not its
+/// request's (signed before it, or seen before, or a label another store holds).
+pub fn replays_stop(n: u32) -> String {
+    format!(
+        "{n} answers in a row could not be believed, the last one correctly signed but not the \
+         answer to its request (signed before the request was, the same answer seen before, or a \
+         pmsLabel another store holds): a proxy may be replaying answers. What each said is kept \
+         with its attempt and the rows stay pending; exempt the gateway from any proxy (NO_PROXY) \
+         or remove the TLS-inspecting one, check HTTPS_PROXY, then run again"
+    )
+}
+
+/// A fatal answer's code as the message that stops a run names it (`HTTP 404`, a result code).
+pub fn fatal_answer_words(code: &str) -> String {
+    match code.strip_prefix("HTTP_") {
+        _ if code == NOT_THE_API => "pages that are not the API's JSON".to_owned(),
+        Some(status) => format!("HTTP {status}"),
+        None => code.to_owned(),
+    }
+}
+
 /// What to check when the gateway answers a fatal code: the configuration is wrong, and every
-/// row would get the same answer.
+/// row would get the same answer. `code` as a result code, `HTTP_404` or `HTTP 404`.
 pub fn what_to_check(code: &str) -> &'static str {
+    let code = match code.strip_prefix("HTTP ") {
+        Some(status) => match status.trim() {
+            "401" => "HTTP_401",
+            "403" => "HTTP_403",
+            "404" => "HTTP_404",
+            "405" => "HTTP_405",
+            "415" => "HTTP_415",
+            _ => code,
+        },
+        None => code,
+    };
     match code {
         "INVALID_SIGNATURE" => {
             "the gateway refused the signature: check that private_key is the key whose public \
@@ -228,6 +277,12 @@ pub fn what_to_check(code: &str) -> &'static str {
             "the gateway did not take the call as Collect PMS Information: check that endpoint is \
              AlipayHK's gateway (https://open.alipay.hk, not the mainland one), with no path, and \
              that no proxy changes the request"
+        }
+        "HTTP_404" | "HTTP_405" | "HTTP_415" | NOT_THE_API => {
+            "the answers are not the Collect-PMS API's: check that endpoint is the gateway's base \
+             URL with no path appended (https://open.alipay.hk, not .../api/...), and that no \
+             proxy, WAF or captive portal answers in its place (HTTPS_PROXY, NO_PROXY; try \
+             `pms-onboard doctor`). The rows stay pending: run again once it is fixed"
         }
         _ => "the gateway refused the credentials: check client_id, private_key and endpoint",
     }
@@ -291,6 +346,10 @@ pub fn classify_http(status: u16, retry_after: Option<Duration>) -> Option<Outco
         401 | 403 => Some(Outcome::Fatal {
             code: format!("HTTP_{status}"),
             message: "the gateway refused the credentials".to_owned(),
+        }),
+        s if ROUTING_STATUSES.contains(&s) => Some(Outcome::Fatal {
+            code: format!("HTTP_{status}"),
+            message: format!("HTTP {status}: the request did not reach the Collect-PMS API"),
         }),
         400..=499 => Some(Outcome::Permanent {
             code: format!("HTTP_{status}"),
@@ -421,10 +480,20 @@ mod tests {
             classify_http(403, None),
             Some(Outcome::Fatal { .. })
         ));
+        for s in [404, 405, 415] {
+            assert!(
+                matches!(classify_http(s, None), Some(Outcome::Fatal { code, .. }) if code == format!("HTTP_{s}")),
+                "{s}"
+            );
+            assert!(what_to_check(&format!("HTTP {s}")).contains("no path appended"));
+        }
         assert!(matches!(
-            classify_http(404, None),
+            classify_http(400, None),
             Some(Outcome::Permanent { .. })
         ));
+        assert!(what_to_check("HTTP 403").contains("Collect PMS Information"));
+        assert_eq!(tracer_suffix(Some("t1")), " (Tracer-Id t1)");
+        assert_eq!(tracer_suffix(None), "");
         assert_eq!(classify_http(200, None), None);
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);

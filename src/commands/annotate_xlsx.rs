@@ -53,15 +53,6 @@ pub fn annotate(
             output.display()
         );
     }
-    if let (Ok(a), Ok(b)) = (output.canonicalize(), sheet.canonicalize())
-        && a == b
-    {
-        bail!(
-            "-o {}: that is the workbook being annotated, which is never changed: write the \
-             result to another file, e.g. -o {stem}-annotated.xlsx",
-            output.display()
-        );
-    }
     let mut items = Input::open(&[sheet.to_path_buf()], options.clone())?
         .with_dedupe(super::bounded_dedupe()?)
         .peekable();
@@ -117,8 +108,11 @@ pub fn annotate(
     }
     ws.set_freeze_panes(header + 1, 0)?;
     ws.autofilter(header, 0, last_row, first + 3)?;
-    out.save(output)
+    // Whole or not at all: to a temporary file beside the target, renamed into place.
+    let mut file = crate::output::Output::create(output)?;
+    out.save_to_writer(&mut file)
         .with_context(|| format!("cannot write {}", output.display()))?;
+    file.commit()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,8 +18,18 @@ pub fn completions(args: CompletionsArgs, printer: &Printer) -> anyhow::Result<E
     let mut cmd = Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "pms-onboard", &mut script);
-    printer.out(&String::from_utf8_lossy(&script));
+    printer.out_verbatim(&String::from_utf8_lossy(&script));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--json` with a command whose output is a document (a script, a man page): refused.
+pub fn not_json(printer: &Printer) -> anyhow::Result<ExitCode> {
+    printer.error(
+        "--json: completions and man print a document (a shell script, a man page), not a \
+         result: leave out --json (man --dir writes files and does take it)",
+        &[],
+    );
+    Ok(ExitCode::from(super::exit::USAGE))
 }
 
 pub fn man(args: ManArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
@@ -28,18 +38,22 @@ pub fn man(args: ManArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         None => {
             let mut page = Vec::new();
             clap_mangen::Man::new(cmd).render(&mut page)?;
-            printer.out(&String::from_utf8_lossy(&page));
+            printer.out_verbatim(&String::from_utf8_lossy(&page));
         }
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             clap_mangen::generate_to(cmd, dir)
                 .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
-            printer.info(&format!(
-                "man pages written to {} (read one with: man -l {}/pms-onboard-run.1)",
-                dir.display(),
-                dir.display()
-            ));
+            if printer.json_result() {
+                printer.out_json(&serde_json::json!({"man_pages": dir}));
+            } else {
+                printer.info(&format!(
+                    "man pages written to {} (read one with: man -l {}/pms-onboard-run.1)",
+                    dir.display(),
+                    dir.display()
+                ));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::input::workbook::{self, Format};
 use crate::ledger::{self, State, queries};
-use crate::output::Printer;
+use crate::output::text::json_inert;
+use crate::output::{CsvWriter, Inputs, Printer};
 
 /// The export columns, in order (SPEC section 5): `tracer_id` is the last attempt's.
 pub const COLUMNS: [&str; 20] = [
@@ -37,18 +38,41 @@ pub const COLUMNS: [&str; 20] = [
 
 pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    if let Some(output) = &args.output {
+        Inputs::new()
+            .ledger(&path)
+            .annotated(args.annotate.as_deref())
+            .settings(args.ledger.config.as_deref())
+            .check("-o", output)?;
+    }
     // Annotating a sheet says what was done for it: at the gateway the settings name, if any.
     let gateway = gateway.filter(|_| args.annotate.is_some());
+    if args.annotate.is_some() && args.output.is_none() && printer.json_result() {
+        bail!(
+            "--json: export --annotate without -o writes the sheet itself to stdout; name the \
+             annotated file with -o and the result is JSON"
+        );
+    }
     let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
     super::show_notices(printer, &conn);
+    // The result of an export to a file, for --json (the rows themselves are the result of an
+    // export to stdout).
+    let written = |rows: Option<u64>| {
+        if let (Some(output), true) = (&args.output, printer.json_result()) {
+            printer.out_json(&serde_json::json!({
+                "output": output, "annotated": args.annotate, "rows": rows}));
+        }
+    };
     if let Some(sheet) = &args.annotate {
         let output = args.output.as_deref();
         let format =
             workbook::detect(sheet).with_context(|| format!("cannot read {}", sheet.display()))?;
-        return match format {
+        let code = match format {
             Format::Csv => super::reconcile::annotate(&conn, sheet, args.input.encoding, output),
             _ => super::annotate_xlsx::annotate(&conn, sheet, &args.input.options(), output),
-        };
+        }?;
+        written(None);
+        return Ok(code);
     }
     let mut states = Vec::new();
     let mut rejected = false;
@@ -61,13 +85,18 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             ),
         }
     }
+    let format = args.format.unwrap_or(match args.json {
+        true => ExportFormat::Json,
+        false => ExportFormat::Csv,
+    });
     let mut out = crate::output::sink(args.output.as_deref())?;
+    let mut rows = 0u64;
     if rejected && states.is_empty() {
         let rejects = match queries::last_run_id(&conn)? {
             Some(run) => queries::rejects(&conn, run)?,
             None => Vec::new(),
         };
-        match args.format {
+        match format {
             ExportFormat::Csv => crate::input::write_rejects_csv(&mut out, &rejects)?,
             ExportFormat::Json => {
                 let list: Vec<_> = rejects
@@ -77,11 +106,13 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
                                            "value": r.value, "reason": r.reason})
                     })
                     .collect();
-                serde_json::to_writer_pretty(&mut out, &list)?;
+                let json = serde_json::to_string_pretty(&list)?;
+                out.write_all(json_inert(&json).as_bytes())?;
                 writeln!(out)?;
             }
         }
-        out.flush()?;
+        out.finish()?;
+        written(Some(rejects.len() as u64));
         return Ok(ExitCode::SUCCESS);
     }
     if rejected {
@@ -89,32 +120,34 @@ pub fn run(args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             "--state rejected has columns of its own (file,line,column,value,reason): export it on its own"
         );
     }
-    match args.format {
+    match format {
         ExportFormat::Csv => {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut out);
+            let mut w = CsvWriter::new(&mut out);
             w.write_record(COLUMNS)?;
             queries::rows(&conn, &states, |r| {
+                rows += 1;
                 w.serialize(&r)?;
                 Ok(())
             })?;
-            w.flush()?;
+            w.into_inner()?;
         }
         ExportFormat::Json => {
-            // A JSON array written row by row, so memory stays flat on a large ledger.
+            // A JSON array written row by row, so memory stays flat on a large ledger; the C1
+            // controls and bidi overrides escaped too (`json_inert`): the same JSON text.
             write!(out, "[")?;
             let mut first = true;
             queries::rows(&conn, &states, |r| {
+                rows += 1;
                 write!(out, "{}\n  ", if first { "" } else { "," })?;
                 first = false;
-                serde_json::to_writer(&mut out, &r)?;
+                out.write_all(json_inert(&serde_json::to_string(&r)?).as_bytes())?;
                 Ok(())
             })?;
             writeln!(out, "\n]")?;
         }
     }
-    out.flush()?;
+    out.finish()?;
+    written(Some(rows));
     Ok(ExitCode::SUCCESS)
 }
 

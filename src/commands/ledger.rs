@@ -45,7 +45,13 @@ fn upgrade(args: LedgerUpgradeArgs, printer: &Printer) -> anyhow::Result<ExitCod
             row.key_now()
         ));
     }
-    printer.info(&format!("{}: {upgrade}", path.display()));
+    if printer.json_result() {
+        let accepted: Vec<_> = upgrade.accepted.iter().map(|r| r.to_string()).collect();
+        printer.out_json(&serde_json::json!({
+            "ledger": path, "upgrade": upgrade.to_string(), "accepted_stored_ids": accepted}));
+    } else {
+        printer.info(&format!("{}: {upgrade}", path.display()));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

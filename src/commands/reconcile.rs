@@ -20,7 +20,7 @@ use crate::input::{Encoding, Input, Item, SourceRow};
 use crate::ledger::queries::{self, LedgerRow};
 use crate::ledger::{self, RowId, State};
 use crate::model::{self, Sighting};
-use crate::output::Printer;
+use crate::output::{CsvWriter, Inputs, Printer};
 
 /// The six categories, in the order they are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -81,6 +81,19 @@ struct Line {
     detail: String,
 }
 
+impl Line {
+    /// The header of the `-o` report: the fields, in order.
+    const COLUMNS: [&'static str; 7] = [
+        "category",
+        "key",
+        "source_file",
+        "source_line",
+        "state",
+        "pms_label",
+        "detail",
+    ];
+}
+
 /// Where a sheet row stands against the ledger.
 fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
     let Some(s) = stored else {
@@ -118,19 +131,31 @@ fn classify(row: &SourceRow, stored: Option<&LedgerRow>) -> (Category, String) {
 
 pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let (path, gateway) = super::ledger_and_gateway(&args.ledger)?;
+    if let Some(output) = &args.output {
+        Inputs::new()
+            .ledger(&path)
+            .sheets(&args.files)
+            .settings(args.ledger.config.as_deref())
+            .check("-o", output)?;
+    }
     let conn = ledger::open_existing_for(&path, gateway.as_ref())?;
     super::show_notices(printer, &conn);
     let input =
         Input::open(&args.files, args.input.options())?.with_dedupe(super::bounded_dedupe()?);
+    super::show_input_notices(printer, input.notices());
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
-        Some(p) => Some(csv::Writer::from_writer(crate::output::sink(Some(p))?)),
+        Some(p) => {
+            let mut w = CsvWriter::new(crate::output::sink(Some(p))?);
+            w.write_record(Line::COLUMNS)?;
+            Some(w)
+        }
         None => None,
     };
     let mut emit = |category: Category, line: Line| -> anyhow::Result<()> {
         *counts.entry(category).or_default() += 1;
         if let (true, Some(w)) = (category != Category::Done, out.as_mut()) {
-            w.serialize(line)?;
+            w.serialize(&line)?;
         }
         Ok(())
     };
@@ -206,17 +231,17 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             },
         )?;
     }
-    if let Some(mut w) = out {
-        w.flush()?;
+    if let Some(w) = out {
+        w.into_inner()?.finish()?;
     }
     let differences: u64 = counts
         .iter()
         .filter(|(c, _)| **c != Category::Done)
         .map(|(_, n)| n)
         .sum();
-    if args.json {
+    if printer.json_result() {
         let object: BTreeMap<&str, u64> = counts.iter().map(|(c, n)| (c.as_str(), *n)).collect();
-        printer.out_line(&serde_json::to_string(&object)?);
+        printer.out_json(&serde_json::to_value(&object)?);
     } else {
         for c in Category::ALL {
             let n = counts[&c];
@@ -366,7 +391,7 @@ pub fn annotate(
         // A last line without a line break gets none either.
         out.write_all(line_end)?;
     }
-    out.flush()?;
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -394,11 +419,12 @@ fn item_line(item: &Item) -> u64 {
     }
 }
 
-/// One CSV cell, quoted when it must be.
+/// One appended CSV cell, made inert (`output::text::csv_cell`), quoted when it must be.
 fn csv_cell(s: &str) -> String {
+    let s = crate::output::text::csv_cell(s);
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s.into_owned()
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::exit;
+use crate::api::checks;
 use crate::api::client::Client;
 use crate::api::keys::{PrivateKey, PublicKey};
 use crate::cli::RunArgs;
@@ -77,6 +78,15 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
             crate::ledger::postgres::redacted(url)
         );
     }
+    if let Some(report) = &args.report {
+        crate::output::Inputs::new()
+            .ledger(&settings.ledger)
+            .sheets(&args.files)
+            .settings(args.settings.config.as_deref())
+            .file("the private key", Some(&settings.private_key))
+            .file("AlipayHK's public key", Some(&settings.alipay_public_key))
+            .check("--report", report)?;
+    }
     // The gateway the ledger must belong to: the sandbox is one gateway whatever its port.
     let gateway = if args.sandbox {
         Gateway::built_in_sandbox(&settings.client_id)
@@ -84,7 +94,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         Gateway::new(&settings.endpoint, &settings.client_id)
             .map_err(|e| anyhow::anyhow!("setting `endpoint`: {e}"))?
     };
-    let client = client(&settings)?;
+    let client = client(&settings, &printer)?;
     if args.sandbox {
         printer.info(&format!(
             "sandbox: {} (throw-away keys, ledger {})",
@@ -121,7 +131,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.report {
         // A report that cannot be written does not undo the run; it fails a run that was clean.
         let written = crate::ledger::open_existing(&settings.ledger)
-            .and_then(|conn| crate::report::write(&conn, Some(report.run_id), path));
+            .and_then(|conn| super::report::write(&conn, Some(report.run_id), path));
         match written {
             Ok(()) => printer.info(&format!("report written to {}", path.display())),
             Err(e) => {
@@ -140,7 +150,7 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
     for spilled in &report.spilled {
         pipeline::show_spill(printer, spilled);
     }
-    if printer.is_json() {
+    if printer.json_result() {
         // For cron: one JSON object a machine can read, instead of the table.
         printer.out_json(&json!({
             "run_id": report.run_id,
@@ -151,17 +161,21 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
             "counts": report.counts,
             "throttling": report.throttling.as_ref().map(|t| json!({
                 "times": t.times,
+                "share": t.share(),
+                "limits_found": t.limits,
                 "accepted_per_second": t.accepted,
                 "settled_per_second": t.settled,
                 "advised_rate": t.advised_rate(),
             })),
             "left_by_limit": report.left_by_limit,
+            "concurrency": report.concurrency.to_json(),
         }));
     } else {
         printer.out(&progress::summary_table(
             &report.counts,
             report.elapsed,
             report.requests,
+            report.concurrency.most,
             report.end.as_str(),
         ));
     }
@@ -169,15 +183,7 @@ fn summarise(report: &Report, printer: &Printer) -> u8 {
         printer.warn(advice);
     }
     if let Some(t) = &report.throttling {
-        printer.warn(&format!(
-            "AlipayHK throttled this client {} time(s) (HTTP 429 or REQUEST_TRAFFIC_EXCEED_LIMIT): it \
-             accepted about {:.0} requests a second, and the run settled at {:.1}/s. Set `rate` to \
-             {} (--rate, PMS_ONBOARD_RATE or `rate` in the config file) so that it is not held back",
-            t.times,
-            t.accepted,
-            t.settled,
-            t.advised_rate()
-        ));
+        printer.warn(&t.message());
     }
     let c = &report.counts;
     match report.end {
@@ -249,7 +255,7 @@ fn dry_run(
             String::from_utf8_lossy(&signed.body)
         )
     });
-    if printer.is_json() {
+    if printer.json_result() {
         printer.out_json(&json!({"dry_run": r, "example": example}));
     } else {
         let mut out = format!(
@@ -291,25 +297,46 @@ fn dry_run(
 }
 
 /// Loads the keys and builds the client; any problem stops the run before anything is sent.
-fn client(s: &RunSettings) -> anyhow::Result<Client> {
+/// The client, after the rules `doctor` shares (`api::checks`): a verdict FAIL refuses the run
+/// before anything is sent, a warning is shown and the run goes on.
+fn client(s: &RunSettings, printer: &Printer) -> anyhow::Result<Client> {
+    if let Ok(url) = url::Url::parse(&s.endpoint) {
+        shared_rule("setting `endpoint`", checks::host(&url), printer)?;
+    }
     let private_key = PrivateKey::from_file(&s.private_key).context("setting `private_key`")?;
+    if let Some(found) = checks::key_permissions(&s.private_key) {
+        shared_rule("setting `private_key`", found, printer)?;
+    }
     let alipay_public_key =
         PublicKey::from_file(&s.alipay_public_key).context("setting `alipay_public_key`")?;
-    if private_key.public_key() == alipay_public_key {
-        anyhow::bail!(
-            "setting `alipay_public_key` ({}) is the public half of your own `private_key` ({}): \
-             alipay_public_key must be AlipayHK's public key, downloaded from the AlipayHK portal, \
-             which verifies AlipayHK's answers; your own public key is the one you upload there. \
-             Nothing was sent",
-            s.alipay_public_key.display(),
-            s.private_key.display()
-        );
-    }
+    shared_rule(
+        "settings `alipay_public_key` and `private_key`",
+        checks::key_pair(
+            &private_key,
+            &alipay_public_key,
+            &s.private_key,
+            &s.alipay_public_key,
+        ),
+        printer,
+    )?;
     Client::new(
         s.client_settings(),
         Arc::new(private_key),
         Arc::new(alipay_public_key),
     )
+}
+
+/// A shared rule's verdict for a run: FAIL stops it, a warning is shown. `about` names the
+/// settings the rule judged.
+fn shared_rule(about: &str, found: checks::Finding, printer: &Printer) -> anyhow::Result<()> {
+    match found.level {
+        checks::Level::Fail => {
+            anyhow::bail!("{about}: {}. Nothing was sent", found.text())
+        }
+        checks::Level::Warn => printer.warn(&format!("{about}: {}", found.text())),
+        checks::Level::Ok | checks::Level::Skip => {}
+    }
+    Ok(())
 }
 
 struct SandboxGuard {

@@ -53,6 +53,7 @@ impl SandboxArgs {
             hang: self.fault_hang,
             reset: self.fault_reset,
             bad_signature: self.fault_bad_signature,
+            replay: self.fault_replay,
             codes: self.fault_codes.clone(),
             latency_ms: self.latency_ms,
             seed: self.seed,
@@ -76,11 +77,16 @@ pub fn run(args: SandboxArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let sandbox = Sandbox::start(config, args.listen).await?;
-        printer.out_line(&format!(
-            "sandbox listening on {} (client-id {})",
-            sandbox.endpoint(),
-            args.client_id
-        ));
+        if printer.json_result() {
+            printer.out_json(&serde_json::json!({
+                "listening": sandbox.endpoint(), "client_id": args.client_id}));
+        } else {
+            printer.out_line(&format!(
+                "sandbox listening on {} (client-id {})",
+                sandbox.endpoint(),
+                args.client_id
+            ));
+        }
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;

@@ -26,6 +26,11 @@ pub fn show_signed(signed: &SignedRequest, client_id: &str) -> String {
 
 pub fn run(args: SignArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let key = PrivateKey::from_file(&args.private_key)?;
+    if let Some(found) = crate::api::checks::key_permissions(&args.private_key)
+        .filter(|f| f.level == crate::api::checks::Level::Warn)
+    {
+        printer.warn(&format!("private key {}", found.text()));
+    }
     let body = read(&args.body)?;
     if body.ends_with(b"\n") {
         printer.info(&format!(
@@ -45,9 +50,23 @@ pub fn run(args: SignArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(signing::now_iso8601);
     let signed = sign_body_at(&settings, &key, body, time);
-    printer.out(&show_signed(&signed, &args.client_id));
+    // With --json: one object, the exact content and headers, and the response's check.
+    let mut json = serde_json::json!({
+        "content": String::from_utf8_lossy(&signed.content),
+        "headers": {
+            "client-id": args.client_id,
+            "request-time": signed.request_time,
+            "signature": signed.signature,
+        },
+    });
+    if !printer.json_result() {
+        printer.out(&show_signed(&signed, &args.client_id));
+    }
 
     let Some(public_path) = &args.alipay_public_key else {
+        if printer.json_result() {
+            printer.out_json(&json);
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let public = PublicKey::from_file(public_path)?;
@@ -65,25 +84,38 @@ pub fn run(args: SignArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    printer.out("\n");
     let content = signing::content(
         API_PATH,
         &args.client_id,
         time.as_deref().unwrap_or("<no response-time>"),
         &response,
     );
-    printer.out(&format!(
-        "response content checked:\n{}\n",
-        visible(&content)
-    ));
-    match signing::verify(
+    let verified = signing::verify(
         &public,
         API_PATH,
         &args.client_id,
         time.as_deref(),
         &response,
         signature.as_deref(),
-    ) {
+    );
+    if printer.json_result() {
+        json["response"] = serde_json::json!({
+            "content_checked": String::from_utf8_lossy(&content),
+            "valid": verified.is_ok(),
+            "error": verified.as_ref().err().map(ToString::to_string),
+        });
+        printer.out_json(&json);
+        return Ok(ExitCode::from(match verified {
+            Ok(()) => super::exit::OK,
+            Err(_) => super::exit::FATAL,
+        }));
+    }
+    printer.out("\n");
+    printer.out(&format!(
+        "response content checked:\n{}\n",
+        visible(&content)
+    ));
+    match verified {
         Ok(()) => {
             printer.out_line("response signature: valid");
             Ok(ExitCode::SUCCESS)

@@ -11,8 +11,8 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let conn = ledger::open_existing(&path)?;
     super::show_notices(printer, &conn);
     let c = queries::status(&conn, 5)?;
-    if args.json {
-        printer.out_line(&serde_json::to_string(&c)?);
+    if printer.json_result() {
+        printer.out_json(&serde_json::to_value(&c)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = format!("ledger {}: {} rows\n", ledger::shown(&path), c.total);

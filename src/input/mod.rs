@@ -5,9 +5,13 @@
 //! that breaks a rule, never sent) and duplicates (skipped). A problem with a whole file
 //! (unreadable, not UTF-8, missing columns) is an [`InputError`] that refuses the input.
 
+mod cells;
+mod classify;
 mod columns;
 mod encoding;
+mod error;
 pub(crate) mod identity;
+mod read_ahead;
 mod reader;
 mod rejects;
 mod row;
@@ -17,7 +21,8 @@ pub mod workbook;
 
 pub use columns::normalize_header;
 pub use encoding::{Encoding, UnknownEncoding};
+pub use error::InputError;
 pub use identity::{Dedupe, Print, Spill, SpillError};
-pub use reader::{Checked, Input, InputError, Item, Options};
+pub use reader::{Checked, Input, Item, Notice, Options};
 pub use rejects::{RejectsWriter, write_rejects_csv};
 pub use row::{Reject, Row, SaveWay, SourceRow, write_key};

@@ -1,26 +1,31 @@
-//! The streaming reader: files → records → [`Item`]s, with identity dedupe across all files.
+//! The input: files → records → [`Item`]s, with identity dedupe across all files.
 //!
-//! Two stages on two threads: a reader thread tokenises the files into batches of reused
-//! records (`tokenizer::Record`) (a bounded channel holds at most `IN_FLIGHT` of them; consumed batches go back
-//! to it for reuse), and the iterating thread applies the rules and the identity check, in
-//! order. Values are validated as `&str` slices and only a valid row is copied into `String`s.
-//! Memory stays flat whatever the number of rows, apart from 32 bytes per distinct identity, or
-//! none past a budget with [`Input::with_dedupe`] (see `identity`).
+//! [`Input`] opens every file (its header checked before any row is read), then consumes what
+//! the read-ahead thread (`read_ahead`) reads: each record becomes values (`cells`), then an
+//! item (`classify`), in order. Values are `&str` slices of the record and only a valid row is
+//! copied into `String`s. Memory stays flat whatever the number of rows, apart from 32 bytes per
+//! distinct identity, or none past a budget with [`Input::with_dedupe`] (see `identity`).
 //!
 //! A workbook takes the same path: the reader thread turns each sheet row into a record of cell
 //! texts (see `workbook`), with the cell that cannot be read as typed, if any.
+//!
+//! What a user should know but that refuses nothing (unknown columns) is a [`Notice`], for the
+//! command to show through its printer.
 
+use std::fmt;
 use std::fs::File;
-use std::io;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender};
 
-use super::columns::{Column, ColumnMap, HeaderProblem};
+use super::cells::{self, Cells, NotUtf8};
+use super::classify::{self, Place};
+use super::columns::ColumnMap;
 use super::encoding::{Encoding, open_stream};
-use super::identity::{Dedupe, Identities, SpillError, Verdict};
-use super::row::{Reject, SaveWay, SourceRow};
-use super::rules::{self, Problem, Valid, Values};
+use super::error::InputError;
+use super::identity::{Dedupe, Identities};
+use super::read_ahead::{self, Batch, End, FileReader, Scan, record_line};
+use super::row::{Reject, SourceRow};
+use super::rules::Valid;
 use super::tokenizer::{Record, Records};
 use super::workbook::{self, Format, Workbook};
 
@@ -59,117 +64,6 @@ pub enum Item<R = SourceRow> {
     },
 }
 
-/// A problem with a whole file: the input is refused and nothing is sent.
-#[derive(Debug, thiserror::Error)]
-pub enum InputError {
-    #[error("cannot read {file}")]
-    Io {
-        file: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "{file}:{line}: the file is not UTF-8 text: in Excel use Save As \"CSV UTF-8 (Comma \
-         delimited)\", or pass --encoding big5|gbk|utf-16 for a legacy export"
-    )]
-    NotUtf8 { file: String, line: u64 },
-    #[error(
-        "{file}: missing column(s) {}; the header has: {}. Add the missing column(s) (names \
-         are matched ignoring case, spaces, '_' and '-')",
-        missing.join(", "),
-        if found.is_empty() { "(nothing)".to_string() } else { found.join(", ") }
-    )]
-    MissingColumns {
-        file: String,
-        missing: Vec<String>,
-        found: Vec<String>,
-    },
-    #[error(
-        "{file}: the header names column {column} twice ({}): remove or rename one",
-        cells.join(", ")
-    )]
-    DuplicateColumn {
-        file: String,
-        column: String,
-        cells: Vec<String>,
-    },
-    #[error(
-        "{file}: the file is empty: its first line must be a header naming the columns \
-         (at least mall_group_label and mall_label)"
-    )]
-    NoHeader { file: String },
-    #[error(
-        "cannot keep track of the rows already read in a temporary file: make room in the \
-         temporary folder, or set TMPDIR to a folder with more space"
-    )]
-    Spill {
-        #[source]
-        source: SpillError,
-    },
-    #[error("{file}:{line}: {message}")]
-    Csv {
-        file: String,
-        line: u64,
-        message: String,
-    },
-    #[error(
-        "{file}: cannot read it as a workbook ({message}): open it in Excel and save it as \
-         .xlsx (Excel Workbook), or as CSV UTF-8"
-    )]
-    Workbook { file: String, message: String },
-    #[error(
-        "{file}: no sheet named {sheet:?}; the workbook has: {}. Pass one of them with --sheet",
-        sheets.join(", ")
-    )]
-    UnknownSheet {
-        file: String,
-        sheet: String,
-        sheets: Vec<String>,
-    },
-    #[error(
-        "{file}: no row names the column(s) {} (the header is the first row that names \
-         mall_group_label and mall_label; rows above it are skipped); {}. The workbook's \
-         sheets: {} (choose one with --sheet NAME)",
-        missing.join(", "),
-        if found.is_empty() {
-            "the sheet is empty".to_string()
-        } else {
-            format!("the nearest row has: {}", found.join(", "))
-        },
-        sheets.join(", ")
-    )]
-    NoHeaderRow {
-        file: String,
-        missing: Vec<String>,
-        found: Vec<String>,
-        sheets: Vec<String>,
-    },
-}
-
-impl InputError {
-    /// The error for a header that `ColumnMap` refuses, in `file`.
-    pub(crate) fn from_header(file: &str, problem: HeaderProblem) -> InputError {
-        match problem {
-            HeaderProblem::Missing { missing, found } => InputError::MissingColumns {
-                file: file.to_string(),
-                missing,
-                found,
-            },
-            HeaderProblem::Duplicate { column, cells } => InputError::DuplicateColumn {
-                file: file.to_string(),
-                column,
-                cells,
-            },
-        }
-    }
-}
-
-/// What the reader thread reads one file with.
-enum FileReader {
-    Csv(Box<Records>),
-    Sheet(Workbook, ColumnMap),
-}
-
 /// One open file of the input.
 struct OpenFile {
     name: String,
@@ -193,12 +87,30 @@ pub struct Input {
     at: usize,
     identities: Identities,
     unknown: Vec<(String, Vec<String>)>,
+    notices: Vec<Notice>,
     done: bool,
+}
+
+/// What a user should know about an input that refuses nothing, for the command to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A file's header names columns the tool does not read: they are ignored.
+    UnknownColumns { file: String, columns: Vec<String> },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::UnknownColumns { file, columns } => {
+                write!(f, "{file}: unknown columns ignored: {}", columns.join(", "))
+            }
+        }
+    }
 }
 
 impl Input {
     /// Opens all files and checks their headers (missing mandatory columns refuse the whole
-    /// input before any row is read). Unknown columns produce one warning per file naming them.
+    /// input before any row is read). Unknown columns make one [`Notice`] per file naming them.
     /// A file is a CSV or a workbook by its content, whatever its name.
     pub fn open(files: &[PathBuf], options: impl Into<Options>) -> Result<Input, InputError> {
         let options = options.into();
@@ -235,10 +147,6 @@ impl Input {
                     }
                 };
             if !unknown_here.is_empty() {
-                tracing::warn!(
-                    "{name}: unknown columns ignored: {}",
-                    unknown_here.join(", ")
-                );
                 unknown.push((name.clone(), unknown_here));
             }
             readers.push(reader);
@@ -248,15 +156,17 @@ impl Input {
                 check_utf8,
             });
         }
-        let (full_tx, full) = sync_channel(IN_FLIGHT);
-        let (empty, empty_rx) = channel();
-        std::thread::Builder::new()
-            .name("input-reader".to_string())
-            .spawn(move || read_ahead(readers, full_tx, empty_rx))
-            .map_err(|source| InputError::Io {
-                file: sources.first().map_or_else(String::new, |s| s.name.clone()),
-                source,
-            })?;
+        let (full, empty) = read_ahead::start(readers).map_err(|source| InputError::Io {
+            file: sources.first().map_or_else(String::new, |s| s.name.clone()),
+            source,
+        })?;
+        let notices = unknown
+            .iter()
+            .map(|(file, columns)| Notice::UnknownColumns {
+                file: file.clone(),
+                columns: columns.clone(),
+            })
+            .collect();
         Ok(Input {
             sources,
             current: 0,
@@ -267,6 +177,7 @@ impl Input {
             at: 0,
             identities: Identities::new(Dedupe::InMemory),
             unknown,
+            notices,
             done: false,
         })
     }
@@ -283,11 +194,10 @@ impl Input {
         &self.unknown
     }
 
-    /// The file and line of an ordinal handed to `identities`.
-    fn locate(&self, ordinal: u32) -> (&str, u64) {
-        let ordinal = u64::from(ordinal);
-        let i = self.bases.partition_point(|b| *b < ordinal) - 1;
-        (&self.sources[i].name, ordinal - self.bases[i])
+    /// What the user should know about the input (unknown columns), for the command to show
+    /// through its printer.
+    pub fn notices(&self) -> &[Notice] {
+        &self.notices
     }
 
     /// Every item, with valid rows only counted: [`Item::Row`] holds `()`.
@@ -321,12 +231,12 @@ impl Input {
                     self.bases.push(self.bases[self.current] + last);
                     self.current += 1;
                 }
-                End::Failed(source) => {
+                End::Failed(error) => {
                     self.stop();
-                    return Some(Err(InputError::Io {
-                        file: self.sources[self.current].name.clone(),
-                        source,
-                    }));
+                    return Some(Err(InputError::from_read(
+                        &self.sources[self.current].name,
+                        error,
+                    )));
                 }
             }
             match self.full.as_ref().map(Receiver::recv) {
@@ -361,141 +271,46 @@ impl Input {
             utf8,
             unreadable,
         } = self.batch.scans[i];
+        let src = &self.sources[self.current];
         if unreadable {
             // A workbook cell that cannot be read as typed (a date in an id column, ...).
             if let Some(p) = self.batch.take_problem(i) {
-                let file = self.sources[self.current].name.clone();
-                return Ok(Some(Item::Reject(reject(file, line, p))));
+                return Ok(Some(Item::Reject(Reject::from_problem(&src.name, line, p))));
             }
         }
-        let src = &self.sources[self.current];
-        let record = &self.batch.records[i];
-        let file = || src.name.clone();
-        // One UTF-8 check for the whole record (by the reader thread) instead of one per cell.
-        // A cell is then a slice of it; `str::get` refuses a slice that splits a character, so
-        // a cell is `Some` exactly when it is valid UTF-8 on its own, and the per-cell check
-        // below only runs for a record that is not valid as a whole.
         let whole = utf8.then_some(self.batch.texts[i].as_str());
-        let mut any = false;
-        // A row shorter than the header reads its missing cells as empty.
-        let mut values: Values<'_> = [""; 9];
-        for (i, &(start, end)) in record.ranges().iter().enumerate() {
-            let raw = &record.bytes()[start..end];
-            let text = match whole.and_then(|w| w.get(start..end)) {
-                Some(text) => trim(text),
-                None => {
-                    if src.check_utf8 && std::str::from_utf8(raw).is_err() {
-                        return Err(InputError::NotUtf8 { file: file(), line });
-                    }
-                    cell(raw)
-                }
-            };
-            any |= !text.is_empty();
-            if i >= src.columns.width {
-                if text.is_empty() {
-                    continue;
-                }
-                return Ok(Some(Item::Reject(Reject {
-                    file: file(),
-                    line,
-                    column: "(extra cells)".to_string(),
-                    value: text.to_string(),
-                    reason: format!(
-                        "the row has {} cells but the header has {}: a comma inside an \
-                         unquoted value usually shifts the columns; put the value in double \
-                         quotes (or export again from the spreadsheet)",
-                        record.len(),
-                        src.columns.width
-                    ),
-                })));
+        let record = &self.batch.records[i];
+        let values = match cells::read(record, whole, &src.columns, src.check_utf8) {
+            Ok(Cells::Values(values)) => values,
+            Ok(Cells::Blank) => return Ok(None),
+            Ok(Cells::Extra { value, cells }) => {
+                let width = src.columns.width;
+                let reject = Reject::extra_cells(&src.name, line, value, cells, width);
+                return Ok(Some(Item::Reject(reject)));
             }
-            if let Some(c) = src.columns.column_at(i) {
-                values[c as usize] = text;
-            }
-        }
-        // Excel exports rows it once formatted as `,,,,`: as blank as a blank line.
-        if !any {
-            return Ok(None);
-        }
-        let row = match rules::validate(&values, suspect) {
-            Ok(row) => row,
-            Err(p) => return Ok(Some(Item::Reject(reject(file(), line, p)))),
-        };
-        let ordinal =
-            u32::try_from(self.bases[self.current] + line).map_err(|_| InputError::Csv {
-                file: file(),
-                line,
-                message: "the input has more than 4,294,967,295 lines in all: split it into \
-                          several runs"
-                    .to_string(),
-            })?;
-        let verdict = self
-            .identities
-            .check_valid(&row, ordinal)
-            .map_err(|source| InputError::Spill { source })?;
-        let item = match verdict {
-            Verdict::New => Item::Row(make(&row, &src.name, line)),
-            Verdict::Duplicate { first_ordinal } => {
-                let (first_file, first_line) = self.locate(first_ordinal);
-                Item::Duplicate {
-                    file: file(),
+            Err(NotUtf8) => {
+                return Err(InputError::NotUtf8 {
+                    file: src.name.clone(),
                     line,
-                    key: row.key(),
-                    first_file: first_file.to_string(),
-                    first_line,
-                }
-            }
-            Verdict::Conflict {
-                first_ordinal,
-                column,
-            } => {
-                let (first_file, first_line) = self.locate(first_ordinal);
-                let what = match row.save_way {
-                    SaveWay::MerchantPms => "same store",
-                    SaveWay::IpayTradeNo => "same ipay_trade_no",
-                };
-                let (column, value) = match column {
-                    Some(c) => (c, payload_value(&row, c).to_string()),
-                    None => ("key", row.key()),
-                };
-                let differs = match column {
-                    "key" => "names or mall",
-                    c => c,
-                };
-                Item::Reject(Reject {
-                    file: file(),
-                    line,
-                    column: column.to_string(),
-                    value,
-                    reason: format!(
-                        "conflicts with line {first_line} of {first_file} ({what}, different \
-                         {differs}): keep only the row that is right"
-                    ),
-                })
+                });
             }
         };
-        Ok(Some(item))
+        let at = Place {
+            file: &src.name,
+            line,
+            base: self.bases[self.current],
+        };
+        let (sources, bases) = (&self.sources, &self.bases);
+        let locate = |ordinal| locate(sources, bases, ordinal);
+        classify::classify(&values, suspect, &at, &mut self.identities, locate, make).map(Some)
     }
 }
 
-fn reject(file: String, line: u64, p: Problem) -> Reject {
-    Reject {
-        file,
-        line,
-        column: p.column.to_string(),
-        value: p.value,
-        reason: p.reason,
-    }
-}
-
-fn payload_value<'a>(row: &Valid<'a>, column: &str) -> &'a str {
-    let c = match column {
-        "merchant_name" => Column::MerchantName,
-        "store_name" => Column::StoreName,
-        "mall_group_label" => Column::MallGroupLabel,
-        _ => Column::MallLabel,
-    };
-    row.get(c)
+/// The file and line of an ordinal handed to `identities` (`bases`: see `Input::bases`).
+fn locate<'a>(sources: &'a [OpenFile], bases: &[u64], ordinal: u32) -> (&'a str, u64) {
+    let ordinal = u64::from(ordinal);
+    let i = bases.partition_point(|b| *b < ordinal) - 1;
+    (&sources[i].name, ordinal - bases[i])
 }
 
 impl Iterator for Input {
@@ -519,6 +334,11 @@ impl Checked {
     pub fn unknown_columns(&self) -> &[(String, Vec<String>)] {
         self.0.unknown_columns()
     }
+
+    /// See [`Input::notices`].
+    pub fn notices(&self) -> &[Notice] {
+        self.0.notices()
+    }
 }
 
 impl Iterator for Checked {
@@ -528,216 +348,6 @@ impl Iterator for Checked {
     fn next(&mut self) -> Option<Self::Item> {
         self.0.next_item(|_, _, _| ())
     }
-}
-
-/// 1-based line where the record just read starts (the header is line 1).
-///
-/// The csv crate's `ByteRecord::position` is where reading *began*, before any blank lines it
-/// skipped, so it drifts after a blank line. The reader's position after the record is exact,
-/// and every record ends by consuming a line feed (LF is the only terminator and the stream
-/// always ends with one): the start is that line minus the line feeds inside the record's
-/// quoted cells, minus its own terminator.
-/// `after` is the reader's line once the record is read (`Records::line`).
-fn record_line(after: u64, record: &Record) -> u64 {
-    let inner = memchr::memchr_iter(b'\n', record.bytes()).count() as u64;
-    after.saturating_sub(inner + 1).max(1)
-}
-
-/// Records per batch handed from the reader thread to the iterating one.
-const BATCH: usize = 1024;
-/// Filled batches waiting in the channel; with the one being filled and the one being consumed,
-/// at most `IN_FLIGHT + 2` batches exist.
-const IN_FLIGHT: usize = 2;
-
-/// What the reader thread finds in a record, for the iterating one.
-#[derive(Clone, Copy)]
-struct Scan {
-    /// The line where the record starts.
-    line: u64,
-    /// The record holds a byte that may start a control character or U+FFFD (see
-    /// `rules::may_hold_control`): a record without needs no per-value control check.
-    suspect: bool,
-    /// The record's bytes are UTF-8 (and copied into the batch's text for it).
-    utf8: bool,
-    /// A workbook cell of the record cannot be read as typed: the batch's `problems` say why.
-    unreadable: bool,
-}
-
-/// Scans a record just read; `after` is the reader's line after it.
-fn scan(record: &Record, after: u64, text: &mut String) -> Scan {
-    let bytes = record.bytes();
-    let suspect = rules::may_hold_control(bytes);
-    // No line feed in the record unless it is suspect (a line feed is a control character).
-    let line = if suspect {
-        record_line(after, record)
-    } else {
-        after.saturating_sub(1).max(1)
-    };
-    text.clear();
-    let utf8 = match simdutf8::basic::from_utf8(bytes) {
-        Ok(valid) => {
-            text.push_str(valid);
-            true
-        }
-        Err(_) => false,
-    };
-    Scan {
-        line,
-        suspect,
-        utf8,
-        unreadable: false,
-    }
-}
-
-/// Consecutive records of one file, read by the reader thread.
-#[derive(Default)]
-struct Batch {
-    /// Reused record buffers; the first `len` hold this batch's records.
-    records: Vec<Record>,
-    /// What the reader thread found in each record.
-    scans: Vec<Scan>,
-    /// Each record's bytes as text, when they are UTF-8 (`Scan::utf8`); reused buffers.
-    texts: Vec<String>,
-    len: usize,
-    /// The unreadable cell of each record flagged `Scan::unreadable`, by record index.
-    problems: Vec<(usize, Problem)>,
-    /// What comes after the records.
-    end: End,
-}
-
-impl Batch {
-    /// A batch back from the iterating thread (or a new one), emptied.
-    fn reuse(empty: &Receiver<Batch>) -> Batch {
-        let mut batch = empty.try_recv().unwrap_or_default();
-        batch.len = 0;
-        batch.scans.clear();
-        batch.problems.clear();
-        batch.end = End::More;
-        batch
-    }
-
-    /// The next record's buffers, made when the batch has none to reuse.
-    fn slot(&mut self) -> (&mut Record, &mut String) {
-        if self.records.len() == self.len {
-            self.records.push(Record::default());
-            self.texts.push(String::new());
-        }
-        (&mut self.records[self.len], &mut self.texts[self.len])
-    }
-
-    fn take_problem(&mut self, i: usize) -> Option<Problem> {
-        let at = self.problems.iter().position(|(r, _)| *r == i)?;
-        Some(self.problems.swap_remove(at).1)
-    }
-}
-
-#[derive(Default)]
-enum End {
-    /// More records of the same file.
-    #[default]
-    More,
-    /// The file ended; `last` is the line count the next file's ordinals start after.
-    File { last: u64 },
-    /// Reading failed: the input ends with this error.
-    Failed(io::Error),
-}
-
-/// The reader thread: every file in order, as batches. Ends after the last file, after an error,
-/// or as soon as the iterating side is gone.
-fn read_ahead(readers: Vec<FileReader>, full: SyncSender<Batch>, empty: Receiver<Batch>) {
-    for reader in readers {
-        let more = match reader {
-            FileReader::Csv(csv) => read_csv(*csv, &full, &empty),
-            FileReader::Sheet(mut book, columns) => read_sheet(&mut book, &columns, &full, &empty),
-        };
-        if !more {
-            return;
-        }
-    }
-}
-
-/// Sends every record of one CSV file; false when the input must end (an error, or the
-/// iterating side is gone).
-fn read_csv(mut csv: Records, full: &SyncSender<Batch>, empty: &Receiver<Batch>) -> bool {
-    loop {
-        let mut batch = Batch::reuse(empty);
-        while batch.len < BATCH {
-            let (record, text) = batch.slot();
-            match csv.read(record) {
-                Ok(true) => {
-                    let scan = scan(record, csv.line(), text);
-                    batch.scans.push(scan);
-                    batch.len += 1;
-                }
-                Ok(false) => {
-                    batch.end = End::File {
-                        last: csv.line() + 1,
-                    };
-                    break;
-                }
-                Err(e) => {
-                    batch.end = End::Failed(e);
-                    break;
-                }
-            }
-        }
-        let (file_done, failed) = match batch.end {
-            End::More => (false, false),
-            End::File { .. } => (true, false),
-            End::Failed(_) => (false, true),
-        };
-        if full.send(batch).is_err() || failed {
-            return false;
-        }
-        if file_done {
-            return true;
-        }
-    }
-}
-
-/// Sends every row of one sheet below its header, as records of cell texts whose line is the
-/// row number Excel shows; false when the input must end.
-fn read_sheet(
-    book: &mut Workbook,
-    columns: &ColumnMap,
-    full: &SyncSender<Batch>,
-    empty: &Receiver<Batch>,
-) -> bool {
-    let mut batch = Batch::reuse(empty);
-    let mut last = u64::from(book.header_row()) + 1;
-    let mut text = String::new();
-    let read = book.rows(book.header_row() + 1, |row, cells| {
-        let line = u64::from(row) + 1;
-        last = line;
-        let (record, _) = batch.slot();
-        let problem = workbook::fill(cells, columns, record, &mut text);
-        let suspect = rules::may_hold_control(record.bytes());
-        batch.scans.push(Scan {
-            line,
-            suspect,
-            utf8: false,
-            unreadable: problem.is_some(),
-        });
-        if let Some(p) = problem {
-            batch.problems.push((batch.len, p));
-        }
-        batch.len += 1;
-        if batch.len == BATCH {
-            let sent = std::mem::replace(&mut batch, Batch::reuse(empty));
-            if full.send(sent).is_err() {
-                return ControlFlow::Break(());
-            }
-        }
-        ControlFlow::Continue(())
-    });
-    let (end, more) = match read {
-        // The iterating side is gone.
-        Ok(Some(())) => return false,
-        Ok(None) => (End::File { last: last + 1 }, true),
-        Err(e) => (End::Failed(e), false),
-    };
-    batch.end = end;
-    full.send(batch).is_ok() && more
 }
 
 /// Opens a CSV file: its records after the header, the column map and the unknown names.
@@ -755,7 +365,10 @@ fn open_csv(
     // `record_line`); a CR before it is trailing white space, trimmed like any.
     let mut csv = Records::new(stream);
     let mut header = Record::default();
-    if !csv.read(&mut header).map_err(io_err)? {
+    if !csv
+        .read(&mut header)
+        .map_err(|e| InputError::from_read(name, e))?
+    {
         return Err(InputError::NoHeader {
             file: name.to_string(),
         });
@@ -772,29 +385,6 @@ fn open_csv(
     let (columns, unknown) =
         ColumnMap::new(&cells).map_err(|p| InputError::from_header(name, p))?;
     Ok((csv, columns, unknown))
-}
-
-/// `str::trim`, without decoding a character when both ends are printable ASCII (most cells),
-/// or the value starts with a character that is no white space (ASCII, or a lead byte other than
-/// those of U+0085, U+00A0 (0xC2), U+1680 (0xE1), U+2000..U+205F (0xE2) and U+3000 (0xE3)).
-fn trim(s: &str) -> &str {
-    let b = s.as_bytes();
-    let first = b
-        .first()
-        .is_some_and(|b| b.is_ascii_graphic() || matches!(b, 0xC3..=0xE0 | 0xE4..=0xFF));
-    let last = b.last().is_some_and(u8::is_ascii_graphic);
-    match (first, last) {
-        (true, true) => s,
-        (true, false) => s.trim_end(),
-        (false, true) => s.trim_start(),
-        (false, false) => s.trim(),
-    }
-}
-
-/// A cell as text, trimmed. Only called after the UTF-8 check (or on decoded streams, which are
-/// UTF-8 by construction); the fallback keeps it total.
-fn cell(raw: &[u8]) -> &str {
-    std::str::from_utf8(raw).unwrap_or("\u{FFFD}").trim()
 }
 
 #[cfg(test)]

@@ -3,16 +3,18 @@
 use std::io::{self, Write};
 
 use super::row::Reject;
+use crate::output::CsvWriter;
 
-/// Writes rejects as CSV with the header `file,line,column,value,reason`, as they come.
+/// Writes rejects as CSV with the header `file,line,column,value,reason`, as they come, each
+/// cell made inert for a spreadsheet ([`crate::output::CsvWriter`]).
 pub struct RejectsWriter<W: Write> {
-    csv: csv::Writer<W>,
+    csv: CsvWriter<W>,
 }
 
 impl<W: Write> RejectsWriter<W> {
     /// Writes the header.
     pub fn new(w: W) -> io::Result<Self> {
-        let mut csv = csv::Writer::from_writer(w);
+        let mut csv = CsvWriter::new(w);
         csv.write_record(["file", "line", "column", "value", "reason"])?;
         Ok(RejectsWriter { csv })
     }
@@ -26,7 +28,7 @@ impl<W: Write> RejectsWriter<W> {
 
     /// Flushes and returns the writer.
     pub fn finish(self) -> io::Result<W> {
-        self.csv.into_inner().map_err(|e| e.into_error())
+        self.csv.into_inner()
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::rules::Problem;
+
 /// How the store is identified to the gateway (`saveWayType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -162,6 +164,70 @@ pub struct Reject {
     pub column: String,
     pub value: String,
     pub reason: String,
+}
+
+/// What a reject says: its column, its value and why, worded here for every reject.
+impl Reject {
+    /// A row that breaks a rule (or a workbook cell that cannot be read as typed).
+    pub(crate) fn from_problem(file: &str, line: u64, p: Problem) -> Reject {
+        Reject {
+            file: file.to_string(),
+            line,
+            column: p.column.to_string(),
+            value: p.value,
+            reason: p.reason,
+        }
+    }
+
+    /// A row with `cells` cells, something in one right of the header's `width`.
+    pub(crate) fn extra_cells(
+        file: &str,
+        line: u64,
+        value: &str,
+        cells: usize,
+        width: usize,
+    ) -> Reject {
+        Reject {
+            file: file.to_string(),
+            line,
+            column: "(extra cells)".to_string(),
+            value: value.to_string(),
+            reason: format!(
+                "the row has {cells} cells but the header has {width}: a comma inside an \
+                 unquoted value usually shifts the columns; put the value in double quotes (or \
+                 export again from the spreadsheet)"
+            ),
+        }
+    }
+
+    /// A row with the identity of an earlier one (`first`: its file and line) and another
+    /// payload: `column` differs (`None`: the names or the mall, by their key), `value` is this
+    /// row's.
+    pub(crate) fn conflict(
+        file: &str,
+        line: u64,
+        way: SaveWay,
+        column: Option<&str>,
+        value: String,
+        first: (&str, u64),
+    ) -> Reject {
+        let what = match way {
+            SaveWay::MerchantPms => "same store",
+            SaveWay::IpayTradeNo => "same ipay_trade_no",
+        };
+        let (first_file, first_line) = first;
+        Reject {
+            file: file.to_string(),
+            line,
+            column: column.unwrap_or("key").to_string(),
+            value,
+            reason: format!(
+                "conflicts with line {first_line} of {first_file} ({what}, different {}): \
+                 keep only the row that is right",
+                column.unwrap_or("names or mall")
+            ),
+        }
+    }
 }
 
 impl fmt::Display for Reject {

@@ -3,6 +3,10 @@
 //! no `"` is one record whose cells are the line split at `,` (what csv-core's state machine
 //! makes of it, at about a tenth of the cost), and an empty line is skipped, as csv-core does.
 //! Any other record is read by csv-core itself, from the same position.
+//!
+//! A record is at most [`MAX_RECORD`] bytes: past that (a quote never closed pulls the rest of
+//! the file into one record) reading stops with a [`ReadError`] naming where the record, or the
+//! quote that never closes, starts.
 
 use std::io::{self, Read};
 
@@ -66,6 +70,93 @@ impl Record {
 /// Bytes read from the stream at a time (the buffer grows for a longer line).
 const CHUNK: usize = 64 * 1024;
 
+/// The longest record read (1 MiB): a row of a store list is a few hundred bytes.
+pub(crate) const MAX_RECORD: usize = 1024 * 1024;
+
+/// Why a record cannot be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(io::Error),
+    /// The record starting at `line` is longer than [`MAX_RECORD`]; `quote`: where a quote
+    /// still open then was opened (line, column), the likely cause.
+    TooLong {
+        line: u64,
+        quote: Option<(u64, u64)>,
+    },
+    /// A quote opened at `line`, `column` (1-based, in characters) is never closed: the record
+    /// ran to the end of the file.
+    OpenQuote {
+        line: u64,
+        column: u64,
+    },
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+/// Follows the quotes of a record read by csv-core as its bytes go by, to say where a quote
+/// that never closes was opened (csv-core does not tell).
+#[derive(Debug, Default)]
+struct Quotes {
+    line: u64,
+    /// 1-based column, in characters, of the next byte.
+    column: u64,
+    /// At the start of a cell: a `"` there opens a quoted cell.
+    cell_start: bool,
+    /// Inside a quoted cell, and where its quote is.
+    open: Option<(u64, u64)>,
+    /// Inside a quoted cell, the byte before was a `"`: it closes the cell unless this one is
+    /// a `"` too (an escaped quote).
+    quote_seen: bool,
+}
+
+impl Quotes {
+    fn new(line: u64) -> Quotes {
+        Quotes {
+            line,
+            column: 1,
+            cell_start: true,
+            ..Quotes::default()
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.open.is_some() {
+                if self.quote_seen {
+                    self.quote_seen = false;
+                    if b != b'"' {
+                        // The quote closed the cell; what follows is read as csv-core reads it.
+                        self.open = None;
+                        self.cell_start = b == b',' || b == b'\n';
+                    }
+                } else if b == b'"' {
+                    self.quote_seen = true;
+                }
+            } else if b == b'"' && self.cell_start {
+                self.open = Some((self.line, self.column));
+                self.cell_start = false;
+            } else {
+                self.cell_start = b == b',' || b == b'\n';
+            }
+            if b == b'\n' {
+                self.line += 1;
+                self.column = 1;
+            } else if !(0x80..0xC0).contains(&b) {
+                self.column += 1;
+            }
+        }
+    }
+
+    /// The quote still open at the end of what was fed, if any.
+    fn unclosed(&self) -> Option<(u64, u64)> {
+        self.open.filter(|_| !self.quote_seen)
+    }
+}
+
 pub(crate) struct Records {
     stream: Box<dyn Read + Send>,
     buf: Vec<u8>,
@@ -104,7 +195,7 @@ impl Records {
     }
 
     /// Reads the next record into `record`; `false` at the end of the stream.
-    pub(crate) fn read(&mut self, record: &mut Record) -> io::Result<bool> {
+    pub(crate) fn read(&mut self, record: &mut Record) -> Result<bool, ReadError> {
         record.clear();
         loop {
             // Blank lines are skipped, as csv-core skips them.
@@ -121,6 +212,12 @@ impl Records {
             }
             let rest = &self.buf[self.start..self.end];
             match memchr::memchr2(b'\n', b'"', rest) {
+                Some(n) if n > MAX_RECORD => {
+                    return Err(ReadError::TooLong {
+                        line: self.line,
+                        quote: None,
+                    });
+                }
                 Some(n) if rest[n] == b'\n' => {
                     record.set_line(&rest[..n]);
                     self.start += n + 1;
@@ -134,6 +231,12 @@ impl Records {
                     self.start = self.end;
                     return Ok(true);
                 }
+                None if rest.len() > MAX_RECORD => {
+                    return Err(ReadError::TooLong {
+                        line: self.line,
+                        quote: None,
+                    });
+                }
                 // The line goes on beyond the buffer.
                 None => self.fill()?,
             }
@@ -142,26 +245,48 @@ impl Records {
 
     /// A record with a quote in its first line: csv-core reads it, over as many lines and
     /// reads of the stream as it takes.
-    fn read_quoted(&mut self, record: &mut Record) -> io::Result<bool> {
+    fn read_quoted(&mut self, record: &mut Record) -> Result<bool, ReadError> {
         let (mut nfields, mut nends) = (0, 0);
+        let first = self.line;
+        let mut quotes = Quotes::new(self.line);
         loop {
             let input = &self.buf[self.start..self.end];
             let (res, nin, nout, nend) =
                 self.core
                     .read_record(input, &mut self.fields[nfields..], &mut self.ends[nends..]);
+            quotes.feed(&input[..nin]);
             self.line += memchr::memchr_iter(b'\n', &input[..nin]).count() as u64;
             self.start += nin;
             nfields += nout;
             nends += nend;
             match res {
                 ReadRecordResult::InputEmpty => self.fill()?,
+                ReadRecordResult::OutputFull if self.fields.len() >= MAX_RECORD => {
+                    return Err(ReadError::TooLong {
+                        line: first,
+                        quote: quotes.unclosed(),
+                    });
+                }
                 ReadRecordResult::OutputFull => {
                     let n = self.fields.len();
                     self.fields.resize(n * 2, 0);
                 }
+                ReadRecordResult::OutputEndsFull if self.ends.len() >= MAX_RECORD => {
+                    return Err(ReadError::TooLong {
+                        line: first,
+                        quote: quotes.unclosed(),
+                    });
+                }
                 ReadRecordResult::OutputEndsFull => {
                     let n = self.ends.len();
                     self.ends.resize(n * 2, 0);
+                }
+                // The stream ended inside the quotes: the rest of the file is no cell.
+                ReadRecordResult::Record | ReadRecordResult::End
+                    if self.eof && self.start == self.end && quotes.unclosed().is_some() =>
+                {
+                    let (line, column) = quotes.unclosed().unwrap_or((first, 1));
+                    return Err(ReadError::OpenQuote { line, column });
                 }
                 ReadRecordResult::Record => {
                     record.bytes.extend_from_slice(&self.fields[..nfields]);
@@ -241,14 +366,13 @@ mod tests {
 
     #[test]
     fn same_records_and_lines_as_the_csv_crate() {
-        let cases: [&[u8]; 12] = [
+        let cases: [&[u8]; 11] = [
             b"a,b,c\n1,2,3\n",
             b"a,b\r\n\r\n1,2\r\n",
             b"\n\n a , b \n\n\nx\n",
             b"a,\"b,\nc\",d\n\"e\"\"f\",g\nh,i\n",
             b"a,\"b\"x,c\n\"\n\",\"\"\n",
             b"a,b\nc,d",
-            b"a,\"b\nc",
             b",,,\n,\n",
             b"x\"y,z\n1,2\n",
             b"",
@@ -265,5 +389,86 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn first_error(data: &[u8]) -> ReadError {
+        let mut records = Records::new(Box::new(io::Cursor::new(data.to_vec())));
+        let mut r = Record::default();
+        loop {
+            match records.read(&mut r) {
+                Ok(true) => {}
+                Ok(false) => panic!("no error in {} bytes", data.len()),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    #[test]
+    fn a_quote_never_closed_is_named_where_it_opens() {
+        let e = first_error("a,b\n名,\"x\ny,z\n".as_bytes());
+        assert!(
+            matches!(e, ReadError::OpenQuote { line: 2, column: 3 }),
+            "{e:?}"
+        );
+        // Escaped and closed quotes before it do not count.
+        let e = first_error(b"a,\"b\"\"c\",d\n\"e\nf\",\"g\n");
+        assert!(
+            matches!(e, ReadError::OpenQuote { line: 3, column: 4 }),
+            "{e:?}"
+        );
+        // Past the longest record, with the quote still open.
+        let mut data = b"a,b\n1,\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_RECORD + 10));
+        let e = first_error(&data);
+        assert!(
+            matches!(
+                e,
+                ReadError::TooLong {
+                    line: 2,
+                    quote: Some((2, 3))
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_past_the_limit_is_refused_with_its_line() {
+        let mut data = b"a,b\n1,2\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_RECORD + 10));
+        data.extend(b"\n3,4\n");
+        let e = first_error(&data);
+        assert!(
+            matches!(
+                e,
+                ReadError::TooLong {
+                    line: 3,
+                    quote: None
+                }
+            ),
+            "{e:?}"
+        );
+        // Quoted, its quotes closed, but longer than the limit.
+        let mut data = b"a,b\n\n\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_RECORD + 10));
+        data.extend(b"\",1\n");
+        let e = first_error(&data);
+        assert!(
+            matches!(
+                e,
+                ReadError::TooLong {
+                    line: 3,
+                    quote: Some((3, 1))
+                }
+            ),
+            "{e:?}"
+        );
+        // Just under the limit is read.
+        let mut data = b"a\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_RECORD - 10));
+        data.push(b'\n');
+        let mut records = Records::new(Box::new(io::Cursor::new(data)));
+        let mut r = Record::default();
+        assert!(records.read(&mut r).unwrap() && records.read(&mut r).unwrap());
     }
 }

@@ -359,7 +359,7 @@ pub fn create_private(path: &Path) -> std::io::Result<()> {
 
 /// The files of a ledger that may exist: itself, SQLite's `-wal` and `-shm`, the side file and
 /// the lines set aside from it.
-fn files_of(ledger: &Path) -> Vec<PathBuf> {
+pub fn files_of(ledger: &Path) -> Vec<PathBuf> {
     let beside = |suffix: &str| {
         let mut name = ledger.as_os_str().to_owned();
         name.push(suffix);

@@ -24,6 +24,7 @@ pub mod lock;
 pub mod migrate;
 pub mod postgres;
 pub mod queries;
+pub mod run;
 pub mod scratch;
 pub mod spill;
 mod sql;

@@ -4,11 +4,13 @@
 //! answers an earlier run could not verify, record the run, read the input, send, drain, record
 //! how it ended.
 
+pub mod concurrency;
 pub mod dry_run;
 pub mod ingest;
 pub mod limiter;
 pub mod policy;
 pub mod progress;
+pub mod queue;
 pub mod shutdown;
 pub mod worker;
 
@@ -21,13 +23,15 @@ use anyhow::Context as _;
 
 use crate::api::client::Client;
 use crate::input::{Dedupe, Input, Options};
+use crate::ledger;
+use crate::ledger::run::{RunLedger, Told};
 use crate::ledger::store::FileInfo;
-use crate::ledger::writer::{self, Health, SpillReport, Writer};
-use crate::ledger::{self, LedgerLock};
+use crate::ledger::writer::{Health, SpillReport, Writer, WriterThread};
 use crate::model::{RunCounts, RunEnd};
 use crate::output::Printer;
+use concurrency::Concurrency;
 use limiter::{Limiter, Throttling};
-use policy::{RetryPolicy, Tries};
+use policy::{RetryPolicy, Step, Tries};
 use progress::{Counters, Reporter};
 use shutdown::{Shutdown, StopReason};
 use worker::Crew;
@@ -48,6 +52,7 @@ pub struct Plan {
     /// The gateway the run sends to: a ledger of another one is refused.
     pub gateway: ledger::Gateway,
     pub rate: u32,
+    /// Requests in flight at most (the run takes what the rate needs at the answer time seen).
     pub concurrency: usize,
     pub policy: RetryPolicy,
     pub retry_failed: bool,
@@ -72,54 +77,41 @@ pub struct Report {
     pub advice: Option<String>,
     /// How the gateway throttled the run, if it did.
     pub throttling: Option<Throttling>,
+    /// How many requests the run had in flight.
+    pub concurrency: concurrency::Used,
     /// Rows still pending because `--limit` stopped the run.
     pub left_by_limit: Option<u64>,
     /// Answers that went to the side file because the ledger could not take them.
     pub spilled: Vec<SpillReport>,
 }
 
-/// Runs the job. Input and ledger problems found before sending are errors; everything after is
-/// recorded and reported in the [`Report`].
+/// Runs the job, in phases: the ledger opened for the run ([`open_ledger`]), the run recorded,
+/// the input read into the ledger ([`ingest`]), the rows sent ([`send`]), how it ended recorded
+/// ([`finish`]), then one teardown ([`teardown`]). Input and ledger problems found before
+/// sending are errors; everything after is recorded and reported in the [`Report`].
 pub fn execute(
     rt: &tokio::runtime::Runtime,
     client: Client,
-    plan: Plan,
+    mut plan: Plan,
     printer: Arc<Printer>,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     // The headers are checked (and files opened) before the ledger is touched.
-    let input = Input::open(&plan.files, plan.input.clone())?.with_dedupe(plan.dedupe);
+    let dedupe = std::mem::replace(&mut plan.dedupe, Dedupe::InMemory);
+    let input = Input::open(&plan.files, plan.input.clone())?.with_dedupe(dedupe);
     let files = plan
         .files
         .iter()
         .map(|p| file_info(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let lock = LedgerLock::acquire(&plan.ledger)?;
-    let opened = ledger::open_unlocked(&plan.ledger)?;
-    for notice in opened.notices() {
-        printer.warn(&notice.to_string());
-    }
-    // A ledger of another gateway is refused before anything is written to it.
-    ledger::gateway::claim(&opened, &plan.ledger, &plan.gateway)?;
-    // The feeder's connection; first it takes in what an earlier run could not write.
-    let reader = opened.into_connection();
-    if let Some(taken) = ledger::take_in_side_file(&reader, &plan.ledger)? {
-        printer.info(&taken.to_string());
-    }
-    let (writer, writer_thread) = writer::start(lock)?;
-    let recovered = writer.recover()?;
-    if recovered > 0 {
-        printer.info(&format!(
-            "{recovered} row(s) were in flight when an earlier run ended abruptly; they will be sent \
-             again (an answer of STORE_IS_CIRCLED for them is marked ambiguous)"
-        ));
-    }
-    reverify_kept_answers(
-        &reader,
+    let RunLedger {
+        reader,
+        writer,
+        writer_thread,
+    } = open_ledger(
+        (&plan.ledger, &plan.gateway),
+        (&plan.policy, &plan.alipay_public_key),
         &client,
-        &writer,
-        &plan.policy,
-        &plan.alipay_public_key,
         &printer,
     )?;
     let run_id = writer.begin_run(plan.config_json.clone(), files)?;
@@ -138,7 +130,7 @@ pub fn execute(
         ledger::spill::path_for(&plan.ledger),
     ));
 
-    let mut counts = match rt.block_on({
+    let ingested = rt.block_on({
         let writer = writer.clone();
         let shutdown = shutdown.clone();
         let printer = printer.clone();
@@ -146,8 +138,9 @@ pub fn execute(
         tokio::task::spawn_blocking(move || {
             ingest::ingest(input, &writer, run_id, retry_failed, &shutdown, &printer)
         })
-    }) {
-        Ok(Ok(c)) => c,
+    });
+    let counts = match ingested {
+        Ok(Ok(counts)) => counts,
         Ok(Err(e)) => {
             let message = format!("{e:#}");
             let _ = rt.block_on(writer.finish_run(
@@ -156,78 +149,26 @@ pub fn execute(
                 RunCounts::default(),
                 Some(message),
             ));
-            watch.abort();
-            drop(writer);
-            writer_thread.join(DRAIN_LIMIT);
+            teardown(watch, writer, writer_thread, DRAIN_LIMIT);
             return Err(e.context("nothing was sent"));
         }
-        Err(e) => anyhow::bail!("reading the input failed: {e}"),
-    };
-
-    let counters = Arc::new(Counters::default());
-    counters.to_send.store(counts.to_send, Relaxed);
-    let signing = client.signing_clock();
-    let crew = Arc::new(Crew::new(
-        client,
-        writer.clone(),
-        Limiter::new(plan.rate),
-        plan.policy.clone(),
-        counters.clone(),
-        shutdown.clone(),
-        run_id,
-        plan.alipay_public_key.clone(),
-    ));
-    let reporter = Reporter::start(
-        counters.clone(),
-        printer.clone(),
-        Duration::from_secs(10),
-        plan.rate,
-        plan.concurrency,
-    );
-    let sending = Instant::now();
-    let sent = rt.block_on(worker::send_all(
-        crew.clone(),
-        reader,
-        plan.concurrency,
-        plan.limit,
-        DRAIN_LIMIT,
-    ));
-    if let Ok(true) = sent
-        && counters.in_flight.load(Relaxed) > 0
-    {
-        printer.warn(&format!(
-            "requests still in flight after {}s were abandoned; those rows will be sent again next run",
-            DRAIN_LIMIT.as_secs()
-        ));
-    }
-    reporter.finish();
-    let advice = counters.advice(plan.rate, plan.concurrency, sending.elapsed());
-    let (signatures, signing_time) = signing.totals();
-    tracing::debug!(
-        signatures,
-        signing_ms = signing_time.as_millis() as u64,
-        "time spent signing requests"
-    );
-
-    let c = &counters;
-    counts.sent = c.sent.load(Relaxed);
-    counts.succeeded = c.succeeded.load(Relaxed);
-    counts.already_circled = c.already_circled.load(Relaxed);
-    counts.failed += c.failed.load(Relaxed);
-    counts.unverified = c.unverified.load(Relaxed);
-    counts.throttled = c.throttled.load(Relaxed);
-    let (end, message) = match (shutdown.reason(), &sent) {
-        (_, Err(e)) => (RunEnd::Aborted, Some(format!("{e:#}"))),
-        (Some(StopReason::Aborted(m)), _) => (RunEnd::Aborted, Some(m)),
-        (Some(StopReason::Interrupted), _) => (RunEnd::Interrupted, Some("interrupted".to_owned())),
-        (None, Ok(_)) => (RunEnd::Completed, None),
-    };
-    let left_by_limit = match (&sent, plan.limit) {
-        (Ok(_), Some(limit)) if c.fed.load(Relaxed) >= limit => {
-            Some(counts.to_send.saturating_sub(counts.sent))
+        Err(e) => {
+            teardown(watch, writer, writer_thread, DRAIN_LIMIT);
+            anyhow::bail!("reading the input failed: {e}");
         }
-        _ => None,
     };
+
+    let sent = send(
+        rt,
+        client,
+        &plan,
+        &writer,
+        &shutdown,
+        (run_id, counts.to_send),
+        reader,
+        &printer,
+    );
+    let (end, message, counts) = conclude(&sent, &shutdown, plan.limit, counts);
     // Anything still marked in flight (a drain cut short) is recovered now, not next run; then
     // the run's record. With a ledger that cannot commit, this waits: for as long as a lock is
     // held by another program, or, once the run is stopping, for DRAIN_LIMIT; then what the
@@ -237,24 +178,15 @@ pub fn execute(
         &shutdown,
         run_id,
         end,
-        &counts,
+        &counts.0,
         message.clone(),
     ));
     let recorded = finished.is_some();
-    if let Some(stored) = finished {
-        counts = stored;
-    }
-    watch.abort();
-    let throttling = crew.limiter.throttling();
-    let held = writer.held();
-    drop(crew);
-    drop(writer);
-    writer_thread.join(Duration::from_secs(1));
-    let mut spilled = held.take_reports();
-    let last = held.spill();
-    if !last.answers.is_empty() {
-        spilled.push(last);
-    }
+    let (counts, left_by_limit) = match finished {
+        Some(stored) => (stored, counts.1),
+        None => counts,
+    };
+    let spilled = teardown(watch, writer, writer_thread, Duration::from_secs(1));
     let end = match (end, recorded) {
         // The run's end could not be recorded: it did not complete as far as the ledger knows.
         (RunEnd::Completed, false) => RunEnd::Aborted,
@@ -269,13 +201,180 @@ pub fn execute(
         end,
         counts,
         message,
-        requests: c.requests.load(Relaxed),
+        requests: sent.requests,
         elapsed: started.elapsed(),
-        advice,
-        throttling,
+        advice: sent.advice,
+        throttling: sent.throttling,
+        concurrency: sent.concurrency,
         left_by_limit,
         spilled,
     })
+}
+
+/// Opens the ledger for the run (one call into `ledger/`), telling the person what it did.
+fn open_ledger(
+    (path, gateway): (&Path, &ledger::Gateway),
+    (policy, key): (&RetryPolicy, &str),
+    client: &Client,
+    printer: &Printer,
+) -> anyhow::Result<RunLedger> {
+    let reverify = |k: &ledger::store::KeptAnswer| {
+        let attempt = client.reverify(
+            &k.body,
+            k.response_time.as_deref(),
+            k.response_signature.as_deref(),
+        )?;
+        let decision = policy.decide(&attempt.outcome, Tries::default());
+        let update = policy::row_update(&attempt, &decision, k.maybe_sent);
+        Some((attempt, update))
+    };
+    ledger::run::open_for_run(path, gateway, reverify, &mut |told| match told {
+        Told::Notice(text) => printer.warn(&text),
+        Told::TakenIn(text) => printer.info(&text),
+        Told::Recovered(n) => printer.info(&format!(
+            "{n} row(s) were in flight when an earlier run ended abruptly; they will be sent \
+             again (an answer of STORE_IS_CIRCLED for them is marked ambiguous)"
+        )),
+        Told::Reverified {
+            verified,
+            labels,
+            still,
+        } => {
+            if verified > 0 {
+                printer.info(&format!(
+                    "{verified} answer(s) an earlier run could not verify verify now with \
+                     alipay_public_key ({key}): believed, {labels} pmsLabel(s) recorded, not \
+                     sent again"
+                ));
+            }
+            if still > 0 {
+                printer.warn(&format!(
+                    "{still} row(s) hold an answer an earlier run could not verify, and it still \
+                     does not verify with alipay_public_key ({key}); they are sent again last, \
+                     after the other rows"
+                ));
+            }
+        }
+    })
+}
+
+/// What the sending phase did.
+struct Sent {
+    /// `Ok(true)`: the drain was cut short.
+    result: anyhow::Result<bool>,
+    counters: Arc<Counters>,
+    requests: u64,
+    advice: Option<String>,
+    throttling: Option<Throttling>,
+    concurrency: concurrency::Used,
+}
+
+/// Sends the rows the ingest left pending, with the progress reports, and says what happened.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    rt: &tokio::runtime::Runtime,
+    client: Client,
+    plan: &Plan,
+    writer: &Writer,
+    shutdown: &Arc<Shutdown>,
+    (run_id, to_send): (i64, u64),
+    reader: rusqlite::Connection,
+    printer: &Arc<Printer>,
+) -> Sent {
+    let counters = Arc::new(Counters::default());
+    counters.to_send.store(to_send, Relaxed);
+    let signing = client.signing_clock();
+    let crew = Arc::new(Crew {
+        client,
+        writer: writer.clone(),
+        limiter: Limiter::new(plan.rate),
+        concurrency: Concurrency::new(plan.rate, plan.concurrency),
+        step: Step::new(plan.policy.clone(), plan.alipay_public_key.clone()),
+        counters: counters.clone(),
+        shutdown: shutdown.clone(),
+        run_id,
+    });
+    let reporter = Reporter::start(
+        counters.clone(),
+        printer.clone(),
+        Duration::from_secs(10),
+        plan.rate,
+        plan.concurrency,
+    );
+    let sending = Instant::now();
+    let result = rt.block_on(worker::send_all(
+        crew.clone(),
+        reader,
+        plan.limit,
+        DRAIN_LIMIT,
+    ));
+    if let Ok(true) = result
+        && counters.in_flight.load(Relaxed) > 0
+    {
+        printer.warn(&format!(
+            "requests still in flight after {}s were abandoned; those rows will be sent again next run",
+            DRAIN_LIMIT.as_secs()
+        ));
+    }
+    reporter.finish();
+    let (signatures, signing_time) = signing.totals();
+    tracing::debug!(
+        signatures,
+        signing_ms = signing_time.as_millis() as u64,
+        "time spent signing requests"
+    );
+    Sent {
+        advice: counters.advice(plan.rate, plan.concurrency, sending.elapsed()),
+        requests: counters.requests.load(Relaxed),
+        throttling: crew.limiter.throttling(),
+        concurrency: crew.concurrency.used(),
+        counters,
+        result,
+    }
+}
+
+/// How the run ended, its message, its counts and the rows `--limit` left pending.
+fn conclude(
+    sent: &Sent,
+    shutdown: &Shutdown,
+    limit: Option<u64>,
+    mut counts: RunCounts,
+) -> (RunEnd, Option<String>, (RunCounts, Option<u64>)) {
+    let c = &sent.counters;
+    c.add_to(&mut counts);
+    let (end, message) = match (shutdown.reason(), &sent.result) {
+        (_, Err(e)) => (RunEnd::Aborted, Some(format!("{e:#}"))),
+        (Some(StopReason::Aborted(m)), _) => (RunEnd::Aborted, Some(m)),
+        (Some(StopReason::Interrupted), _) => (RunEnd::Interrupted, Some("interrupted".to_owned())),
+        (None, Ok(_)) => (RunEnd::Completed, None),
+    };
+    let left_by_limit = match (&sent.result, limit) {
+        (Ok(_), Some(limit)) if c.fed.load(Relaxed) >= limit => {
+            Some(counts.to_send.saturating_sub(counts.sent))
+        }
+        _ => None,
+    };
+    (end, message, (counts, left_by_limit))
+}
+
+/// The one teardown: the ledger's watch stops, the writer finishes what it holds (for at most
+/// `limit`), and what it could not commit is returned, to be shown.
+fn teardown(
+    watch: tokio::task::JoinHandle<()>,
+    writer: Writer,
+    writer_thread: WriterThread,
+    limit: Duration,
+) -> Vec<SpillReport> {
+    watch.abort();
+    let held = writer.held();
+    drop(writer);
+    writer_thread.join(limit);
+    let mut spilled = held.take_reports();
+    let last = held.spill();
+    if !last.answers.is_empty() {
+        spilled.push(last);
+    }
+    spilled
 }
 
 /// Recovers and finishes the run record, waiting for the ledger as described in [`execute`]:
@@ -393,59 +492,6 @@ pub fn show_spill(printer: &Printer, report: &SpillReport) {
         text.push_str(a);
     }
     printer.event("error", "unwritten_answers", &text, fields);
-}
-
-/// Answers an earlier run kept because their signature did not verify, verified again with the
-/// key this run has: those that verify now are believed (their rows are done, never resent).
-fn reverify_kept_answers(
-    conn: &rusqlite::Connection,
-    client: &Client,
-    writer: &Writer,
-    policy: &RetryPolicy,
-    alipay_public_key: &str,
-    printer: &Printer,
-) -> anyhow::Result<()> {
-    let kept = ledger::store::kept_unverified(conn).context("cannot read the ledger")?;
-    if kept.is_empty() {
-        return Ok(());
-    }
-    let (mut verified, mut labels) = (0, 0);
-    let mut still = std::collections::BTreeSet::new();
-    for k in kept {
-        match client.reverify(
-            &k.body,
-            k.response_time.as_deref(),
-            k.response_signature.as_deref(),
-        ) {
-            Some(attempt) => {
-                verified += 1;
-                labels += usize::from(attempt.pms_label.is_some());
-                let decision = policy.decide(&attempt.outcome, Tries::default());
-                let update = policy::row_update(&attempt, &decision, k.maybe_sent);
-                still.remove(&k.row_id.0);
-                writer.reverified(k, attempt, update);
-            }
-            None => {
-                still.insert(k.row_id.0);
-            }
-        }
-    }
-    if verified > 0 {
-        printer.info(&format!(
-            "{verified} answer(s) an earlier run could not verify verify now with \
-             alipay_public_key ({alipay_public_key}): believed, {labels} pmsLabel(s) recorded, \
-             not sent again"
-        ));
-    }
-    if !still.is_empty() {
-        printer.warn(&format!(
-            "{} row(s) hold an answer an earlier run could not verify, and it still does not \
-             verify with alipay_public_key ({alipay_public_key}); they are sent again last, after \
-             the other rows",
-            still.len()
-        ));
-    }
-    Ok(())
 }
 
 /// Path, size and SHA-256 of an input file, for the run record.

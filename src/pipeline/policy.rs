@@ -15,10 +15,13 @@
 //! trouble is this row's (or bad luck): it is failed (transient) for this run and tried again by
 //! the next.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use rand::Rng as _;
 
+use super::limiter::THROTTLE_PAUSE;
 use crate::api::outcome::{Attempt, Outcome};
 use crate::model::{FailureKind, RowUpdate, State};
 
@@ -34,8 +37,9 @@ pub enum Decision {
     RetryIn(Duration),
     /// Set the row aside; it comes back after this pause, or once the rest of the sheet is done.
     SetAside(Later),
-    /// The gateway throttled it (not processed): send again once the pause is over.
-    Throttled,
+    /// The gateway throttled it (not processed): this row waits this long (the gateway's
+    /// `Retry-After`, or [`THROTTLE_PAUSE`]) while the others go on, then goes again.
+    Throttled(Duration),
     /// The configuration is wrong; the row stays pending and the run may have to stop.
     Fatal,
 }
@@ -49,6 +53,9 @@ pub enum Later {
     /// Back to wait out the pause it was sent early from: a probe that found the gateway still
     /// down uses none of the row's pauses.
     Again,
+    /// Not before this pause is over, whatever other rows hear meanwhile (a throttled row
+    /// honouring `Retry-After`); not one of the row's pauses.
+    Wait(Duration),
 }
 
 /// Where a row stands in this run.
@@ -71,6 +78,193 @@ pub struct Tries {
 /// A row throttled this many times in one run is handled like a transient failure (a gateway
 /// that throttles everything must not keep one row forever).
 const THROTTLED_AT_MOST: u32 = 20;
+
+/// Fatal answers in a row after which the run stops sending.
+pub const FATAL_IN_A_ROW: u32 = 3;
+
+/// Answers in a row that could not be verified after which the run stops sending. More than for
+/// fatal codes: one answer garbled on its way must not stop a night's run.
+pub const UNVERIFIED_IN_A_ROW: u32 = 5;
+
+/// A row's standing in this run: what the policy step reads and keeps up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub tries: Tries,
+    /// An attempt (this run's, another run's, or a crash's) may have reached the gateway.
+    pub maybe_sent: bool,
+    /// The row's last answer in this run could not be verified.
+    pub unverified: bool,
+    /// The run's count of believable answers when this row first failed for now.
+    pub believed_at_first_failure: Option<u64>,
+}
+
+impl Standing {
+    /// A row as the feeder hands it out: `maybe_sent` by an earlier run.
+    pub fn new(maybe_sent: bool) -> Standing {
+        Standing {
+            maybe_sent,
+            ..Standing::default()
+        }
+    }
+}
+
+/// The policy step of a run: for every answer it brings the row's [`Tries`] up to date, decides
+/// ([`RetryPolicy::decide`]), says what the row then holds ([`row_update`]), and keeps the stop
+/// rules (fatal codes, or answers that do not verify, too many times in a row). The worker only
+/// sends, records and does what the step decided.
+pub struct Step {
+    pub policy: RetryPolicy,
+    /// Believable answers so far (the gateway is up when this grows).
+    believed: Arc<AtomicU64>,
+    fatal_in_a_row: AtomicU32,
+    unverified_in_a_row: AtomicU32,
+    /// Where `alipay_public_key` comes from, for the message that stops a run whose answers do
+    /// not verify.
+    alipay_public_key: String,
+}
+
+/// What the step made of an answer.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    pub decision: Decision,
+    pub update: RowUpdate,
+    /// Whether the row's last answer could not be verified, before and after this one.
+    pub unverified: (bool, bool),
+}
+
+impl Step {
+    pub fn new(policy: RetryPolicy, alipay_public_key: String) -> Step {
+        Step {
+            policy,
+            believed: Arc::default(),
+            fatal_in_a_row: AtomicU32::new(0),
+            unverified_in_a_row: AtomicU32::new(0),
+            alipay_public_key,
+        }
+    }
+
+    /// The run's count of believable answers, shared with the set-aside queue (rows set aside
+    /// while the gateway was down come back when it grows).
+    pub fn believed(&self) -> Arc<AtomicU64> {
+        self.believed.clone()
+    }
+
+    /// An answer to the row standing at `s`.
+    pub fn answered(&self, s: &mut Standing, attempt: &Attempt) -> Judged {
+        if matches!(attempt.outcome, Outcome::Throttled { .. }) {
+            s.tries.throttled += 1;
+        } else {
+            s.tries.attempts += 1;
+        }
+        s.maybe_sent |= attempt.outcome.maybe_processed();
+        // Whether the gateway answered anyone since this row began to fail decides between
+        // failing it for this run and setting it aside (an outage).
+        s.tries.reached |= attempt.outcome.maybe_processed();
+        if attempt.outcome.believable() {
+            self.believed.fetch_add(1, Relaxed);
+        } else {
+            self.gateway_answered(s);
+        }
+        let decision = self.policy.decide(&attempt.outcome, s.tries);
+        let update = row_update(attempt, &decision, s.maybe_sent);
+        let was = s.unverified;
+        s.unverified = matches!(attempt.outcome, Outcome::Unverified { .. });
+        Judged {
+            decision,
+            update,
+            unverified: (was, s.unverified),
+        }
+    }
+
+    /// The ledger refused a success the step believed: its pmsLabel is held by another store
+    /// (`key`), so the answer is not this request's (a proxy replaying a genuine answer). The
+    /// row was put back; the decision is taken again on what the answer now is.
+    pub fn label_held(
+        &self,
+        s: &mut Standing,
+        attempt: &Attempt,
+        key: &str,
+    ) -> (Decision, Attempt) {
+        self.believed.fetch_sub(1, Relaxed);
+        self.gateway_answered(s);
+        s.tries.reached = true;
+        s.maybe_sent = true;
+        let outcome = Outcome::NotThisRequest {
+            reason: format!("its pmsLabel is held by another store ({key})"),
+        };
+        let decision = self.policy.decide(&outcome, s.tries);
+        (
+            decision,
+            Attempt {
+                outcome,
+                ..attempt.clone()
+            },
+        )
+    }
+
+    fn gateway_answered(&self, s: &mut Standing) {
+        let now = self.believed.load(Relaxed);
+        let first = *s.believed_at_first_failure.get_or_insert(now);
+        s.tries.gateway_answered = now > first;
+    }
+
+    /// The stop rules, after each answer and its decision: why the run must stop, if it must
+    /// (the configuration is clearly wrong).
+    pub fn stop_rules(&self, attempt: &Attempt, decision: &Decision) -> Option<String> {
+        let fatal = matches!(decision, Decision::Fatal);
+        let unverified = matches!(
+            attempt.outcome,
+            Outcome::Unverified { .. } | Outcome::NotThisRequest { .. }
+        );
+        if !fatal {
+            self.fatal_in_a_row.store(0, Relaxed);
+        }
+        // Only a believed answer shows the key is right; a failure without an answer shows
+        // nothing.
+        if attempt.verified == Some(true) && attempt.outcome.believable() {
+            self.unverified_in_a_row.store(0, Relaxed);
+        }
+        if fatal {
+            let n = self.fatal_in_a_row.fetch_add(1, Relaxed) + 1;
+            if n >= FATAL_IN_A_ROW {
+                let code = match &attempt.outcome {
+                    Outcome::Fatal { code, .. } => code.clone(),
+                    _ => attempt.result_code.clone().unwrap_or_default(),
+                };
+                let tracer = attempt
+                    .tracer_id
+                    .as_deref()
+                    .map(|t| format!(" (last Tracer-Id {t})"))
+                    .unwrap_or_default();
+                return Some(format!(
+                    "the gateway answered {} {n} times in a row{tracer}: {}",
+                    crate::api::outcome::fatal_answer_words(&code),
+                    crate::api::outcome::what_to_check(&code)
+                ));
+            }
+        }
+        if unverified {
+            let n = self.unverified_in_a_row.fetch_add(1, Relaxed) + 1;
+            if n >= UNVERIFIED_IN_A_ROW && matches!(attempt.outcome, Outcome::NotThisRequest { .. })
+            {
+                return Some(crate::api::outcome::replays_stop(n));
+            }
+            if n >= UNVERIFIED_IN_A_ROW {
+                return Some(format!(
+                    "{n} answers in a row could not be verified with alipay_public_key ({}): the \
+                     likely causes are a wrong alipay_public_key (your own public key, or a key \
+                     that is not AlipayHK's), a key AlipayHK has rotated (download the current \
+                     one from the portal), or a proxy that strips or rewrites the answers' \
+                     headers. What each answer said is kept with its attempt, labels included; \
+                     run again once the key is right and they are checked again before anything \
+                     is sent",
+                    self.alipay_public_key
+                ));
+            }
+        }
+        None
+    }
+}
 
 /// Exponential back-off with full jitter for the first attempts, then the long pauses.
 #[derive(Debug, Clone)]
@@ -109,7 +303,9 @@ impl RetryPolicy {
                 failure: Some(FailureKind::Permanent),
             },
             Outcome::Fatal { .. } => Decision::Fatal,
-            Outcome::Throttled { .. } if tries.throttled < THROTTLED_AT_MOST => Decision::Throttled,
+            Outcome::Throttled { retry_after, .. } if tries.throttled < THROTTLED_AT_MOST => {
+                Decision::Throttled(retry_after.unwrap_or(THROTTLE_PAUSE))
+            }
             Outcome::Unverified { .. } | Outcome::NotThisRequest { .. }
                 if tries.attempts < self.max_attempts =>
             {
@@ -345,7 +541,19 @@ mod tests {
             reason: String::new(),
             retry_after: None,
         };
-        assert_eq!(p.decide(&throttled, tries(5, 0)), Decision::Throttled);
+        assert_eq!(
+            p.decide(&throttled, tries(5, 0)),
+            Decision::Throttled(THROTTLE_PAUSE)
+        );
+        // The row that got a Retry-After waits for it.
+        let told = Outcome::Throttled {
+            reason: String::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            p.decide(&told, tries(1, 0)),
+            Decision::Throttled(Duration::from_secs(3))
+        );
         let worn = Tries {
             throttled: THROTTLED_AT_MOST,
             ..tries(5, 0)
@@ -407,5 +615,103 @@ mod tests {
             assert!(d <= Duration::from_millis(100) * (1 << (attempt - 1)));
         }
         assert!(p.backoff(1, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_step_keeps_the_tries_and_the_stop_rules() {
+        let step = Step::new(
+            RetryPolicy::new(
+                3,
+                Duration::from_millis(100),
+                vec![Duration::from_secs(600)],
+            ),
+            "alipay.pem".into(),
+        );
+        let mut s = Standing::new(false);
+        let failed = Attempt {
+            outcome: transient(None),
+            ..Attempt::default()
+        };
+        let j = step.answered(&mut s, &failed);
+        assert!(matches!(j.decision, Decision::RetryIn(_)));
+        assert_eq!(
+            (s.tries.attempts, s.maybe_sent, s.tries.reached),
+            (1, true, true)
+        );
+        // Another row's success: the gateway answers, so this row's trouble is its own.
+        let mut other = Standing::new(false);
+        let success = Attempt {
+            outcome: Outcome::Success {
+                pms_label: "1".into(),
+            },
+            verified: Some(true),
+            ..Attempt::default()
+        };
+        step.answered(&mut other, &success);
+        step.answered(&mut s, &failed);
+        let j = step.answered(&mut s, &failed);
+        assert!(s.tries.gateway_answered);
+        assert!(matches!(j.decision, Decision::Finish { .. }));
+        // Three fatal answers in a row stop the run; a believed answer between them resets.
+        let fatal = Attempt {
+            outcome: Outcome::Fatal {
+                code: "INVALID_CLIENT".into(),
+                message: String::new(),
+            },
+            result_code: Some("INVALID_CLIENT".into()),
+            ..Attempt::default()
+        };
+        let f = Decision::Fatal;
+        assert_eq!(step.stop_rules(&fatal, &f), None);
+        assert_eq!(step.stop_rules(&fatal, &f), None);
+        let ok = Decision::Finish {
+            state: State::Succeeded,
+            failure: None,
+        };
+        assert_eq!(step.stop_rules(&success, &ok), None);
+        assert_eq!(step.stop_rules(&fatal, &f), None);
+        assert_eq!(step.stop_rules(&fatal, &f), None);
+        let why = step.stop_rules(&fatal, &f).unwrap();
+        assert!(why.contains("INVALID_CLIENT 3 times in a row"), "{why}");
+        // Five answers in a row that do not verify stop it, naming the key.
+        let bad = Attempt {
+            outcome: Outcome::Unverified {
+                reason: "bad".into(),
+            },
+            verified: Some(false),
+            ..Attempt::default()
+        };
+        let aside = Decision::SetAside(Later::AtTheEnd);
+        for _ in 0..UNVERIFIED_IN_A_ROW - 1 {
+            assert_eq!(step.stop_rules(&bad, &aside), None);
+        }
+        assert!(
+            step.stop_rules(&bad, &aside)
+                .unwrap()
+                .contains("alipay.pem")
+        );
+    }
+
+    #[test]
+    fn a_label_held_by_another_store_is_not_this_requests_answer() {
+        let step = Step::new(
+            RetryPolicy::new(3, Duration::from_millis(100), vec![]),
+            String::new(),
+        );
+        let mut s = Standing::new(false);
+        let success = Attempt {
+            outcome: Outcome::Success {
+                pms_label: "1".into(),
+            },
+            verified: Some(true),
+            ..Attempt::default()
+        };
+        step.answered(&mut s, &success);
+        assert_eq!(step.believed().load(Relaxed), 1);
+        let (decision, attempt) = step.label_held(&mut s, &success, "P|M|S");
+        assert_eq!(step.believed().load(Relaxed), 0, "not believed after all");
+        assert_eq!(decision, Decision::SetAside(Later::AtTheEnd));
+        assert!(matches!(attempt.outcome, Outcome::NotThisRequest { .. }));
+        assert!(s.maybe_sent);
     }
 }

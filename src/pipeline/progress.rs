@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::MAX_CONCURRENCY;
-use crate::model::RunCounts;
+use crate::model::{RunCounts, State};
 use crate::output::Printer;
 
 /// Live counters, shared by the workers.
@@ -43,6 +43,64 @@ impl Counters {
         self.succeeded.load(Relaxed)
             + self.already_circled.load(Relaxed)
             + self.failed.load(Relaxed)
+    }
+
+    /// A request left; `first` of its row in this run.
+    pub fn left(&self, first: bool) {
+        if first {
+            self.sent.fetch_add(1, Relaxed);
+        }
+        self.requests.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+
+    /// Its answer came after `latency`; `unverified`: whether the row's last answer could not
+    /// be verified, before and after this one.
+    pub fn answered(&self, latency: Duration, throttled: bool, unverified: (bool, bool)) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        self.latency_micros
+            .fetch_add(latency.as_micros() as u64, Relaxed);
+        if throttled {
+            self.throttled.fetch_add(1, Relaxed);
+        }
+        match unverified {
+            (false, true) => {
+                self.unverified.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.unverified.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// The row is finished for this run, in `state`.
+    pub fn done(&self, state: State) {
+        let counter = match state {
+            State::Succeeded => &self.succeeded,
+            State::AlreadyCircled => &self.already_circled,
+            _ => &self.failed,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A worker begins (`true`) or ends a back-off.
+    pub fn resting(&self, now: bool) {
+        if now {
+            self.retrying.fetch_add(1, Relaxed);
+        } else {
+            self.retrying.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Adds what the workers counted to the run's counts: the one place they meet.
+    pub fn add_to(&self, counts: &mut RunCounts) {
+        counts.sent = self.sent.load(Relaxed);
+        counts.succeeded = self.succeeded.load(Relaxed);
+        counts.already_circled = self.already_circled.load(Relaxed);
+        counts.failed += self.failed.load(Relaxed);
+        counts.unverified = self.unverified.load(Relaxed);
+        counts.throttled = self.throttled.load(Relaxed);
     }
 
     /// [`concurrency_advice`] for the requests counted so far, `elapsed` after sending began.
@@ -175,7 +233,14 @@ impl Reporter {
 }
 
 /// The table printed at the end of a run: what happened, not what was planned.
-pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str) -> String {
+/// `in_flight`: the most requests the run had in flight at once.
+pub fn summary_table(
+    c: &RunCounts,
+    elapsed: Duration,
+    requests: u64,
+    in_flight: usize,
+    how: &str,
+) -> String {
     let not_sent = c.to_send.saturating_sub(c.sent);
     let rows: [(&str, u64, &str); 12] = [
         ("rows read", c.rows_read, ""),
@@ -224,7 +289,7 @@ pub fn summary_table(c: &RunCounts, elapsed: Duration, requests: u64, how: &str)
         ),
     ];
     let mut out = format!(
-        "run {how} in {:.1}s, {requests} requests\n",
+        "run {how} in {:.1}s, {requests} requests, at most {in_flight} in flight\n",
         elapsed.as_secs_f64()
     );
     // Rows that only matter when something happened are left out when they are 0.

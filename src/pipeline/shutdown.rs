@@ -1,13 +1,15 @@
 //! Stopping: Ctrl-C (or SIGTERM) stops taking rows and lets what is in flight finish; a second
-//! one exits at once. Fatal answers stop the run the same way. Committed outcomes are on disk
-//! either way: the ledger commits each one before the worker moves on. The answers not yet
-//! committed at a second Ctrl-C go to the side file in the last words, said under the ledger
-//! writer's own lock (`Held::seal`): an answer handed over while they are said, or after, is
-//! written there by whoever hands it over, and the process exits once those are on disk.
+//! one exits at once. Fatal answers stop the run the same way. A worker hands each answer to
+//! the ledger writer and moves on without waiting for its commit (only a success waits, for the
+//! verdict on its label), so at a stop some answers may be held by the writer, not yet on disk:
+//! the drain gives them [`DRAIN_LIMIT`](super::DRAIN_LIMIT) to commit, and at a second Ctrl-C
+//! they go to the side file in the last words, said under the ledger writer's own lock
+//! (`Held::seal`): an answer handed over while they are said, or after, is written there by
+//! whoever hands it over, and the process exits once those are on disk.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::output::Printer;
 
@@ -23,7 +25,7 @@ pub enum StopReason {
 pub type LastWords = Box<dyn Fn() + Send + Sync>;
 
 pub struct Shutdown {
-    tx: watch::Sender<bool>,
+    stopping: CancellationToken,
     reason: Mutex<Option<StopReason>>,
     last_words: Mutex<Option<LastWords>>,
 }
@@ -31,7 +33,7 @@ pub struct Shutdown {
 impl Default for Shutdown {
     fn default() -> Self {
         Shutdown {
-            tx: watch::channel(false).0,
+            stopping: CancellationToken::new(),
             reason: Mutex::new(None),
             last_words: Mutex::new(None),
         }
@@ -45,11 +47,12 @@ impl Shutdown {
         if r.is_none() {
             *r = Some(reason);
         }
-        self.tx.send_replace(true);
+        drop(r);
+        self.stopping.cancel();
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.tx.borrow()
+        self.stopping.is_cancelled()
     }
 
     pub fn reason(&self) -> Option<StopReason> {
@@ -61,8 +64,7 @@ impl Shutdown {
 
     /// Resolves once a stop was asked for.
     pub async fn stopped(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        self.stopping.cancelled().await;
     }
 
     /// What to do before exiting at a second Ctrl-C.

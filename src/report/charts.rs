@@ -1,12 +1,11 @@
-//! The report's charts, as inline SVG. Bars are horizontal, one a line, with their labels and
-//! numbers as text beside them, so that they read the same for 3 malls and for 3,000 (the first
-//! few, then one bar for all the others). The throughput of a run is a line drawn by plotters.
+//! The report's charts, as inline SVG written through maud (which escapes every text). Bars are
+//! horizontal, one a line, with their labels and numbers as text beside them, so that they read
+//! the same for 3 malls and for 3,000 (the first few, then one bar for all the others). The
+//! throughput of a run is a line over a grid of round numbers.
 
-use std::fmt::Write as _;
+use maud::{Markup, html};
 
-use plotters::prelude::*;
-
-use super::{esc, thousands};
+use super::thousands;
 use crate::ledger::queries::{Latency, MallCounts};
 
 pub const OK_COLOR: &str = "#2e8b57";
@@ -46,7 +45,7 @@ pub enum Scale {
 }
 
 /// Horizontal bars, the parts of each stacked in the colours of `legend`.
-pub fn bars(title: &str, legend: &[(&str, &str)], bars: &[Bar], scale: Scale) -> String {
+pub fn bars(title: &str, legend: &[(&str, &str)], bars: &[Bar], scale: Scale) -> Markup {
     let column = |texts: &mut dyn Iterator<Item = usize>, min: f64, max: f64| {
         (texts.max().unwrap_or(0) as f64 * CHAR).clamp(min, max)
     };
@@ -63,73 +62,76 @@ pub fn bars(title: &str, legend: &[(&str, &str)], bars: &[Bar], scale: Scale) ->
     let (x0, x1) = (label_w + 8.0, f64::from(WIDTH) - note_w - 8.0);
     let longest = bars.iter().map(|b| b.parts.iter().sum::<u64>()).max();
     let height = TOP + LINE * bars.len() as u32 + 6;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height}\" \
-         width=\"{WIDTH}\" height=\"{height}\" role=\"img\" aria-label=\"{t}\" \
-         font-family=\"system-ui, sans-serif\" font-size=\"12\">\
-         <text x=\"0\" y=\"16\" font-size=\"14\" font-weight=\"bold\">{t}</text>",
-        t = esc(title)
-    );
-    // The legend, right-aligned on the title's line.
+    // The legend, right-aligned on the title's line: each entry's x, from the right.
     let mut x = f64::from(WIDTH);
-    for (name, color) in legend.iter().rev() {
-        x -= name.chars().count() as f64 * CHAR + 26.0;
-        let _ = write!(
-            s,
-            "<rect x=\"{x:.1}\" y=\"6\" width=\"12\" height=\"12\" fill=\"{color}\"/>\
-             <text x=\"{:.1}\" y=\"16\">{}</text>",
-            x + 16.0,
-            esc(name)
-        );
-    }
-    for (i, bar) in bars.iter().enumerate() {
-        let y = TOP + LINE * i as u32;
-        let total: u64 = bar.parts.iter().sum();
-        let full = match scale {
-            Scale::Absolute => longest.unwrap_or(0),
-            Scale::Shares => total,
-        };
-        let (label, cut) = fit(&bar.label, (label_w / CHAR) as usize);
-        let _ = write!(
-            s,
-            "<text x=\"{label_w:.1}\" y=\"{}\" text-anchor=\"end\">{}{}</text>",
-            y + 15,
-            esc(&label),
-            if cut {
-                format!("<title>{}</title>", esc(&bar.label))
-            } else {
-                String::new()
+    let mut keys: Vec<(f64, &str, &str)> = legend
+        .iter()
+        .rev()
+        .map(|(name, color)| {
+            x -= name.chars().count() as f64 * CHAR + 26.0;
+            (x, *name, *color)
+        })
+        .collect();
+    keys.reverse();
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {WIDTH} {height}"))
+            width=(WIDTH) height=(height) role="img" aria-label=(title)
+            font-family="system-ui, sans-serif" font-size="12" {
+            text x="0" y="16" font-size="14" font-weight="bold" { (title) }
+            @for (x, name, color) in &keys {
+                rect x=(n1(*x)) y="6" width="12" height="12" fill=(color) {}
+                text x=(n1(x + 16.0)) y="16" { (name) }
             }
-        );
-        let mut at = x0;
-        for (part, (_, color)) in bar.parts.iter().zip(legend.iter().cycle()) {
-            if *part == 0 || full == 0 {
-                continue;
+            @for (i, bar) in bars.iter().enumerate() {
+                @let y = TOP + LINE * i as u32;
+                @let full = match scale {
+                    Scale::Absolute => longest.unwrap_or(0),
+                    Scale::Shares => bar.parts.iter().sum(),
+                };
+                @let (label, cut) = fit(&bar.label, (label_w / CHAR) as usize);
+                text x=(n1(label_w)) y=(y + 15) text-anchor="end" {
+                    (label)
+                    @if cut { title { (bar.label) } }
+                }
+                @let (parts, end) = stacked(&bar.parts, legend, full, x0, x1);
+                @for (at, w, color) in &parts {
+                    rect x=(n1(*at)) y=(y + 4) width=(n1(*w)) height=(BAR) fill=(color) {}
+                }
+                @let note_x = match scale {
+                    Scale::Absolute => end + 6.0,
+                    Scale::Shares => x1 + 6.0,
+                };
+                text x=(n1(note_x)) y=(y + 15) { (bar.note) }
             }
-            let w = (x1 - x0) * *part as f64 / full as f64;
-            let _ = write!(
-                s,
-                "<rect x=\"{at:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{BAR}\" fill=\"{color}\"/>",
-                y + 4,
-                w.max(1.0)
-            );
-            at += w;
         }
-        let note_x = match scale {
-            Scale::Absolute => at + 6.0,
-            Scale::Shares => x1 + 6.0,
-        };
-        let _ = write!(
-            s,
-            "<text x=\"{note_x:.1}\" y=\"{}\">{}</text>",
-            y + 15,
-            esc(&bar.note)
-        );
     }
-    s.push_str("</svg>\n");
-    s
+}
+
+/// Where each non-empty part of a bar starts, how wide it is and its colour; and where the bar
+/// ends.
+fn stacked<'a>(
+    parts: &[u64],
+    legend: &[(&str, &'a str)],
+    full: u64,
+    x0: f64,
+    x1: f64,
+) -> (Vec<(f64, f64, &'a str)>, f64) {
+    let mut at = x0;
+    let mut out = Vec::new();
+    for (part, (_, color)) in parts.iter().zip(legend.iter().cycle()) {
+        if *part == 0 || full == 0 {
+            continue;
+        }
+        let w = (x1 - x0) * *part as f64 / full as f64;
+        out.push((at, w.max(1.0), *color));
+        at += w;
+    }
+    (out, at)
+}
+
+/// A coordinate as SVG takes it, to a tenth of a unit.
+fn n1(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 /// `text` cut to `chars` characters with an ellipsis, and whether it was cut.
@@ -275,8 +277,13 @@ pub fn throughput(per_second: &[(String, u64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Requests per second over the run, in minutes when the run took more than five.
-pub fn throughput_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
+/// Requests per second over the run, in minutes when the run took more than five: a line over
+/// a grid of round numbers, each point marked when there are few.
+pub fn throughput_chart(points: &[(f64, f64)]) -> Markup {
+    const HEIGHT: f64 = 260.0;
+    // The plot's corners: room on the left for the numbers and the axis' name, below for the
+    // numbers and the other axis' name.
+    let (left, right, top, bottom) = (70.0, f64::from(WIDTH) - 12.0, 12.0, HEIGHT - 45.0);
     let minutes = points.last().is_some_and(|p| p.0 > 300.0);
     let (unit, per) = if minutes {
         ("minutes", 60.0)
@@ -285,40 +292,66 @@ pub fn throughput_chart(points: &[(f64, f64)]) -> anyhow::Result<String> {
     };
     let points: Vec<(f64, f64)> = points.iter().map(|(t, r)| (t / per, *r)).collect();
     let end = points.last().map_or(1.0, |p| p.0).max(1.0 / per);
-    let top = points.iter().map(|p| p.1).fold(1.0, f64::max);
-    let mut out = String::new();
-    {
-        let area = SVGBackend::with_string(&mut out, (WIDTH, 260)).into_drawing_area();
-        let draw = || -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
-            area.fill(&WHITE)?;
-            let mut chart = ChartBuilder::on(&area)
-                .margin(10)
-                .x_label_area_size(35)
-                .y_label_area_size(55)
-                .build_cartesian_2d(0.0..end, 0.0..top * 1.1)?;
-            chart
-                .configure_mesh()
-                .x_desc(format!("{unit} since the first request"))
-                .y_desc("requests a second")
-                .x_label_formatter(&|x| format!("{x:.0$}", usize::from(end < 5.0)))
-                .y_label_formatter(&|y| format!("{y:.0$}", usize::from(top < 5.0)))
-                .label_style(("sans-serif", 13))
-                .draw()?;
-            let color = RGBColor(60, 110, 180);
-            chart.draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))?;
-            // A short run has few points: each is marked, so that one alone still shows.
-            if points.len() <= 60 {
-                chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+    let high = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let x = |v: f64| left + (right - left) * v / end;
+    let y = |v: f64| bottom - (bottom - top) * v / high;
+    let line: Vec<String> = points
+        .iter()
+        .map(|(t, r)| format!("{:.1},{:.1}", x(*t), y(*r)))
+        .collect();
+    let (x_decimals, y_decimals) = (usize::from(end < 5.0), usize::from(high < 5.0));
+    html! {
+        svg xmlns="http://www.w3.org/2000/svg" viewBox=(format!("0 0 {WIDTH} {HEIGHT}"))
+            width=(WIDTH) height=(HEIGHT) role="img"
+            aria-label=(format!("requests a second over the {unit} since the first request"))
+            font-family="system-ui, sans-serif" font-size="12" {
+            @for v in ticks(high) {
+                line x1=(n1(left)) x2=(n1(right)) y1=(n1(y(v))) y2=(n1(y(v))) stroke="#e4e4e4" {}
+                text x=(n1(left - 6.0)) y=(n1(y(v) + 4.0)) text-anchor="end" {
+                    (format!("{v:.y_decimals$}"))
+                }
             }
-            area.present()
-        };
-        draw().map_err(|e| anyhow::anyhow!("cannot draw a chart: {e}"))?;
+            @for v in ticks(end) {
+                line x1=(n1(x(v))) x2=(n1(x(v))) y1=(n1(top)) y2=(n1(bottom)) stroke="#e4e4e4" {}
+                text x=(n1(x(v))) y=(n1(bottom + 16.0)) text-anchor="middle" {
+                    (format!("{v:.x_decimals$}"))
+                }
+            }
+            rect x=(n1(left)) y=(n1(top)) width=(n1(right - left)) height=(n1(bottom - top))
+                fill="none" stroke="#888" {}
+            text x=(n1((left + right) / 2.0)) y=(n1(HEIGHT - 6.0)) text-anchor="middle" {
+                (unit) " since the first request"
+            }
+            text transform=(format!("rotate(-90) translate({:.1} 16)", -(top + bottom) / 2.0))
+                text-anchor="middle" { "requests a second" }
+            polyline points=(line.join(" ")) fill="none" stroke=(BAR_COLOR) stroke-width="2" {}
+            // A short run has few points: each is marked, so that one alone still shows.
+            @if points.len() <= 60 {
+                @for (t, r) in &points {
+                    circle cx=(n1(x(*t))) cy=(n1(y(*r))) r="3" fill=(BAR_COLOR) {}
+                }
+            }
+        }
     }
-    out.push('\n');
-    Ok(out)
+}
+
+/// Round numbers from 0 to `max` (1, 2 or 5 times a power of ten apart), four to seven of them.
+fn ticks(max: f64) -> Vec<f64> {
+    if !(max.is_finite() && max > 0.0) {
+        return vec![0.0];
+    }
+    let rough = max / 6.0;
+    let power = 10f64.powf(rough.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|s| *s >= rough)
+        .unwrap_or(10.0 * power);
+    (0..)
+        .map(|i| f64::from(i) * step)
+        .take_while(|v| *v <= max * (1.0 + 1e-9))
+        .take(50)
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,7 +426,7 @@ mod tests {
     #[test]
     fn a_long_label_is_cut_and_kept_whole_in_its_title() {
         let svg = bars(
-            "t",
+            "t <&>",
             &[("n", BAR_COLOR)],
             &[Bar {
                 label: "x".repeat(100),
@@ -401,8 +434,33 @@ mod tests {
                 note: "1".into(),
             }],
             Scale::Absolute,
-        );
+        )
+        .into_string();
         assert!(svg.contains(&format!("<title>{}</title>", "x".repeat(100))));
         assert!(svg.contains('…'));
+        assert!(svg.contains(">t &lt;&amp;&gt;</text>"), "{svg}");
+        assert!(!svg.contains("/>"), "every element closed in full: {svg}");
+    }
+
+    #[test]
+    fn ticks_are_round_numbers_up_to_the_top() {
+        assert_eq!(ticks(11.0), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        let small: Vec<String> = ticks(1.1).iter().map(|v| format!("{v:.1}")).collect();
+        assert_eq!(small, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        assert_eq!(ticks(0.0), vec![0.0]);
+        assert_eq!(ticks(f64::NAN), vec![0.0]);
+    }
+
+    #[test]
+    fn the_throughput_is_a_line_with_its_points_marked() {
+        let svg = throughput_chart(&throughput(&[
+            ("2026-01-01T00:00:00".to_owned(), 10),
+            ("2026-01-01T00:00:02".to_owned(), 4),
+        ]))
+        .into_string();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
+        assert!(svg.contains("<polyline points=\""), "{svg}");
+        assert!(svg.contains(">seconds since the first request<"), "{svg}");
     }
 }

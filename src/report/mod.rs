@@ -5,23 +5,25 @@
 //!
 //! Self-contained means it opens from a mail attachment on a machine without network: an inline
 //! `<style>`, tables, and charts as inline SVG ([`charts`]). No scripts, fonts or links.
-//! Every text taken from the ledger is user data and is escaped.
+//!
+//! The data is gathered first ([`ReportData::gather`], whose SQL is `ledger::queries`'), then
+//! the page is one pure function of it ([`page`]), written with maud: every text is escaped
+//! unless the code says otherwise, and it never does for text from the ledger.
 
 mod charts;
+mod data;
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
+use maud::{DOCTYPE, Markup, html};
 use rusqlite::Connection;
 
 use crate::ledger::queries::{
-    self, Attention, AttentionRow, Latency, MallCounts, OutcomeCounts, RunInfo,
+    Attention, AttentionRow, Latency, MallCounts, OutcomeCounts, RunInfo,
 };
 use charts::{BAR_COLOR, FAIL_COLOR, OK_COLOR, PENDING_COLOR, Scale};
-
-/// Rows listed per kind; the rest are counted and left to `export` and `reconcile -o`.
-const LIST_LIMIT: usize = 500;
+pub use data::ReportData;
 
 /// Writes the report for `run` (None: the whole ledger) to `path`.
 pub fn write(conn: &Connection, run: Option<i64>, path: &Path) -> anyhow::Result<()> {
@@ -29,67 +31,65 @@ pub fn write(conn: &Connection, run: Option<i64>, path: &Path) -> anyhow::Result
     std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The report as one HTML document.
+/// The report as one HTML document: its data gathered, then drawn.
 pub fn render(conn: &Connection, run: Option<i64>) -> anyhow::Result<String> {
-    let info = match run {
-        Some(id) => Some(
-            queries::run_info(conn, id)?
-                .with_context(|| format!("no run #{id} in the ledger: see pms-onboard status"))?,
-        ),
-        None => None,
-    };
-    let counts = queries::outcome_counts(conn, run)?;
-    let mut h = String::new();
-    let title = match &info {
+    Ok(page(&ReportData::gather(conn, run)?).into_string())
+}
+
+/// The page, from its data alone.
+pub fn page(d: &ReportData) -> Markup {
+    let title = match &d.run {
         Some(r) => format!("pms-onboard report: run #{}", r.id),
         None => "pms-onboard report: the whole ledger".to_owned(),
     };
-    write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
-        esc(&title),
-        esc(&title)
-    )?;
-    match &info {
-        Some(r) => run_line(&mut h, r)?,
-        None => writeln!(
-            h,
-            "<p class=\"run\">Every row the ledger holds, as it stands now; drifted and rejected \
-             rows are those of the latest run (the sheet as it was last read).</p>"
-        )?,
+    let c = &d.counts;
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                @match &d.run {
+                    Some(r) => (run_line(r)),
+                    None => p.run {
+                        "Every row the ledger holds, as it stands now; drifted and rejected rows \
+                         are those of the latest run (the sheet as it was last read)."
+                    },
+                }
+                p id="headline" { (headline(c)) }
+                @if let Some(next) = next_run(c) {
+                    p id="next-run" { (next) }
+                }
+                (summary(c))
+                (attention_sections(d))
+                (outcome_section(c))
+                (mall_section(&d.malls))
+                h2 id="attempts" { "Attempts per row" }
+                @if d.attempts.is_empty() {
+                    p.note { "No request was sent." }
+                } @else {
+                    (charts::bars(
+                        "rows by the number of attempts they took",
+                        &[("rows", BAR_COLOR)],
+                        &charts::attempt_bars(&d.attempts),
+                        Scale::Absolute,
+                    ))
+                }
+                h2 id="latency" { "Latency" }
+                (latency_section(&d.latencies))
+                (throughput_section(d.throughput.as_ref()))
+                footer {
+                    "Written by pms-onboard " (env!("CARGO_PKG_VERSION")) " at "
+                    (when(&d.written_at)) "."
+                }
+            }
+        }
     }
-    writeln!(h, "<p id=\"headline\">{}</p>", headline(&counts))?;
-    if let Some(next) = next_run(&counts) {
-        writeln!(h, "<p id=\"next-run\">{next}</p>")?;
-    }
-    summary(&mut h, &counts)?;
-    attention_sections(&mut h, conn, run, &counts)?;
-    outcome_section(&mut h, &counts)?;
-    mall_section(&mut h, &queries::by_mall(conn, run)?)?;
-    let attempts = queries::attempts_per_row(conn, run)?;
-    writeln!(h, "<h2 id=\"attempts\">Attempts per row</h2>")?;
-    if attempts.is_empty() {
-        writeln!(h, "<p class=\"note\">No request was sent.</p>")?;
-    } else {
-        h.push_str(&charts::bars(
-            "rows by the number of attempts they took",
-            &[("rows", BAR_COLOR)],
-            &charts::attempt_bars(&attempts),
-            Scale::Absolute,
-        ));
-    }
-    writeln!(h, "<h2 id=\"latency\">Latency</h2>")?;
-    latency_section(&mut h, &queries::latencies(conn, run)?)?;
-    throughput_section(&mut h, conn, run)?;
-    writeln!(
-        h,
-        "<footer>Written by pms-onboard {} at {}.</footer>\n</body>\n</html>",
-        env!("CARGO_PKG_VERSION"),
-        esc(&when(&crate::ledger::now()))
-    )?;
-    Ok(h)
 }
 
 const STYLE: &str = "
@@ -131,23 +131,16 @@ fn when(stored: &str) -> String {
         .unwrap_or_else(|_| stored.to_owned())
 }
 
-fn run_line(h: &mut String, r: &RunInfo) -> std::fmt::Result {
-    write!(
-        h,
-        "<p class=\"run\">Run #{}: started {}, ended {}, {}",
-        r.id,
-        esc(&when(&r.started_at)),
-        esc(&r
-            .ended_at
-            .as_deref()
-            .map(when)
-            .unwrap_or_else(|| "not yet".to_owned())),
-        esc(&r.outcome)
-    )?;
-    if let Some(m) = &r.message {
-        write!(h, " ({})", esc(m))?;
+fn run_line(r: &RunInfo) -> Markup {
+    html! {
+        p.run {
+            "Run #" (r.id) ": started " (when(&r.started_at)) ", ended "
+            (r.ended_at.as_deref().map(when).unwrap_or_else(|| "not yet".to_owned()))
+            ", " (r.outcome)
+            @if let Some(m) = &r.message { " (" (m) ")" }
+            "."
+        }
     }
-    writeln!(h, ".</p>")
 }
 
 /// One kind of row in the lists: how it is named, whether only a person can settle it, and what
@@ -161,9 +154,14 @@ struct Kind {
     /// Only a person can settle it; the others are retried by the next run by themselves.
     person: bool,
     /// What to do, in a few words (the summary at the top), then in full (above the list).
-    action: &'static str,
-    todo: &'static str,
-    count: fn(&OutcomeCounts) -> u64,
+    action: fn() -> Markup,
+    todo: fn() -> Markup,
+}
+
+impl Kind {
+    fn count(&self, c: &OutcomeCounts) -> u64 {
+        data::count(c, self.attention)
+    }
 }
 
 const KINDS: [Kind; 6] = [
@@ -173,10 +171,13 @@ const KINDS: [Kind; 6] = [
         title: "Failed for good",
         short: "failed for good",
         person: true,
-        action: "fix the row in the sheet, then run it with <code>--retry-failed</code>",
-        todo: "AlipayHK refused the row (see the result code). Fix the row in the sheet, then run \
-               it again with <code>pms-onboard run FILE --retry-failed</code>.",
-        count: |c| c.failed_permanent,
+        action: || html! { "fix the row in the sheet, then run it with " code { "--retry-failed" } },
+        todo: || {
+            html! {
+                "AlipayHK refused the row (see the result code). Fix the row in the sheet, then \
+                 run it again with " code { "pms-onboard run FILE --retry-failed" } "."
+            }
+        },
     },
     Kind {
         attention: Attention::Drifted,
@@ -184,10 +185,14 @@ const KINDS: [Kind; 6] = [
         title: "Drifted",
         short: "drifted",
         person: true,
-        action: "ask AlipayHK to move the store, or put the sheet back",
-        todo: "Tagged earlier, but the sheet now gives another mall or other names. The API \
-               cannot move a store: a person must ask AlipayHK to move it, or put the sheet back.",
-        count: |c| c.drifted,
+        action: || html! { "ask AlipayHK to move the store, or put the sheet back" },
+        todo: || {
+            html! {
+                "Tagged earlier, but the sheet now gives another mall or other names. The API \
+                 cannot move a store: a person must ask AlipayHK to move it, or put the sheet \
+                 back."
+            }
+        },
     },
     Kind {
         attention: Attention::Ambiguous,
@@ -195,11 +200,14 @@ const KINDS: [Kind; 6] = [
         title: "Already circled, label not returned",
         short: "circled without a label",
         person: true,
-        action: "ask AlipayHK for the pmsLabel",
-        todo: "An earlier attempt had no answer, then AlipayHK said the store was already \
-               circled: most likely our own earlier call went through. Ask AlipayHK for the \
-               pmsLabel.",
-        count: |c| c.ambiguous,
+        action: || html! { "ask AlipayHK for the pmsLabel" },
+        todo: || {
+            html! {
+                "An earlier attempt had no answer, then AlipayHK said the store was already \
+                 circled: most likely our own earlier call went through. Ask AlipayHK for the \
+                 pmsLabel."
+            }
+        },
     },
     Kind {
         attention: Attention::Unverified,
@@ -207,13 +215,16 @@ const KINDS: [Kind; 6] = [
         title: "Answer not verified",
         short: "with an answer not verified",
         person: true,
-        action: "check alipay_public_key, then run again",
-        todo: "AlipayHK answered (the label it sent is kept, see detail), but the answer's \
-               signature did not verify with alipay_public_key: a wrong key, a key AlipayHK has \
-               rotated, or a proxy that rewrites answers. Put AlipayHK's current public key in \
-               alipay_public_key and run again: the kept answers are checked again first, and \
-               those that verify are not sent again.",
-        count: |c| c.unverified,
+        action: || html! { "check alipay_public_key, then run again" },
+        todo: || {
+            html! {
+                "AlipayHK answered (the label it sent is kept, see detail), but the answer's \
+                 signature did not verify with alipay_public_key: a wrong key, a key AlipayHK \
+                 has rotated, or a proxy that rewrites answers. Put AlipayHK's current public \
+                 key in alipay_public_key and run again: the kept answers are checked again \
+                 first, and those that verify are not sent again."
+            }
+        },
     },
     Kind {
         attention: Attention::Rejected,
@@ -221,10 +232,13 @@ const KINDS: [Kind; 6] = [
         title: "Rejected",
         short: "rejected",
         person: true,
-        action: "fix the row in the sheet and run it again",
-        todo: "The row breaks a rule and was never sent. Fix the row in the sheet (the reason \
-               names the column) and run the sheet again.",
-        count: |c| c.rejected,
+        action: || html! { "fix the row in the sheet and run it again" },
+        todo: || {
+            html! {
+                "The row breaks a rule and was never sent. Fix the row in the sheet (the reason \
+                 names the column) and run the sheet again."
+            }
+        },
     },
     Kind {
         attention: Attention::FailedTransient,
@@ -232,16 +246,20 @@ const KINDS: [Kind; 6] = [
         title: "Failed for now",
         short: "failed for now",
         person: false,
-        action: "nothing: the next run sends them again",
-        todo: "No usable answer after every attempt (time-outs, server errors). Nothing to do: \
-               the next run sends them again. Look into them if they stay here night after night.",
-        count: |c| c.failed_transient,
+        action: || html! { "nothing: the next run sends them again" },
+        todo: || {
+            html! {
+                "No usable answer after every attempt (time-outs, server errors). Nothing to do: \
+                 the next run sends them again. Look into them if they stay here night after \
+                 night."
+            }
+        },
     },
 ];
 
-/// The columns of every list: a header, a class for the page's style, and the cell of a row as
-/// HTML (escaped). A column added here shows in the lists of every kind.
-type Column = (&'static str, &'static str, fn(&AttentionRow) -> String);
+/// The columns of every list: a header, a class for the page's style, and the cell of a row. A
+/// column added here shows in the lists of every kind.
+type Column = (&'static str, &'static str, fn(&AttentionRow) -> Markup);
 
 const COLUMNS: [Column; 6] = [
     // The file's name, and its whole path when the pointer rests on it.
@@ -250,69 +268,67 @@ const COLUMNS: [Column; 6] = [
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or(&r.source_file);
-        format!(
-            "<span title=\"{}\">{}:{}</span>",
-            esc(&r.source_file),
-            esc(name),
-            r.source_line
-        )
+        html! { span title=(r.source_file) { (name) ":" (r.source_line) } }
     }),
     ("store", "store", |r| {
-        [&r.key, &r.store_name]
-            .iter()
+        let parts: Vec<&String> = [&r.key, &r.store_name]
+            .into_iter()
             .filter(|t| !t.is_empty())
-            .map(|t| esc(t))
-            .collect::<Vec<_>>()
-            .join("<br>")
-    }),
-    ("mall group / mall", "mall", |r| {
-        match r.mall_label.is_empty() {
-            true => String::new(),
-            false => format!("{} / {}", esc(&r.mall_group_label), esc(&r.mall_label)),
+            .collect();
+        html! {
+            @for (i, part) in parts.iter().enumerate() {
+                @if i > 0 { br; }
+                (part)
+            }
         }
     }),
-    ("result", "code", |r| esc(&r.code)),
-    ("detail", "detail", |r| esc(&r.detail)),
+    ("mall group / mall", "mall", |r| {
+        html! {
+            @if !r.mall_label.is_empty() { (r.mall_group_label) " / " (r.mall_label) }
+        }
+    }),
+    ("result", "code", |r| html! { (r.code) }),
+    ("detail", "detail", |r| html! { (r.detail) }),
     // What AlipayHK support asks for when a person writes to them about the row.
-    ("Tracer-Id", "tracer", |r| esc(&r.tracer_id)),
+    ("Tracer-Id", "tracer", |r| html! { (r.tracer_id) }),
 ];
 
 /// "318,220 of 320,000 stores tagged; 12 need a person: 5 rejected, 4 drifted, 3 failed for
 /// good." The kinds with the most rows first.
-fn headline(c: &OutcomeCounts) -> String {
+fn headline(c: &OutcomeCounts) -> Markup {
     if c.total == 0 && c.rejected == 0 {
-        return "No rows yet.".to_owned();
+        return html! { "No rows yet." };
     }
     let mut kinds: Vec<(u64, &str)> = KINDS
         .iter()
         .filter(|k| k.person)
-        .map(|k| ((k.count)(c), k.short))
+        .map(|k| (k.count(c), k.short))
         .filter(|(n, _)| *n > 0)
         .collect();
     kinds.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let need: u64 = kinds.iter().map(|(n, _)| n).sum();
-    let tagged = match c.total {
-        // Every row of the run was rejected, or read again by a later run.
-        0 => "<strong>No store in the ledger</strong>".to_owned(),
-        total => format!(
-            "<strong>{} of {} stores tagged</strong>",
-            thousands(c.succeeded + c.already_circled),
-            thousands(total)
-        ),
-    };
-    if need == 0 {
-        return format!("{tagged}; none needs a person.");
-    }
     let list: Vec<String> = kinds
         .iter()
         .map(|(n, what)| format!("{} {what}", thousands(*n)))
         .collect();
-    format!(
-        "{tagged}; <strong>{} {} a person</strong>: {}.",
-        thousands(need),
-        if need == 1 { "needs" } else { "need" },
-        list.join(", ")
-    )
+    html! {
+        @match c.total {
+            // Every row of the run was rejected, or read again by a later run.
+            0 => strong { "No store in the ledger" },
+            total => strong {
+                (thousands(c.succeeded + c.already_circled)) " of " (thousands(total))
+                " stores tagged"
+            },
+        }
+        @if need == 0 {
+            "; none needs a person."
+        } @else {
+            "; " strong {
+                (thousands(need)) " " (if need == 1 { "needs" } else { "need" }) " a person"
+            }
+            ": " (list.join(", ")) "."
+        }
+    }
 }
 
 /// What the next run takes up by itself, if anything.
@@ -336,93 +352,67 @@ fn next_run(c: &OutcomeCounts) -> Option<String> {
 }
 
 /// Each kind there are rows of, with how many and what to do, in a few words.
-fn summary(h: &mut String, c: &OutcomeCounts) -> std::fmt::Result {
-    let kinds: Vec<&Kind> = KINDS.iter().filter(|k| (k.count)(c) > 0).collect();
-    if kinds.is_empty() {
-        return Ok(());
+fn summary(c: &OutcomeCounts) -> Markup {
+    let kinds: Vec<&Kind> = KINDS.iter().filter(|k| k.count(c) > 0).collect();
+    html! {
+        @if !kinds.is_empty() {
+            table id="todo" {
+                @for k in &kinds {
+                    tr { th { (k.title) } td.n { (thousands(k.count(c))) } td { ((k.action)()) } }
+                }
+            }
+        }
     }
-    writeln!(h, "<table id=\"todo\">")?;
-    for k in kinds {
-        writeln!(
-            h,
-            "<tr><th>{}</th><td class=\"n\">{}</td><td>{}</td></tr>",
-            k.title,
-            thousands((k.count)(c)),
-            k.action
-        )?;
-    }
-    writeln!(h, "</table>")
 }
 
 /// The lists: the kinds only a person can settle, then those the next run retries.
-fn attention_sections(
-    h: &mut String,
-    conn: &Connection,
-    run: Option<i64>,
-    c: &OutcomeCounts,
-) -> anyhow::Result<()> {
-    for person in [true, false] {
-        let kinds: Vec<&Kind> = KINDS
+fn attention_sections(d: &ReportData) -> Markup {
+    let c = &d.counts;
+    let of = |person: bool| -> Vec<&Kind> {
+        KINDS
             .iter()
-            .filter(|k| k.person == person && (k.count)(c) > 0)
-            .collect();
-        match (person, kinds.is_empty()) {
-            (true, true) => {
-                writeln!(
-                    h,
-                    "<h2 id=\"need-a-person\">Rows that need a person</h2>\n<p id=\"attention-none\">None: every row \
-                     is done or on its way.</p>"
-                )?;
-                continue;
-            }
-            (true, false) => writeln!(h, "<h2 id=\"need-a-person\">Rows that need a person</h2>")?,
-            (false, true) => continue,
-            (false, false) => writeln!(h, "<h2 id=\"next-run-rows\">Left for the next run</h2>")?,
+            .filter(|k| k.person == person && k.count(c) > 0)
+            .collect()
+    };
+    let (person, later) = (of(true), of(false));
+    html! {
+        h2 id="need-a-person" { "Rows that need a person" }
+        @if person.is_empty() {
+            p id="attention-none" { "None: every row is done or on its way." }
         }
-        for kind in kinds {
-            let total = (kind.count)(c);
-            writeln!(
-                h,
-                "<h3 id=\"{}\">{}: {}</h3>\n<p class=\"todo\">{}</p>",
-                kind.id,
-                kind.title,
-                thousands(total),
-                kind.todo
-            )?;
-            let rows = queries::attention(conn, run, kind.attention, LIST_LIMIT)?;
-            list_table(h, kind.id, &rows)?;
-            if total > rows.len() as u64 {
-                writeln!(
-                    h,
-                    "<p class=\"note\">The first {} of {}: <code>pms-onboard export</code> or \
-                     <code>pms-onboard reconcile FILE -o PATH</code> lists them all.</p>",
-                    rows.len(),
-                    thousands(total)
-                )?;
-            }
+        @for kind in &person { (kind_section(kind, d)) }
+        @if !later.is_empty() {
+            h2 id="next-run-rows" { "Left for the next run" }
+            @for kind in &later { (kind_section(kind, d)) }
         }
     }
-    Ok(())
 }
 
-fn list_table(h: &mut String, id: &str, rows: &[AttentionRow]) -> std::fmt::Result {
-    write!(h, "<div class=\"list\"><table id=\"list-{id}\"><tr>")?;
-    for (header, _, _) in COLUMNS {
-        write!(h, "<th>{header}</th>")?;
-    }
-    writeln!(h, "</tr>")?;
-    for r in rows {
-        write!(h, "<tr>")?;
-        for (_, class, cell) in COLUMNS {
-            write!(h, "<td class=\"{class}\">{}</td>", cell(r))?;
+fn kind_section(kind: &Kind, d: &ReportData) -> Markup {
+    let total = kind.count(&d.counts);
+    let rows = d.list(kind.attention);
+    html! {
+        h3 id=(kind.id) { (kind.title) ": " (thousands(total)) }
+        p.todo { ((kind.todo)()) }
+        div.list {
+            table id=(format!("list-{}", kind.id)) {
+                tr { @for (header, _, _) in COLUMNS { th { (header) } } }
+                @for r in rows {
+                    tr { @for (_, class, cell) in COLUMNS { td class=(class) { (cell(r)) } } }
+                }
+            }
         }
-        writeln!(h, "</tr>")?;
+        @if total > rows.len() as u64 {
+            p.note {
+                "The first " (rows.len()) " of " (thousands(total)) ": "
+                code { "pms-onboard export" } " or " code { "pms-onboard reconcile FILE -o PATH" }
+                " lists them all."
+            }
+        }
     }
-    writeln!(h, "</table></div>")
 }
 
-fn outcome_section(h: &mut String, c: &OutcomeCounts) -> std::fmt::Result {
-    writeln!(h, "<h2 id=\"numbers\">All the numbers</h2>\n<table>")?;
+fn outcome_section(c: &OutcomeCounts) -> Markup {
     let lines: [(&str, u64, &str); 10] = [
         ("total", c.total, "rows in the ledger"),
         ("succeeded", c.succeeded, "tagged; the label is kept"),
@@ -460,20 +450,17 @@ fn outcome_section(h: &mut String, c: &OutcomeCounts) -> std::fmt::Result {
         ),
     ];
     // The count cells hold the bare number, for whoever scrapes them.
-    for (name, n, what) in lines {
-        writeln!(
-            h,
-            "<tr><th>{name}</th><td class=\"n\" id=\"count-{name}\">{n}</td><td>{what}</td></tr>"
-        )?;
+    html! {
+        h2 id="numbers" { "All the numbers" }
+        table {
+            @for (name, n, what) in lines {
+                tr { th { (name) } td class="n" id=(format!("count-{name}")) { (n) } td { (what) } }
+            }
+        }
     }
-    writeln!(h, "</table>")
 }
 
-fn mall_section(h: &mut String, malls: &[MallCounts]) -> std::fmt::Result {
-    writeln!(h, "<h2 id=\"malls\">By mall</h2>")?;
-    if malls.is_empty() {
-        return writeln!(h, "<p class=\"note\">No rows.</p>");
-    }
+fn mall_section(malls: &[MallCounts]) -> Markup {
     let title = if malls.len() > charts::TOP_MALLS {
         format!(
             "the {} malls with the most rows not done, then the other {}",
@@ -483,38 +470,35 @@ fn mall_section(h: &mut String, malls: &[MallCounts]) -> std::fmt::Result {
     } else {
         "each mall's rows".to_owned()
     };
-    h.push_str(&charts::bars(
-        &title,
-        &[
-            ("done", OK_COLOR),
-            ("failed", FAIL_COLOR),
-            ("pending", PENDING_COLOR),
-        ],
-        &charts::mall_bars(malls),
-        Scale::Shares,
-    ));
-    writeln!(
-        h,
-        "<details{}><summary>All {} malls, by mall group and mall</summary>\n\
-         <table><tr><th>mall group</th><th>mall</th><th>done</th><th>failed</th><th>pending</th>\
-         <th>total</th></tr>",
-        if malls.len() <= 20 { " open" } else { "" },
-        thousands(malls.len() as u64)
-    )?;
-    for m in malls {
-        writeln!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-            esc(&m.mall_group_label),
-            esc(&m.mall_label),
-            m.done,
-            m.failed,
-            m.pending,
-            m.total()
-        )?;
+    html! {
+        h2 id="malls" { "By mall" }
+        @if malls.is_empty() {
+            p.note { "No rows." }
+        } @else {
+            (charts::bars(
+                &title,
+                &[("done", OK_COLOR), ("failed", FAIL_COLOR), ("pending", PENDING_COLOR)],
+                &charts::mall_bars(malls),
+                Scale::Shares,
+            ))
+            details open[malls.len() <= 20] {
+                summary { "All " (thousands(malls.len() as u64)) " malls, by mall group and mall" }
+                table {
+                    tr {
+                        th { "mall group" } th { "mall" } th { "done" } th { "failed" }
+                        th { "pending" } th { "total" }
+                    }
+                    @for m in malls {
+                        tr {
+                            td { (m.mall_group_label) } td { (m.mall_label) }
+                            td.n { (m.done) } td.n { (m.failed) } td.n { (m.pending) }
+                            td.n { (m.total()) }
+                        }
+                    }
+                }
+            }
+        }
     }
-    writeln!(h, "</table></details>")
 }
 
 /// The latency at `p` (0..=1) of answers sorted by latency, as it is written.
@@ -544,66 +528,59 @@ fn latency(l: &Latency) -> String {
     }
 }
 
-fn latency_section(h: &mut String, latencies: &[Latency]) -> anyhow::Result<()> {
+fn latency_section(latencies: &[Latency]) -> Markup {
     let answers: u64 = latencies.iter().map(|l| l.answers).sum();
     let Some(slowest) = latencies.last() else {
-        writeln!(h, "<p class=\"note\">No answer was received.</p>")?;
-        return Ok(());
+        return html! { p.note { "No answer was received." } };
     };
-    writeln!(
-        h,
-        "<table><tr><th>answers</th><th>median</th><th>p90</th><th>p99</th><th>max</th></tr>\
-         <tr><td class=\"n\" id=\"latency-count\">{answers}</td><td class=\"n\">{}</td>\
-         <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>",
-        percentile(latencies, answers, 0.5),
-        percentile(latencies, answers, 0.9),
-        percentile(latencies, answers, 0.99),
-        latency(slowest)
-    )?;
-    if latencies.iter().any(|l| l.whole_ms) {
-        writeln!(
-            h,
-            "<p class=\"note\">Some answers were recorded in whole milliseconds only: those \
-             under one show as &lt; 1 ms.</p>"
-        )?;
+    html! {
+        table {
+            tr { th { "answers" } th { "median" } th { "p90" } th { "p99" } th { "max" } }
+            tr {
+                td class="n" id="latency-count" { (answers) }
+                td.n { (percentile(latencies, answers, 0.5)) }
+                td.n { (percentile(latencies, answers, 0.9)) }
+                td.n { (percentile(latencies, answers, 0.99)) }
+                td.n { (latency(slowest)) }
+            }
+        }
+        @if latencies.iter().any(|l| l.whole_ms) {
+            p.note {
+                "Some answers were recorded in whole milliseconds only: those under one show as \
+                 < 1 ms."
+            }
+        }
+        (charts::bars(
+            "answers by latency",
+            &[("answers", BAR_COLOR)],
+            &charts::latency_bars(latencies),
+            Scale::Absolute,
+        ))
     }
-    h.push_str(&charts::bars(
-        "answers by latency",
-        &[("answers", BAR_COLOR)],
-        &charts::latency_bars(latencies),
-        Scale::Absolute,
-    ));
-    Ok(())
 }
 
-fn throughput_section(h: &mut String, conn: &Connection, run: Option<i64>) -> anyhow::Result<()> {
-    let id = match run {
-        Some(id) => Some(id),
-        None => queries::last_run_id(conn)?,
+fn throughput_section(throughput: Option<&(i64, Vec<(String, u64)>)>) -> Markup {
+    let (id, per_second) = match throughput {
+        Some((id, per_second)) => (Some(*id), per_second.as_slice()),
+        None => (None, &[][..]),
     };
-    let per_second = match id {
-        Some(id) => queries::requests_per_second(conn, id)?,
-        None => Vec::new(),
-    };
-    let points = charts::throughput(&per_second);
+    let points = charts::throughput(per_second);
     let (Some(id), Some(last)) = (id, points.last()) else {
-        writeln!(
-            h,
-            "<h2 id=\"throughput\">Throughput</h2>\n<p class=\"note\">No request was sent.</p>"
-        )?;
-        return Ok(());
+        return html! {
+            h2 id="throughput" { "Throughput" }
+            p.note { "No request was sent." }
+        };
     };
     let requests: u64 = per_second.iter().map(|(_, n)| n).sum();
     let seconds = last.0 + 1.0;
-    writeln!(
-        h,
-        "<h2 id=\"throughput\">Throughput of run #{id}</h2>\n<p>{} requests in {}: {:.1} a second on average.</p>",
-        thousands(requests),
-        span(seconds as u64),
-        requests as f64 / seconds
-    )?;
-    h.push_str(&charts::throughput_chart(&points)?);
-    Ok(())
+    html! {
+        h2 id="throughput" { "Throughput of run #" (id) }
+        p {
+            (thousands(requests)) " requests in " (span(seconds as u64)) ": "
+            (format!("{:.1}", requests as f64 / seconds)) " a second on average."
+        }
+        (charts::throughput_chart(&points))
+    }
 }
 
 /// `4 min 29 s`, `2 h 5 min`, `12 s`.
@@ -615,33 +592,9 @@ fn span(seconds: u64) -> String {
     }
 }
 
-/// Text for HTML, in an element or an attribute.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_is_escaped() {
-        assert_eq!(
-            esc("<b>&\"x\"'</b>"),
-            "&lt;b&gt;&amp;&quot;x&quot;&#39;&lt;/b&gt;"
-        );
-    }
 
     #[test]
     fn numbers_and_latencies_read_well() {
@@ -678,7 +631,7 @@ mod tests {
             ..OutcomeCounts::default()
         };
         assert_eq!(
-            headline(&c),
+            headline(&c).into_string(),
             "<strong>318,220 of 320,000 stores tagged</strong>; <strong>12 need a person</strong>: \
              5 rejected, 4 drifted, 3 failed for good."
         );
@@ -693,7 +646,7 @@ mod tests {
             ..OutcomeCounts::default()
         };
         assert_eq!(
-            headline(&done),
+            headline(&done).into_string(),
             "<strong>3 of 3 stores tagged</strong>; none needs a person."
         );
         assert_eq!(next_run(&done), None);
@@ -746,5 +699,55 @@ mod tests {
         assert!(html.contains("id=\"count-total\">0<"), "{html}");
         assert!(html.contains("attention-none"));
         assert!(!html.contains("<svg"));
+    }
+
+    #[test]
+    fn the_page_is_drawn_from_its_data_alone_and_escapes_every_text() {
+        let hostile = AttentionRow {
+            source_file: "dir/a\"b.csv".into(),
+            source_line: 7,
+            key: "MERCHANT_PMS|P|M|S".into(),
+            store_name: "<script>alert(1)</script>".into(),
+            mall_group_label: "1".into(),
+            mall_label: "2".into(),
+            code: "PROCESS_FAIL".into(),
+            detail: "\"><img src=x onerror=alert(2)>".into(),
+            tracer_id: "t&t".into(),
+        };
+        let data = ReportData {
+            run: None,
+            counts: OutcomeCounts {
+                total: 1,
+                failed_permanent: 1,
+                ..OutcomeCounts::default()
+            },
+            lists: vec![(Attention::FailedPermanent, vec![hostile])],
+            malls: Vec::new(),
+            attempts: Vec::new(),
+            latencies: Vec::new(),
+            throughput: None,
+            written_at: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let html = page(&data).into_string();
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("title=\"dir/a&quot;b.csv\">a&quot;b.csv:7<"),
+            "{html}"
+        );
+        assert!(html.contains(">t&amp;t<"), "{html}");
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(html.contains("Written by pms-onboard"), "{html}");
+        assert!(html.contains("2026-01-01 00:00:00 UTC"), "{html}");
     }
 }

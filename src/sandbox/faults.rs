@@ -8,7 +8,9 @@
 //! Injected result codes (`--fault-code CODE=P`) are drawn under the same lock from a second
 //! stream seeded from the same seed, one draw per configured code in the order of
 //! [`Code::ALL`]. A second stream, not more draws from the first: adding a `--fault-code` then
-//! changes nothing in when the other seven faults strike, so a seed keeps its meaning.
+//! changes nothing in when the other seven faults strike, so a seed keeps its meaning. The replay
+//! fault (`--fault-replay P`) has a third stream for the same reason: whether it strikes, and
+//! which recorded answer it replays.
 
 use std::sync::Mutex;
 
@@ -34,6 +36,9 @@ pub struct Faults {
     pub reset: f64,
     /// The real answer with a signature that does not verify.
     pub bad_signature: f64,
+    /// A genuine, signed `SUCCESS` answer sent earlier to another request, replayed byte for
+    /// byte (headers and body) as a replaying proxy would; the request goes no further.
+    pub replay: f64,
     /// A signed answer with this result code (and its documented status and message) before any
     /// effect, each with its probability. `SUCCESS` cannot be injected.
     pub codes: Vec<(Code, f64)>,
@@ -54,6 +59,7 @@ impl Default for Faults {
             hang: 0.0,
             reset: 0.0,
             bad_signature: 0.0,
+            replay: 0.0,
             codes: Vec::new(),
             latency_ms: 0,
             seed: 0,
@@ -65,7 +71,7 @@ impl Default for Faults {
 
 impl Faults {
     /// The probabilities by the name of the flag that sets them, for validation messages.
-    pub fn probabilities(&self) -> [(&'static str, f64); 7] {
+    pub fn probabilities(&self) -> [(&'static str, f64); 8] {
         [
             ("--fault-unknown", self.unknown),
             ("--fault-unknown-after-commit", self.unknown_after_commit),
@@ -74,6 +80,7 @@ impl Faults {
             ("--fault-hang", self.hang),
             ("--fault-reset", self.reset),
             ("--fault-bad-signature", self.bad_signature),
+            ("--fault-replay", self.replay),
         ]
     }
 
@@ -113,17 +120,21 @@ pub struct Draw {
     pub bad_signature: bool,
     /// The first injected code (in the order of [`Code::ALL`]) that struck.
     pub code: Option<Code>,
+    /// `Some(r)`: replay a recorded answer, the one at `r` modulo how many there are.
+    pub replay: Option<u32>,
 }
 
 /// Mixed into the seed of the injected codes' stream, so that it differs from the first.
 const CODE_STREAM: u64 = 0x9E37_79B9_7F4A_7C15;
+/// And into the replay stream's.
+const REPLAY_STREAM: u64 = 0xC2B2_AE3D_27D4_EB4F;
 
 /// The seeded generators shared by every request.
 pub struct Dice {
     faults: Faults,
     /// The injected codes, in the order of [`Code::ALL`] whatever the order of the flags.
     codes: Vec<(Code, f64)>,
-    rng: Mutex<(SmallRng, SmallRng)>,
+    rng: Mutex<(SmallRng, SmallRng, SmallRng)>,
 }
 
 impl Dice {
@@ -131,6 +142,7 @@ impl Dice {
         let rng = (
             SmallRng::seed_from_u64(faults.seed),
             SmallRng::seed_from_u64(faults.seed ^ CODE_STREAM),
+            SmallRng::seed_from_u64(faults.seed ^ REPLAY_STREAM),
         );
         let mut codes = faults.codes.clone();
         codes.sort_by_key(|&(code, _)| code);
@@ -145,12 +157,12 @@ impl Dice {
         &self.faults
     }
 
-    /// Draws all seven faults, in the documented order, then every injected code, under one
-    /// lock.
+    /// Draws all seven faults, in the documented order, then every injected code, then the
+    /// replay, under one lock.
     pub fn draw(&self) -> Draw {
         let f = &self.faults;
         let mut guard = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let (rng, code_rng) = &mut *guard;
+        let (rng, code_rng, replay_rng) = &mut *guard;
         let mut hit = |p: f64| rng.random::<f64>() < p;
         let mut draw = Draw {
             hang: hit(f.hang),
@@ -161,6 +173,7 @@ impl Dice {
             unknown_after_commit: hit(f.unknown_after_commit),
             bad_signature: hit(f.bad_signature),
             code: None,
+            replay: None,
         };
         // Every code is drawn even after one struck: the next request's draws must not depend
         // on this one's.
@@ -169,6 +182,9 @@ impl Dice {
                 draw.code = Some(code);
             }
         }
+        // Both drawn every time: the next request's draws must not depend on this one's.
+        let (replay, which) = (replay_rng.random::<f64>(), replay_rng.random::<u32>());
+        draw.replay = (replay < f.replay).then_some(which);
         draw
     }
 }
@@ -269,5 +285,33 @@ mod tests {
             ..Faults::default()
         };
         assert!(nan.validate().is_err());
+        let replay = Faults {
+            replay: 2.0,
+            ..Faults::default()
+        };
+        let err = replay.validate().unwrap_err().to_string();
+        assert!(err.contains("--fault-replay"), "{err}");
+    }
+
+    #[test]
+    fn the_replay_leaves_the_other_draws_alone() {
+        let plain = Faults {
+            http500: 0.3,
+            seed: 5,
+            ..Faults::default()
+        };
+        let replaying = Faults {
+            replay: 0.5,
+            ..plain.clone()
+        };
+        let (a, b) = (Dice::new(plain), Dice::new(replaying));
+        let mut replays = 0;
+        for _ in 0..200 {
+            let (da, db) = (a.draw(), b.draw());
+            assert_eq!(Draw { replay: None, ..db }, da);
+            assert_eq!(da.replay, None);
+            replays += u32::from(db.replay.is_some());
+        }
+        assert!((50..150).contains(&replays), "{replays}");
     }
 }

@@ -2,7 +2,7 @@
 //! outage, rate limit, routing, faults, authentication, business rules), signed answers stamped
 //! with a `Tracer-Id` and the sandbox's `Date`, and start/stop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -35,6 +35,12 @@ const JSON: &str = "application/json; charset=UTF-8";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// The largest `clock_offset_secs` taken: a century, far inside what the clock arithmetic holds.
 const MAX_CLOCK_OFFSET_SECS: i64 = 100 * 366 * 86_400;
+/// `SUCCESS` answers kept for the replay fault, the most recent ones.
+const RECORDED_AT_MOST: usize = 256;
+/// How old a recorded answer must be to be replayed: a recording, not an answer still on its way
+/// to its own request (replayed before its original arrives, no client could tell the two
+/// apart, and the replay would take the original's place).
+const REPLAY_MIN_AGE: Duration = Duration::from_millis(200);
 
 /// A running sandbox. Dropping it stops the server too (gracefully, in the background).
 pub struct Sandbox {
@@ -146,7 +152,21 @@ struct MutableState {
     stats: Stats,
     arrivals: Arrivals,
     register: Register,
+    /// Genuine `SUCCESS` answers as they went out, oldest first, for the replay fault.
+    recorded: VecDeque<Recorded>,
 }
+
+/// An answer as it went out: its headers (`Tracer-Id` and `Date` included) and body.
+struct Recorded {
+    at: Instant,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Marks a genuine `SUCCESS` answer (its body) so that it is recorded once its headers are
+/// complete.
+#[derive(Clone)]
+struct SuccessBody(Bytes);
 
 impl Gateway {
     fn new(config: SandboxConfig) -> anyhow::Result<Self> {
@@ -327,6 +347,11 @@ impl Gateway {
             self.count("HTTP_429");
             return too_many_requests(faults.retry_after_secs, "sandbox fault: HTTP 429");
         }
+        if let Some(which) = draw.replay
+            && let Some(replayed) = self.replay(which)
+        {
+            return replayed;
+        }
         let answer = if draw.unknown {
             Reply::unknown()
         } else if let Some(code) = draw.code {
@@ -344,6 +369,48 @@ impl Gateway {
             }
         };
         self.answer(API_PATH, &answer, draw.bad_signature)
+    }
+
+    /// A recorded `SUCCESS` of another request, the one at `which` modulo those old enough, byte
+    /// for byte; `None` while there is none.
+    fn replay(&self, which: u32) -> Option<Response> {
+        let mut state = self.lock();
+        let old = state
+            .recorded
+            .iter()
+            .take_while(|r| r.at.elapsed() >= REPLAY_MIN_AGE)
+            .count();
+        if old == 0 {
+            return None;
+        }
+        let at = which as usize % old;
+        let recorded = &state.recorded[at];
+        let response = (
+            StatusCode::OK,
+            recorded.headers.clone(),
+            recorded.body.clone(),
+        );
+        state.stats.replayed += 1;
+        state.stats.success_answers += 1;
+        state.stats.count("REPLAYED");
+        tracing::debug!("sandbox replays a recorded SUCCESS");
+        Some(response.into_response())
+    }
+
+    /// Keeps a genuine `SUCCESS` as it went out, for the replay fault (only when it may strike).
+    fn record(&self, headers: &HeaderMap, body: Bytes) {
+        if self.config.faults.replay <= 0.0 {
+            return;
+        }
+        let mut state = self.lock();
+        if state.recorded.len() >= RECORDED_AT_MOST {
+            state.recorded.pop_front();
+        }
+        state.recorded.push_back(Recorded {
+            at: Instant::now(),
+            headers: headers.clone(),
+            body,
+        });
     }
 
     /// The business rules, and the effect (circling the store) when they pass.
@@ -372,7 +439,13 @@ impl Gateway {
     /// the request named; the signed content says `POST` whatever the method was (the one
     /// method `signing::content` knows).
     fn answer(&self, uri: &str, answer: &Reply, bad_signature: bool) -> Response {
-        self.count(answer.code.as_str());
+        {
+            let mut state = self.lock();
+            state.stats.count(answer.code.as_str());
+            if answer.code == Code::Success {
+                state.stats.success_answers += 1;
+            }
+        }
         tracing::debug!(code = answer.code.as_str(), bad_signature, "sandbox answer");
         let body = serde_json::to_vec(&answer.to_response())
             .expect("a struct of strings always serialises");
@@ -392,7 +465,13 @@ impl Gateway {
         headers.insert("response-time", ascii_header(time));
         headers.insert("signature", ascii_header(signature));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-        (StatusCode::OK, headers, body).into_response()
+        let genuine_success = answer.code == Code::Success && !bad_signature;
+        let body = Bytes::from(body);
+        let mut response = (StatusCode::OK, headers, body.clone()).into_response();
+        if genuine_success {
+            response.extensions_mut().insert(SuccessBody(body));
+        }
+        response
     }
 }
 
@@ -510,15 +589,21 @@ fn too_many_requests(retry_after_secs: u64, text: &str) -> Response {
 }
 
 /// Every answer of the gateway, JSON or not, carries a fresh `Tracer-Id` and the sandbox's
-/// `Date` (hyper adds its own `Date` only when the answer has none).
+/// `Date` (hyper adds its own `Date` only when the answer has none); a replayed answer keeps its
+/// original ones. A genuine `SUCCESS` is recorded as it goes out, for the replay fault.
 async fn gateway(AxumState(shared): AxumState<Arc<Gateway>>, request: Request) -> Response {
     let mut response = Arc::clone(&shared).route(request).await;
     let date = clock(shared.config.clock_offset_secs)
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
     let headers = response.headers_mut();
-    headers.insert("tracer-id", ascii_header(shared.tracer_id()));
-    headers.insert(DATE, ascii_header(date));
+    if !headers.contains_key("tracer-id") {
+        headers.insert("tracer-id", ascii_header(shared.tracer_id()));
+        headers.insert(DATE, ascii_header(date));
+    }
+    if let Some(SuccessBody(body)) = response.extensions_mut().remove::<SuccessBody>() {
+        shared.record(response.headers(), body);
+    }
     response
 }
 

@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 /// rate limit that answers with the code counts `REQUEST_TRAFFIC_EXCEED_LIMIT` instead),
 /// `HTTP_503` (the outage), `RESET` (connection dropped), `HANG` (a hang began; the request is
 /// counted a second time under the answer it eventually got, so the sum can exceed `requests`).
-/// `rate_limited` counts the rate limit's refusals whichever way they are answered.
+/// `rate_limited` counts the rate limit's refusals whichever way they are answered. `REPLAYED`
+/// counts the replay fault's answers (not counted again under `SUCCESS`).
+///
+/// The labels issued against the stores really circled: `success_answers` counts every `SUCCESS`
+/// that went out, replays included, each carrying a label; `stores_circled` the stores the
+/// register holds, each with the one label it was given. A client that believes only its own
+/// answers records at most `stores_circled` labels, each the one its store was given.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub requests: u64,
@@ -22,6 +28,13 @@ pub struct Stats {
     /// Stores that were sent more than one `SUCCESS` answer; must stay 0.
     pub double_success: u64,
     pub rate_limited: u64,
+    /// `SUCCESS` answers sent, replays included (so labels handed out; more than
+    /// `stores_circled` when answers were replayed).
+    #[serde(default)]
+    pub success_answers: u64,
+    /// Answers of the replay fault: a recorded `SUCCESS` of another request, byte for byte.
+    #[serde(default)]
+    pub replayed: u64,
     /// The most arrivals in any half-open window `[t, t + 1s)`.
     pub max_requests_in_one_second: u64,
     /// Milliseconds from the sandbox's start to the first and the last arrival (`None` before

@@ -11,7 +11,10 @@
 //! strings table, the workbook's distinct texts, is held whole, as calamine reads it). calamine
 //! has no such reader for `.xls` or `.ods`: those are loaded whole.
 
+mod biff;
 mod cell;
+mod limits;
+mod ods_size;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read as _, Seek as _, SeekFrom};
@@ -23,7 +26,7 @@ use calamine::{Data, DataRef, Ods, Range, Reader as _, SheetType, SheetVisible, 
 pub use cell::Cell;
 
 use super::columns::{Column, ColumnMap, HeaderProblem};
-use super::reader::InputError;
+use super::error::InputError;
 use super::rules::Problem;
 use super::tokenizer::Record;
 
@@ -91,7 +94,7 @@ impl Workbook {
     /// header. Returns the workbook, its column map and the unknown header names.
     pub(crate) fn open(
         path: &Path,
-        file: File,
+        mut file: File,
         format: Format,
         sheet: Option<&str>,
     ) -> Result<(Workbook, ColumnMap, Vec<String>), InputError> {
@@ -99,6 +102,17 @@ impl Workbook {
         let fail = |message: String| InputError::Workbook {
             file: file_name.clone(),
             message,
+        };
+        let refused = |limits::Refusal(message)| InputError::Refused {
+            file: file_name.clone(),
+            message,
+        };
+        let parts = match format {
+            Format::Xls => {
+                biff::check(&mut file).map_err(refused)?;
+                limits::Parts::default()
+            }
+            _ => limits::check_zip(&mut file).map_err(refused)?,
         };
         let opened = Opened::new(path, file, format).map_err(fail)?;
         let names: Vec<String> = opened.sheets().iter().map(|s| s.name.clone()).collect();
@@ -111,7 +125,15 @@ impl Workbook {
             None => fail("it has no worksheet".to_string()),
         })?;
         let name = format!("{file_name}[{chosen}]");
-        let book = opened.into_book(&chosen).map_err(fail)?;
+        let mut book = opened.into_book(&chosen).map_err(fail)?;
+        if let Book::Xlsx(x) = &mut book {
+            check_dimension(x, &chosen, parts).map_err(|limits::Refusal(message)| {
+                InputError::Refused {
+                    file: name.clone(),
+                    message,
+                }
+            })?;
+        }
         let mut workbook = Workbook {
             name,
             sheet: chosen,
@@ -227,6 +249,21 @@ impl Workbook {
                     .map_err(io::Error::other)?
                 {
                     let (r, col) = c.pos;
+                    if col >= MAX_COLUMNS || u64::from(r) >= MAX_ROWS {
+                        return Err(io::Error::other(format!(
+                            "the sheet holds a cell at {}, beyond Excel's last cell \
+                             XFD1048576: {}",
+                            limits::cell_name(u64::from(r), u64::from(col)),
+                            limits::RESAVE
+                        )));
+                    }
+                    if r == at && row.len() >= MAX_COLUMNS as usize {
+                        return Err(io::Error::other(format!(
+                            "row {} holds more than the 16,384 cells of an Excel row: {}",
+                            u64::from(r) + 1,
+                            limits::RESAVE
+                        )));
+                    }
                     if r != at {
                         if let ControlFlow::Break(b) = emit(at, &mut row) {
                             return Ok(Some(b));
@@ -334,6 +371,59 @@ impl Opened {
                 .map_err(|e| e.to_string()),
         }
     }
+}
+
+/// Excel's grid: 1,048,576 rows, 16,384 columns.
+const MAX_ROWS: u64 = 1 << 20;
+const MAX_COLUMNS: u32 = 1 << 14;
+
+/// Cells a sheet part of `size` bytes may declare in its `dimension`, whatever its size (a
+/// table of a million cells), and per byte beyond (a sheet of 64 cells a byte is one whose
+/// cells are nearly all missing: a stray cell far away, or a forged range).
+const PLAIN_AREA: u64 = 1 << 20;
+const AREA_PER_BYTE: u64 = 64;
+
+/// The `dimension` an `.xlsx` sheet declares, against Excel's grid and the size of the largest
+/// sheet part (calamine reserves it whole for a range; the streamed reading here does not, but a
+/// range no cell fills is a forged or damaged file).
+fn check_dimension(
+    x: &mut Xlsx<BufReader<File>>,
+    sheet: &str,
+    parts: limits::Parts,
+) -> Result<(), limits::Refusal> {
+    let Ok(cells) = x.worksheet_cells_reader(sheet) else {
+        // Reading the sheet says why it cannot be read.
+        return Ok(());
+    };
+    let d = cells.dimensions();
+    let (rows, cols) = (
+        u64::from(d.end.0.saturating_sub(d.start.0)) + 1,
+        u64::from(d.end.1.saturating_sub(d.start.1)) + 1,
+    );
+    let range = format!(
+        "{}:{}",
+        limits::cell_name(u64::from(d.start.0), u64::from(d.start.1)),
+        limits::cell_name(u64::from(d.end.0), u64::from(d.end.1))
+    );
+    if u64::from(d.end.0) >= MAX_ROWS || d.end.1 >= MAX_COLUMNS {
+        return Err(limits::Refusal(format!(
+            "the sheet declares the range {range}, beyond Excel's last cell XFD1048576: it is \
+             not read; {}",
+            limits::RESAVE
+        )));
+    }
+    let area = rows * cols;
+    let could_hold = parts.largest_sheet.saturating_mul(AREA_PER_BYTE);
+    if area > PLAIN_AREA && area > could_hold {
+        return Err(limits::Refusal(format!(
+            "the sheet declares the range {range} ({area} cells), more than its {} could hold: \
+             the range is forged, or a stray cell lies far from the table (delete the rows and \
+             columns past the table). It is not read; {}",
+            limits::mib(parts.largest_sheet),
+            limits::RESAVE
+        )));
+    }
+    Ok(())
 }
 
 /// `--sheet NAME` (exactly, else ignoring case as Excel does), or the first visible worksheet.

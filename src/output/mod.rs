@@ -7,6 +7,11 @@
 //! A closed stdout or stderr (`| head`, a log collector that went away) is the end of that
 //! stream, not a crash: the write is dropped and the command finishes with its own exit code.
 //! Nothing else in the crate writes to stdout or stderr (`print_stdout`/`print_stderr` lints).
+//!
+//! Text from outside (a header cell, a sheet name, a gateway's message, a result code the ledger
+//! holds) never reaches a terminal raw: every text line escapes control characters and
+//! bidirectional overrides (`ESC` shown as `\u{1b}`), every JSON line writes them as `\u`
+//! escapes, keeping the exact text ([`text`]).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::Mutex;
@@ -16,6 +21,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use crate::input::Reject;
+
+pub mod files;
+pub mod logs;
+pub mod table;
+pub mod text;
+
+pub use files::{Inputs, Output};
+pub use table::CsvWriter;
 
 /// How messages are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,27 +44,34 @@ pub enum Style {
 /// The one writer of stdout and stderr.
 pub struct Printer {
     style: Style,
+    /// `--json` (or `--log-format json`): a command's result is one JSON object on stdout.
+    json_result: bool,
     bar: Mutex<Option<ProgressBar>>,
     stdout_closed: AtomicBool,
     stderr_closed: AtomicBool,
 }
 
 impl Printer {
-    /// `json`: `--log-format json`. Otherwise a bar when stderr is a terminal, lines when not.
-    pub fn new(json: bool) -> Printer {
-        let style = if json {
+    /// `json_lines`: `--log-format json`, which also makes the result JSON; otherwise a bar when
+    /// stderr is a terminal, lines when not. `json_result`: `--json`.
+    pub fn new(json_lines: bool, json_result: bool) -> Printer {
+        let style = if json_lines {
             Style::Json
         } else if std::io::stderr().is_terminal() {
             Style::Bar
         } else {
             Style::Lines
         };
-        Printer::with_style(style)
+        Printer {
+            json_result: json_result || json_lines,
+            ..Printer::with_style(style)
+        }
     }
 
     pub fn with_style(style: Style) -> Printer {
         Printer {
             style,
+            json_result: style == Style::Json,
             bar: Mutex::new(None),
             stdout_closed: AtomicBool::new(false),
             stderr_closed: AtomicBool::new(false),
@@ -62,12 +82,29 @@ impl Printer {
         self.style
     }
 
+    /// Whether stderr lines are JSON objects (`--log-format json`).
     pub fn is_json(&self) -> bool {
         self.style == Style::Json
     }
 
-    /// Results on stdout, written as given (the caller ends its lines).
+    /// Whether the command's result is one JSON object on stdout (`--json`, or
+    /// `--log-format json`), instead of text for a person.
+    pub fn json_result(&self) -> bool {
+        self.json_result
+    }
+
+    /// Results on stdout (the caller ends its lines), control characters escaped: a result
+    /// shows text from the sheet, the gateway or the ledger (see [`text`]).
     pub fn out(&self, text: &str) {
+        self.write_stdout(&text::terminal(text));
+    }
+
+    /// Text the tool made itself (a completion script, a man page), written as it is.
+    pub fn out_verbatim(&self, text: &str) {
+        self.write_stdout(text);
+    }
+
+    fn write_stdout(&self, text: &str) {
         if self.stdout_closed.load(Relaxed) {
             return;
         }
@@ -86,9 +123,9 @@ impl Printer {
         self.out(&format!("{line}\n"));
     }
 
-    /// A JSON value as one line on stdout.
+    /// A JSON value as one line on stdout: the exact text, every control character escaped.
     pub fn out_json(&self, value: &Value) {
-        self.out_line(&value.to_string());
+        self.write_stdout(&format!("{}\n", text::json_inert(&value.to_string())));
     }
 
     /// Whether stdout was found closed (a later write would be dropped too).
@@ -160,9 +197,9 @@ impl Printer {
                 object.insert("level".into(), json!(level));
                 object.insert("message".into(), json!(text));
                 object.append(&mut fields);
-                Value::Object(object).to_string()
+                text::json_inert(&Value::Object(object).to_string()).into_owned()
             }
-            _ => format!("{}{text}", prefix.unwrap_or("")),
+            _ => format!("{}{}", prefix.unwrap_or(""), text::terminal(text)),
         };
         self.err_line(&line);
     }
@@ -204,7 +241,7 @@ impl Printer {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             bar.set_length(total);
             bar.set_position(done);
-            bar.set_message(text.to_owned());
+            bar.set_message(text::terminal(text).into_owned());
             return;
         }
         let mut fields = fields;
@@ -226,16 +263,45 @@ impl Printer {
     }
 }
 
-/// Where bulk data goes (an export's CSV or JSON, reconcile's list, an annotated sheet): the
-/// file of `-o PATH`, or stdout. A closed stdout shows as a broken pipe, which `main` takes for
-/// the end, not an error.
-pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
-    use anyhow::Context as _;
+/// Where bulk data goes (an export's CSV or JSON, reconcile's list, an annotated sheet, the
+/// rejects): the file of `-o PATH`, written whole or not at all (see [`files::Output`]), or
+/// stdout. A closed stdout shows as a broken pipe, which `main` takes for the end, not an error.
+pub enum Sink {
+    Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    File(std::io::BufWriter<files::Output>),
+}
+
+impl Sink {
+    /// Writes are complete: flushed, and a file renamed into place.
+    pub fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::Stdout(mut w) => Ok(w.flush()?),
+            Sink::File(w) => w.into_inner().map_err(|e| e.into_error())?.commit(),
+        }
+    }
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(w) => w.flush(),
+        }
+    }
+}
+
+/// The [`Sink`] of `-o PATH`, or stdout without one.
+pub fn sink(path: Option<&std::path::Path>) -> anyhow::Result<Sink> {
     Ok(match path {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        Some(p) => Sink::File(std::io::BufWriter::new(files::Output::create(p)?)),
+        None => Sink::Stdout(std::io::BufWriter::new(std::io::stdout().lock())),
     })
 }
 
