@@ -362,6 +362,19 @@ pub enum LedgerCommand {
     /// Upgrade the ledger to this version (every command does when it opens one) and say what
     /// changed; an upgrade that will not guess stops, naming the rows and what to do.
     Upgrade(LedgerUpgradeArgs),
+    /// Copy a SQLite ledger into an empty PostgreSQL one (or back), refusing while either is in
+    /// use, and verify the copy (counts of every table, every row's state and label).
+    Copy(LedgerCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerCopyArgs {
+    /// The ledger to copy: a SQLite file, or a postgresql://USER@HOST/DATABASE URL.
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// Where to copy it: an empty PostgreSQL database (a URL), or a new SQLite file.
+    #[arg(value_name = "TO")]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

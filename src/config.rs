@@ -147,8 +147,8 @@ pub const SETTINGS: [Setting; 13] = [
         name: "ledger",
         default: Some("pms-ledger.db"),
         value_name: "PATH",
-        expected: "the path of the ledger file",
-        help: "the SQLite ledger",
+        expected: "the path of the ledger file, or a postgresql://USER@HOST/DATABASE URL",
+        help: "the ledger: a SQLite file, or a postgresql:// URL (one ledger for several hosts)",
     },
 ];
 

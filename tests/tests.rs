@@ -10,6 +10,8 @@ mod json_output;
 mod ledger;
 mod output;
 mod output_paths;
+mod pg;
+mod pg_server;
 mod readme;
 mod reconcile;
 mod run;

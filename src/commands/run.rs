@@ -65,6 +65,19 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         sandbox_guard = Some(guard);
     }
     let settings = RunSettings::from_layers(&layers)?;
+    if let Some(url) = settings
+        .ledger
+        .to_str()
+        .filter(|l| crate::ledger::postgres::is_url(l))
+    {
+        anyhow::bail!(
+            "setting `ledger` ({}): this version does not yet send against a PostgreSQL ledger \
+             (`status`, `export`, `reconcile`, `report`, `doctor` and `ledger copy` work with \
+             it); run against a SQLite ledger (--ledger PATH), then `pms-onboard ledger copy \
+             PATH URL`",
+            crate::ledger::postgres::redacted(url)
+        );
+    }
     if let Some(report) = &args.report {
         crate::output::Inputs::new()
             .ledger(&settings.ledger)

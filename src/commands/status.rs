@@ -15,7 +15,7 @@ pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         printer.out_json(&serde_json::to_value(&c)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = format!("ledger {}: {} rows\n", path.display(), c.total);
+    let mut out = format!("ledger {}: {} rows\n", ledger::shown(&path), c.total);
     let lines = [
         ("succeeded", c.succeeded, String::new()),
         (

@@ -13,12 +13,16 @@
 //!   every answer when the ledger cannot commit; [`store`] is its SQL; [`spill`] the side file.
 //! - [`queries`] are the reads behind `status`, `export` and `reconcile`.
 //! - [`scratch`] holds sets too large for memory in a temporary file, apart from the ledger.
+//! - [`postgres`]: the ledger on a PostgreSQL server, for several runs on several hosts at once
+//!   (claim, fence, lease, sweep, shared rate); `ledger copy`; the commands that only read a
+//!   ledger read a PostgreSQL one through a snapshot.
 
 pub mod error;
 pub mod filesystem;
 pub mod gateway;
 pub mod lock;
 pub mod migrate;
+pub mod postgres;
 pub mod queries;
 pub mod run;
 pub mod scratch;
@@ -50,6 +54,9 @@ pub struct RowId(pub i64);
 pub struct Opened {
     conn: Connection,
     notices: Vec<Notice>,
+    /// For a PostgreSQL ledger: the folder of the snapshot `conn` reads (`postgres::snapshot`),
+    /// removed with it.
+    _snapshot: Option<tempfile::TempDir>,
 }
 
 impl Opened {
@@ -113,7 +120,11 @@ pub fn open_unlocked(path: &Path) -> anyhow::Result<Opened> {
         true => vec![Notice::Upgraded(upgrade)],
         false => Vec::new(),
     };
-    Ok(Opened { conn, notices })
+    Ok(Opened {
+        conn,
+        notices,
+        _snapshot: None,
+    })
 }
 
 /// Brings the ledger to this version, the rows whose key may stand for two stores treated as
@@ -128,7 +139,8 @@ pub fn open(path: &Path) -> anyhow::Result<Opened> {
     open_checked(path, None)
 }
 
-/// Opens an existing ledger; a missing file is an error that says what to do.
+/// Opens an existing ledger; a missing file is an error that says what to do. A PostgreSQL
+/// ledger (a URL) is read through a snapshot of it ([`postgres::snapshot`]).
 pub fn open_existing(path: &Path) -> anyhow::Result<Opened> {
     open_existing_for(path, None)
 }
@@ -137,6 +149,19 @@ pub fn open_existing(path: &Path) -> anyhow::Result<Opened> {
 /// `export --annotate`): a ledger of another gateway than `gateway` (when the settings name
 /// one) is refused before anything is written to it.
 pub fn open_existing_for(path: &Path, gateway: Option<&Gateway>) -> anyhow::Result<Opened> {
+    if let Some(url) = path.to_str().filter(|p| postgres::is_url(p)) {
+        // A PostgreSQL ledger is read through a snapshot, by the same queries.
+        let (dir, conn) = postgres::snapshot::open(url)?;
+        let opened = Opened {
+            conn,
+            notices: Vec::new(),
+            _snapshot: Some(dir),
+        };
+        if let Some(gateway) = gateway {
+            gateway::check(&opened, Path::new(&postgres::redacted(url)), gateway)?;
+        }
+        return Ok(opened);
+    }
     if !path.exists() {
         anyhow::bail!(
             "no ledger at {}: run `pms-onboard run FILE...` first, or pass --ledger PATH",
@@ -215,6 +240,15 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// The `ledger` setting as messages show it: a path as it is, a PostgreSQL URL without its
+/// password.
+pub fn shown(ledger: &Path) -> String {
+    match ledger.to_str().filter(|l| postgres::is_url(l)) {
+        Some(url) => postgres::redacted(url),
+        None => ledger.display().to_string(),
+    }
 }
 
 /// Now, as stored in the ledger (RFC 3339, UTC, milliseconds).

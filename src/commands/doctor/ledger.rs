@@ -9,6 +9,9 @@ use crate::ledger::{self, Gateway, filesystem, queries};
 /// The ledger's group. `endpoint` and `client_id` are the settings' (when set), to compare with
 /// the gateway the ledger records.
 pub fn checks(path: &Path, endpoint: Option<&str>, client_id: Option<&str>) -> Group {
+    if let Some(url) = path.to_str().filter(|p| ledger::postgres::is_url(p)) {
+        return postgres(url);
+    }
     let mut group = Group::new("ledger", "ledger");
     group.push(folder(path));
     let remote = filesystem::remote(path);
@@ -158,6 +161,83 @@ fn gateway(recorded: rusqlite::Result<Option<Gateway>>, given: Option<&Gateway>)
             format!("belongs to {recorded} (the settings name no gateway to compare)"),
         ),
     }
+}
+
+/// A PostgreSQL ledger: the connection and the server's version, the schema, the clock
+/// difference with the server, the runs holding a lease, and the rows by state.
+fn postgres(url: &str) -> Group {
+    let mut group = Group::new("ledger", "ledger");
+    let shown = ledger::postgres::redacted(url);
+    let c = match ledger::postgres::check(url) {
+        Ok(c) => c,
+        Err(e) => {
+            group.push(Check::fail_with(
+                "connection",
+                format!("{e:#}"),
+                "check that the server runs, and the URL (postgresql://USER@HOST/DATABASE)",
+            ));
+            group.skip_each(&["schema", "clock", "in use", "state"], "no connection");
+            return group;
+        }
+    };
+    group.push(Check::ok("connection", format!("{shown}: {}", c.version)));
+    let latest = ledger::postgres::migrate::latest();
+    group.push(match c.schema == latest {
+        true => Check::ok("schema", format!("at version {latest}, this program's")),
+        false => Check::fail(
+            "schema",
+            format!("at version {}, this program's is {latest}", c.schema),
+        ),
+    });
+    // Leases and the shared rate are on the server's clock; the times the ledger records are
+    // this host's.
+    let (size, ahead) = c.clock;
+    let detail = format!(
+        "the server's clock is {:.1} s {} this host's",
+        size.as_secs_f64(),
+        if ahead { "ahead of" } else { "behind" }
+    );
+    group.push(match size > std::time::Duration::from_secs(5) {
+        true => Check::warn(
+            "clock",
+            format!(
+                "{detail}: leases and the rate use the server's clock, but the times this host \
+                 records are its own"
+            ),
+            "set this host's clock (NTP)",
+        ),
+        false => Check::ok("clock", detail),
+    });
+    group.push(match c.live.is_empty() {
+        true => Check::ok("in use", "no run holds a lease"),
+        false => Check::ok(
+            "in use",
+            format!(
+                "{} run(s) hold a lease now (a shared ledger may be used by several): {}",
+                c.live.len(),
+                c.live
+                    .iter()
+                    .map(|(id, holder)| format!("run {id} ({holder})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    });
+    group.push(
+        match ledger::open_existing(Path::new(url)).and_then(|conn| Ok(queries::status(&conn, 1)?))
+        {
+            Ok(s) => Check::ok(
+                "state",
+                format!(
+                    "{} rows: {} succeeded, {} already circled, {} pending, {} in flight, {} \
+                     failed",
+                    s.total, s.succeeded, s.already_circled, s.pending, s.in_flight, s.failed
+                ),
+            ),
+            Err(e) => Check::fail("state", format!("{e:#}")),
+        },
+    );
+    group
 }
 
 #[cfg(test)]

@@ -1,0 +1,219 @@
+//! The store a run uses on PostgreSQL: the operations of `ledger::writer::Writer` (begin a run,
+//! recover, take in sheet rows and rejects, mark in flight, undo a mark, record an answer, end
+//! the run), each over the protocol of this module's siblings, plus what only a shared ledger
+//! has: the lease a run keeps, and the shared rate. It is what `ledger::run` plugs in beside the
+//! SQLite writer; until then `run` refuses a PostgreSQL ledger (docs/ledger.md, "PostgreSQL").
+//!
+//! Each operation commits before it returns (the claim before the request leaves), so there is
+//! no group commit to lose: an answer whose commit fails is the caller's to keep (the side file).
+
+use std::time::{Duration, Instant};
+
+use super::{LeaseKeeper, PgLedger, claim, feed, lease, rate, runs};
+use crate::input::{Reject, SourceRow};
+use crate::ledger::RowId;
+use crate::ledger::queries::LedgerRow;
+use crate::ledger::store::{Answered, FileInfo, Verdict};
+use crate::model::{RunCounts, RunEnd, Sighting};
+
+/// The window the shared rate spaces `rate` slots over: a second and 3 % (the margin the
+/// pipeline's own limiter keeps for its ceiling).
+pub const CEILING_WINDOW: Duration = Duration::from_millis(1030);
+
+/// How long a run's lease lasts and how often it is renewed.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseTerms {
+    /// Longer than the request time-out plus the drain.
+    pub lease: Duration,
+    pub renew_every: Duration,
+    /// The longest a request may take once it leaves (time-out and drain): no request leaves
+    /// that could outlive the lease.
+    pub longest_request: Duration,
+}
+
+impl LeaseTerms {
+    /// Terms for a run whose requests time out after `timeout` and drain within `drain`: a lease
+    /// of twice their sum plus 10 s, renewed every tenth of it, between 1 and 5 s.
+    pub fn for_requests(timeout: Duration, drain: Duration) -> LeaseTerms {
+        let longest = timeout + drain;
+        let lease = longest * 2 + Duration::from_secs(10);
+        LeaseTerms {
+            lease,
+            renew_every: (lease / 10).clamp(Duration::from_secs(1), Duration::from_secs(5)),
+            longest_request: longest,
+        }
+    }
+}
+
+/// A run's store on a PostgreSQL ledger.
+pub struct PgStore {
+    ledger: PgLedger,
+    url: String,
+    terms: LeaseTerms,
+    keeper: Option<LeaseKeeper>,
+}
+
+impl PgStore {
+    /// Connects (the schema brought up to date once, whoever starts first).
+    pub async fn open(url: &str, terms: LeaseTerms) -> anyhow::Result<PgStore> {
+        Ok(PgStore {
+            ledger: PgLedger::open(url).await?,
+            url: url.to_owned(),
+            terms,
+            keeper: None,
+        })
+    }
+
+    pub fn ledger(&self) -> &PgLedger {
+        &self.ledger
+    }
+
+    /// The runs whose lease expired are swept (their rows in flight back to pending, possibly
+    /// sent); returns how many rows. Another host's live run is never touched.
+    pub async fn recover(&mut self) -> anyhow::Result<u64> {
+        Ok(lease::sweep(self.ledger.client_mut())
+            .await?
+            .map_or(0, |s| s.rows))
+    }
+
+    /// Begins a run holding a lease, kept from now on by a task of its own.
+    pub async fn begin_run(
+        &mut self,
+        config: &str,
+        files: &[FileInfo],
+        holder: &str,
+    ) -> anyhow::Result<i64> {
+        let granted = Instant::now();
+        let run_id = runs::begin_run(
+            self.ledger.client_mut(),
+            config,
+            files,
+            self.terms.lease,
+            holder,
+        )
+        .await?;
+        self.keeper = Some(
+            LeaseKeeper::start(
+                &self.url,
+                run_id,
+                self.terms.lease,
+                self.terms.renew_every,
+                granted,
+            )
+            .await?,
+        );
+        Ok(run_id)
+    }
+
+    /// Takes in sheet rows (numbered `seq` in input order), in one transaction.
+    pub async fn ingest(
+        &mut self,
+        run_id: i64,
+        rows: &[(u64, SourceRow)],
+        retry_failed: bool,
+    ) -> anyhow::Result<Vec<Sighting>> {
+        let tx = self.ledger.client_mut().transaction().await?;
+        let mut sightings = Vec::with_capacity(rows.len());
+        for (seq, src) in rows {
+            sightings.push(runs::ingest(&tx, run_id, *seq, src, retry_failed).await?);
+        }
+        tx.commit().await?;
+        Ok(sightings)
+    }
+
+    pub async fn reject(&self, run_id: i64, reject: &Reject) -> anyhow::Result<()> {
+        runs::reject(self.ledger.client(), run_id, reject).await
+    }
+
+    /// The next rows of this run to send (the feeder's page).
+    pub async fn pending_page(
+        &self,
+        run_id: i64,
+        after_seq: u64,
+        limit: usize,
+        unverified: bool,
+    ) -> anyhow::Result<Vec<(u64, RowId, LedgerRow)>> {
+        feed::pending_page(self.ledger.client(), run_id, after_seq, limit, unverified).await
+    }
+
+    /// Whether a request may leave now: the lease is kept and could not expire before the
+    /// request is over.
+    pub fn may_send(&self) -> bool {
+        self.keeper
+            .as_ref()
+            .is_some_and(|k| !k.lost() && k.clock().may_send(self.terms.longest_request))
+    }
+
+    /// Claims the row (its in-flight mark, committed); `None`: not this run's to send now (not
+    /// pending, claimed by another run, or the lease cannot cover the request).
+    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<Option<i64>> {
+        if !self.may_send() {
+            return Ok(None);
+        }
+        claim::claim(self.ledger.client(), run_id, row.0).await
+    }
+
+    /// Undoes a claim whose request never left.
+    pub async fn unsend(&self, attempt_id: i64, row: RowId) -> anyhow::Result<()> {
+        claim::unsend(self.ledger.client(), attempt_id, row.0).await
+    }
+
+    /// Records an answer, fenced on its claim.
+    pub async fn record(&mut self, answered: &Answered) -> anyhow::Result<(Verdict, super::Fence)> {
+        claim::record(self.ledger.client_mut(), answered).await
+    }
+
+    /// Waits for the next slot of the client id's rate, shared by every run on the ledger
+    /// (`rate` requests a second). Slots are [`CEILING_WINDOW`]/rate apart on the server's clock,
+    /// so that a little jitter between hosts cannot put `rate` + 1 requests into one second at
+    /// the gateway.
+    pub async fn wait_for_slot(&self, client_id: &str, rate: u32) -> anyhow::Result<()> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let interval = CEILING_WINDOW / rate;
+        let wait = rate::take_slot(self.ledger.client(), client_id, interval).await?;
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// A throttle seen: every run on the ledger pauses the client id's slots for `pause`.
+    pub async fn throttled(&self, client_id: &str, pause: Duration) -> anyhow::Result<()> {
+        rate::throttled(self.ledger.client(), client_id, pause).await
+    }
+
+    /// Ends the run: its own rows still in flight back to pending, the counts written, the
+    /// lease given up.
+    pub async fn finish_run(
+        &mut self,
+        run_id: i64,
+        end: RunEnd,
+        counts: &RunCounts,
+        message: Option<&str>,
+    ) -> anyhow::Result<RunCounts> {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.stop();
+        }
+        runs::finish_run(self.ledger.client_mut(), run_id, end, counts, message).await
+    }
+
+    /// Stops keeping the lease without ending the run: what a host that dies does (tests).
+    pub fn abandon(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_outlasts_a_request_and_its_drain_and_is_renewed_every_few_seconds() {
+        let t = LeaseTerms::for_requests(Duration::from_secs(15), Duration::from_secs(20));
+        assert!(t.lease > t.longest_request + t.renew_every * 3);
+        assert!(t.renew_every <= Duration::from_secs(5));
+        assert!(t.renew_every >= Duration::from_secs(1));
+    }
+}
