@@ -230,6 +230,22 @@ mod tests {
         assert_eq!(server.join().unwrap(), 2);
     }
 
+    /// A server for one connection: it reads the request, then `answer` writes what it will
+    /// (nothing: the connection closes without an answer).
+    fn serve_once(
+        answer: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+    ) -> (u16, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).unwrap();
+            answer(&mut stream);
+        });
+        (port, server)
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_failure() {
         let port = TcpListener::bind("127.0.0.1:0")
@@ -249,13 +265,7 @@ mod tests {
     /// A server that reads the request and closes the connection without answering.
     #[tokio::test]
     async fn a_connection_closed_after_the_request_is_possibly_sent() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).unwrap();
-        });
+        let (port, server) = serve_once(|_| ());
         let failure = post(&http(), &url(port), HeaderMap::new(), b"{}".to_vec())
             .await
             .unwrap_err();
@@ -269,12 +279,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_longer_than_the_cap_is_not_read_whole() {
         for chunked in [false, true] {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let server = std::thread::spawn(move || {
-                let (mut stream, _) = listener.accept().unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).unwrap();
+            let (port, server) = serve_once(move |stream| {
                 let body = vec![b'x'; 200 * 1024];
                 if chunked {
                     let _ =
@@ -305,12 +310,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_redirect_is_not_followed() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).unwrap();
+        let (port, server) = serve_once(|stream| {
             let _ = stream.write_all(
                 b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/elsewhere\r\ncontent-length: 0\r\n\r\n",
             );

@@ -437,13 +437,7 @@ async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
         );
     }
     let sqlite_tx = conn.unchecked_transaction()?;
-    let pg_tx = pg
-        .client_mut()
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let pg_tx = pg.consistent_read().await?;
     read_into_sqlite(&pg_tx, &sqlite_tx).await?;
     pg_tx.commit().await?;
     sqlite_tx

@@ -72,6 +72,18 @@ impl PgLedger {
         &mut self.client
     }
 
+    /// A read-only transaction that sees one moment of the ledger (what a copy or a snapshot
+    /// reads, while runs go on writing).
+    pub async fn consistent_read(&mut self) -> anyhow::Result<tokio_postgres::Transaction<'_>> {
+        Ok(self
+            .client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?)
+    }
+
     /// The runs holding a live lease now: `(run id, holder)`. A ledger with any is in use.
     pub async fn live_runs(&self) -> anyhow::Result<Vec<(i64, String)>> {
         let rows = self
@@ -123,30 +135,39 @@ pub struct Checked {
 /// Connects to `url` and reads what `doctor` shows; from any thread (a runtime of its own).
 pub fn check(url: &str) -> anyhow::Result<Checked> {
     let url = url.to_owned();
+    on_own_runtime("checking the PostgreSQL ledger failed", || async move {
+        let pg = PgLedger::open(&url).await?;
+        let (size, ahead, version) = pg.clock_and_version().await?;
+        let schema: i64 = pg
+            .client()
+            .query_one("SELECT COALESCE(max(version), 0) FROM pms_schema", &[])
+            .await?
+            .get(0);
+        Ok(Checked {
+            version,
+            schema,
+            clock: (size, ahead),
+            live: pg.live_runs().await?,
+        })
+    })
+}
+
+/// Runs the future `work` makes to its end on a thread and runtime of its own, so that a caller
+/// inside a runtime or outside one may call it; `failed` is the error if that thread panics.
+pub(crate) fn on_own_runtime<T: Send, F: std::future::Future<Output = anyhow::Result<T>>>(
+    failed: &'static str,
+    work: impl FnOnce() -> F + Send,
+) -> anyhow::Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let pg = PgLedger::open(&url).await?;
-                    let (size, ahead, version) = pg.clock_and_version().await?;
-                    let schema: i64 = pg
-                        .client()
-                        .query_one("SELECT COALESCE(max(version), 0) FROM pms_schema", &[])
-                        .await?
-                        .get(0);
-                    Ok(Checked {
-                        version,
-                        schema,
-                        clock: (size, ahead),
-                        live: pg.live_runs().await?,
-                    })
-                })
+                    .build()?
+                    .block_on(work())
             })
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("checking the PostgreSQL ledger failed")))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!(failed)))
     })
 }
 

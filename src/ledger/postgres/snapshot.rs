@@ -13,17 +13,8 @@ use super::PgLedger;
 /// dropped) and a connection to the copy.
 pub fn open(url: &str) -> anyhow::Result<(tempfile::TempDir, rusqlite::Connection)> {
     let url = url.to_owned();
-    // Its own thread and runtime: the caller may or may not be inside one.
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(read(&url))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("reading the PostgreSQL ledger failed")))
+    super::on_own_runtime("reading the PostgreSQL ledger failed", || async move {
+        read(&url).await
     })
 }
 
@@ -36,13 +27,7 @@ async fn read(url: &str) -> anyhow::Result<(tempfile::TempDir, rusqlite::Connect
         .context("cannot make a temporary folder for a snapshot of the PostgreSQL ledger")?;
     let conn = crate::ledger::open_unlocked(&dir.path().join("snapshot.db"))?.into_connection();
     let sqlite_tx = conn.unchecked_transaction()?;
-    let pg_tx = pg
-        .client_mut()
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let pg_tx = pg.consistent_read().await?;
     super::copy::read_into_sqlite(&pg_tx, &sqlite_tx)
         .await
         .with_context(|| format!("cannot read the PostgreSQL ledger {shown}"))?;
