@@ -52,6 +52,12 @@ const TOLERANCE: Duration = Duration::from_millis(10);
 /// gateway that counts a trailing second to let the lowered pace in.
 pub const THROTTLE_PAUSE: Duration = Duration::from_millis(250);
 
+/// The pause of every worker when a limit is found and the gateway said no `Retry-After`: a
+/// gateway that counts a trailing second (the refused requests too) then has none of the
+/// requests that found its limit left in it. With [`THROTTLE_PAUSE`], a run at `--rate 60`
+/// against a limit of 20 had 24 of 344 requests throttled.
+const LIMIT_PAUSE: Duration = Duration::from_secs(1);
+
 /// After the pace drops, throttles of requests sent in this time hold every worker for a pause
 /// again (without dropping the pace again): the gateway still counts the requests that found
 /// its limit.
@@ -295,8 +301,17 @@ impl Limiter {
             {
                 s.departures.pop_front();
             }
-            if self.cap > 0 && s.departures.len() >= self.cap {
-                Err(s.departures[s.departures.len() - self.cap] + WINDOW)
+            // Once a limit was found, the ceiling is the pace too: requests that took their slots
+            // while a commit held them up do not leave together, over the limit.
+            let cap = match (&s.adaptive, self.cap) {
+                (Some(a), cap) => {
+                    let paced = a.pace(now).ceil().max(1.0) as usize;
+                    if cap > 0 { cap.min(paced) } else { paced }
+                }
+                (None, cap) => cap,
+            };
+            if cap > 0 && s.departures.len() >= cap {
+                Err(s.departures[s.departures.len() - cap] + WINDOW)
             } else {
                 let before = s.departures.len();
                 s.departures.push_back(now);
@@ -381,7 +396,7 @@ impl Limiter {
         s.window.clear();
         s.throttled_in_window = 0;
         s.limits += 1;
-        let until = s.pause(retry_after.unwrap_or(THROTTLE_PAUSE));
+        let until = s.pause(retry_after.unwrap_or(LIMIT_PAUSE));
         let plateau = match &s.adaptive {
             Some(a) if (accepted - a.accepted).abs() <= 0.1 * a.accepted => {
                 (a.plateau * 2).min(MAX_PLATEAU)
