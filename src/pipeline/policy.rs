@@ -363,11 +363,7 @@ pub fn row_update(attempt: &Attempt, decision: &Decision, maybe_sent: bool) -> R
             _ => "NO_VALID_ANSWER".to_owned(),
         })
     });
-    let tracer = attempt
-        .tracer_id
-        .as_deref()
-        .map(|t| format!(" (Tracer-Id {t})"))
-        .unwrap_or_default();
+    let tracer = crate::api::outcome::tracer_suffix(attempt.tracer_id.as_deref());
     let message = if unverified {
         Some(unverified_message(attempt))
     } else if ambiguous {
@@ -413,10 +409,7 @@ fn unverified_message(a: &Attempt) -> String {
          it) and any proxy that rewrites answers, then run again: the kept answer is checked \
          again first{}",
         a.error.as_deref().unwrap_or("its signature did not verify"),
-        a.tracer_id
-            .as_deref()
-            .map(|t| format!(" (Tracer-Id {t})"))
-            .unwrap_or_default()
+        crate::api::outcome::tracer_suffix(a.tracer_id.as_deref())
     )
 }
 
