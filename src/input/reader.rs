@@ -86,7 +86,6 @@ pub struct Input {
     batch: Batch,
     at: usize,
     identities: Identities,
-    unknown: Vec<(String, Vec<String>)>,
     notices: Vec<Notice>,
     done: bool,
 }
@@ -161,11 +160,8 @@ impl Input {
             source,
         })?;
         let notices = unknown
-            .iter()
-            .map(|(file, columns)| Notice::UnknownColumns {
-                file: file.clone(),
-                columns: columns.clone(),
-            })
+            .into_iter()
+            .map(|(file, columns)| Notice::UnknownColumns { file, columns })
             .collect();
         Ok(Input {
             sources,
@@ -176,7 +172,6 @@ impl Input {
             batch: Batch::default(),
             at: 0,
             identities: Identities::new(Dedupe::InMemory),
-            unknown,
             notices,
             done: false,
         })
@@ -187,11 +182,6 @@ impl Input {
     pub fn with_dedupe(mut self, dedupe: Dedupe) -> Input {
         self.identities = Identities::new(dedupe);
         self
-    }
-
-    /// Unknown column names per file, for the caller to show.
-    pub fn unknown_columns(&self) -> &[(String, Vec<String>)] {
-        &self.unknown
     }
 
     /// What the user should know about the input (unknown columns), for the command to show
@@ -330,11 +320,6 @@ impl Iterator for Input {
 pub struct Checked(Input);
 
 impl Checked {
-    /// Unknown column names per file, for the caller to show.
-    pub fn unknown_columns(&self) -> &[(String, Vec<String>)] {
-        self.0.unknown_columns()
-    }
-
     /// See [`Input::notices`].
     pub fn notices(&self) -> &[Notice] {
         self.0.notices()
@@ -630,8 +615,11 @@ mod tests {
         let files = [fixture("headers_any_spelling.csv")];
         let input = Input::open(&files, Encoding::Utf8).unwrap();
         assert_eq!(
-            input.unknown_columns(),
-            &[(files[0].display().to_string(), vec!["Region".to_string()])]
+            input.notices(),
+            &[Notice::UnknownColumns {
+                file: files[0].display().to_string(),
+                columns: vec!["Region".to_string()]
+            }]
         );
         let rows: Vec<SourceRow> = input
             .map(|i| match i.unwrap() {

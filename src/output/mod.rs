@@ -128,11 +128,6 @@ impl Printer {
         self.write_stdout(&format!("{}\n", text::json_inert(&value.to_string())));
     }
 
-    /// Whether stdout was found closed (a later write would be dropped too).
-    pub fn stdout_closed(&self) -> bool {
-        self.stdout_closed.load(Relaxed)
-    }
-
     /// A message for the person: as it is in text, as `{"level":"info","message":…}` in JSON.
     pub fn info(&self, message: &str) {
         self.message("info", None, message, Map::new());
@@ -315,6 +310,6 @@ mod tests {
         p.stdout_closed.store(true, Relaxed);
         // Nothing is written and nothing panics.
         p.out_line("dropped");
-        assert!(p.stdout_closed());
+        assert!(p.stdout_closed.load(Relaxed));
     }
 }

@@ -15,7 +15,6 @@ mod data;
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use maud::{DOCTYPE, Markup, html};
 use rusqlite::Connection;
 
@@ -24,12 +23,6 @@ use crate::ledger::queries::{
 };
 use charts::{BAR_COLOR, FAIL_COLOR, OK_COLOR, PENDING_COLOR, Scale};
 pub use data::ReportData;
-
-/// Writes the report for `run` (None: the whole ledger) to `path`.
-pub fn write(conn: &Connection, run: Option<i64>, path: &Path) -> anyhow::Result<()> {
-    let html = render(conn, run)?;
-    std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))
-}
 
 /// The report as one HTML document: its data gathered, then drawn.
 pub fn render(conn: &Connection, run: Option<i64>) -> anyhow::Result<String> {
