@@ -14,7 +14,9 @@ fn requests(sandbox: &SandboxProcess) -> u64 {
 fn throttling_converges(answer: &str) {
     const LIMIT: u64 = 20;
     let s = Scratch::new();
-    let sheet = s.sheet("stores.csv", 1, 320);
+    // Enough rows that finding the limit (its first 20 to 30 requests refused, whatever the
+    // run's length) is a small share of the run.
+    let sheet = s.sheet("stores.csv", 1, 480);
     let limit = LIMIT.to_string();
     let sandbox = SandboxProcess::start(
         &s.keys(),
@@ -38,7 +40,7 @@ fn throttling_converges(answer: &str) {
     // on a loaded machine the pace at the gateway says more about the machine than the run.
     // The summary says where it settled and what to set.
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(summary["counts"]["succeeded"], 320, "{summary}");
+    assert_eq!(summary["counts"]["succeeded"], 480, "{summary}");
     assert!(
         summary["throttling"]["limits_found"].as_u64().unwrap() >= 1,
         "a limit: {summary}"
