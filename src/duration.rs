@@ -40,6 +40,26 @@ pub fn format(d: Duration) -> String {
     }
 }
 
+/// For a person: `0.1 ms`, `20 ms`, `2 s`, `2.5 s`, `4 min 10 s`, `1 h 0 min 2 s` (to the
+/// nearest second from a minute on). The one formatter of durations people read; [`format`] is
+/// the form a setting is written in.
+pub fn human(d: Duration) -> String {
+    let micros = d.as_micros();
+    if micros < 1000 {
+        return format!("{} ms", micros as f64 / 1000.0);
+    }
+    if micros < 1_000_000 {
+        return format!("{} ms", micros / 1000);
+    }
+    let secs = d.as_secs_f64().round() as u64;
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, _) if d.subsec_millis() == 0 => format!("{} s", d.as_secs()),
+        (0, 0, _) => format!("{:.1} s", d.as_secs_f64()),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, s) => format!("{h} h {m} min {s} s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +74,13 @@ mod tests {
         assert_eq!(parse("soon"), None);
         assert_eq!(format(Duration::from_millis(500)), "500ms");
         assert_eq!(format(Duration::from_secs(15)), "15s");
+        assert_eq!(human(Duration::from_micros(100)), "0.1 ms");
+        assert_eq!(human(Duration::from_millis(300)), "300 ms");
+        assert_eq!(human(Duration::from_secs(2)), "2 s");
+        assert_eq!(human(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(human(Duration::from_secs(250)), "4 min 10 s");
+        assert_eq!(human(Duration::from_secs(3602)), "1 h 0 min 2 s");
+        assert_eq!(human(Duration::from_millis(3_599_700)), "1 h 0 min 0 s");
         assert_eq!(
             parse_list("10m, 30m"),
             Some(vec![Duration::from_secs(600), Duration::from_secs(1800)])

@@ -242,11 +242,7 @@ pub fn latency_bars(latencies: &[Latency]) -> Vec<Bar> {
 
 /// A bucket edge: `0.1 ms`, `20 ms`, `2 s`.
 fn duration(micros: u64) -> String {
-    match micros {
-        m if m < 1000 => format!("{} ms", m as f64 / 1000.0),
-        m if m < 1_000_000 => format!("{} ms", m / 1000),
-        m => format!("{} s", m / 1_000_000),
-    }
+    crate::duration::human(std::time::Duration::from_micros(micros))
 }
 
 /// `(seconds since the first request, requests per second)`, averaged over buckets so that a

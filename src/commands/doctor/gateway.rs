@@ -258,7 +258,7 @@ fn clock(answer: &Answered) -> Check {
     } else {
         format!(
             "this machine's clock is {} {side} the gateway's (its {source})",
-            human(apart)
+            crate::duration::human(apart)
         )
     };
     if apart > CLOCK_FAIL {
@@ -276,16 +276,6 @@ fn clock(answer: &Answered) -> Check {
         )
     } else {
         Check::ok("clock", words)
-    }
-}
-
-/// `0.3 s`, `4 min 10 s`, `1 h 0 min 2 s` (to the nearest second from a minute on).
-fn human(d: Duration) -> String {
-    let secs = d.as_secs_f64().round() as u64;
-    match (secs / 3600, secs / 60 % 60, secs % 60) {
-        (0, 0, _) => format!("{:.1} s", d.as_secs_f64()),
-        (0, m, s) => format!("{m} min {s} s"),
-        (h, m, s) => format!("{h} h {m} min {s} s"),
     }
 }
 
@@ -367,17 +357,4 @@ async fn http_get(target: &str, timeout: Duration) -> Result<Got, String> {
         tracer_id,
         body,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_read_as_a_person_says_them() {
-        assert_eq!(human(Duration::from_millis(300)), "0.3 s");
-        assert_eq!(human(Duration::from_secs(250)), "4 min 10 s");
-        assert_eq!(human(Duration::from_secs(3602)), "1 h 0 min 2 s");
-        assert_eq!(human(Duration::from_millis(3_599_700)), "1 h 0 min 0 s");
-    }
 }
