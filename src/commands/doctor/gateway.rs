@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::{Check, Group};
 use crate::api::checks::{self, Level};
 use crate::api::client::check_endpoint;
-use crate::api::http::{self as transport, error_chain};
+use crate::api::http::{self, error_chain};
 use crate::api::outcome::MAX_BODY;
 use crate::api::signing::API_PATH;
 use crate::api::types::SaveResponse;
@@ -284,13 +284,13 @@ fn clock(answer: &Answered) -> Check {
 
 /// Whether requests to `url` go through the proxy the environment names.
 fn proxied(url: &url::Url) -> bool {
-    transport::proxied(url)
+    http::proxied(url)
 }
 
-/// A TLS handshake as a run makes it (`transport::tls`: rustls, this system's roots): the
+/// A TLS handshake as a run makes it (`http::tls`: rustls, this system's roots): the
 /// protocol version, or what failed and what to do.
 async fn tls_handshake(host: &str, port: u16) -> Result<String, String> {
-    let (connector, name) = transport::tls(host).map_err(|e| format!("{e:#}"))?;
+    let (connector, name) = http::tls(host).map_err(|e| format!("{e:#}"))?;
     let tcp = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| {
@@ -327,8 +327,8 @@ struct Got {
 /// The one HTTP request `doctor` makes itself (the probe sends through the run's client): a
 /// `GET` of `target`; why there was no answer, in words, when there was none.
 async fn http_get(target: &str, timeout: Duration) -> Result<Got, String> {
-    let http = transport::client(timeout, USER_AGENT).map_err(|e| format!("{e:#}"))?;
-    let mut response = http.get(target).send().await.map_err(|e| {
+    let client = http::client(timeout, USER_AGENT).map_err(|e| format!("{e:#}"))?;
+    let mut response = client.get(target).send().await.map_err(|e| {
         if e.is_timeout() {
             format!("no answer within {}", format_duration(timeout))
         } else {
