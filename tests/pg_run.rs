@@ -88,6 +88,7 @@ fn a_run_against_a_postgres_ledger_sends_every_row_once_and_a_second_run_nothing
 }
 
 #[test]
+#[allow(clippy::print_stderr)]
 fn two_runs_at_once_one_killed_share_the_rate_and_circle_every_store_once() {
     let _turn = alone();
     let Some(server) =
@@ -101,6 +102,13 @@ fn two_runs_at_once_one_killed_share_the_rate_and_circle_every_store_once() {
     let a = s.sheet("a.csv", 0, 400);
     let b = s.sheet("b.csv", 200, 400);
     let url = server.database();
+    // The schema first (as the runs would), so that the test may count rows from the start.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(pms_onboard::ledger::postgres::PgLedger::open(&url))
+        .unwrap();
     let args = ["--rate", "20", "--timeout", "2s", "--concurrency", "8"];
     let spawn = |sheet: &Path| {
         run(&s, &sandbox.endpoint, sheet, &url)
