@@ -81,6 +81,13 @@ fn a_run_against_a_postgres_ledger_sends_every_row_once_and_a_second_run_nothing
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("succeeded"), "{out}");
+    // A dry run on it: nothing would be sent.
+    let (code, out, err) =
+        output(run(&s, &sandbox.endpoint, &sheet, &url).args(["--dry-run", "--json"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let said: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(said["dry_run"]["would_send"], 0, "{out}");
+    assert_eq!(said["dry_run"]["already_done"], 40, "{out}");
     // A second run sends nothing.
     let (code, out, err) = output(&mut run(&s, &sandbox.endpoint, &sheet, &url));
     assert_eq!(code, 0, "{out}\n{err}");
@@ -191,5 +198,10 @@ fn two_runs_at_once_one_killed_share_the_rate_and_circle_every_store_once() {
     assert!(
         lost <= 8,
         "at most the requests in flight are lost: {lost} (held {held})"
+    );
+    eprintln!(
+        "two runs: {} requests, busiest second {busiest}, {held} row(s) held by the killed run, \
+         {lost} attempt(s) lost",
+        stats["requests"]
     );
 }

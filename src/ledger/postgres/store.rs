@@ -171,19 +171,24 @@ impl PgStore {
         if rate == 0 {
             return Ok(());
         }
-        let wait = self.slot_wait(client_id, rate).await?;
+        let wait = self.slot_wait(client_id, rate, CEILING_WINDOW).await?;
         tokio::time::sleep(wait).await;
         Ok(())
     }
 
-    /// Takes the next slot of the shared rate, as [`PgStore::wait_for_slot`], and returns how
-    /// long to wait for it instead of waiting (so that a caller sharing the store waits without
+    /// Takes the next slot of the shared rate, `rate` slots in `window`, and returns how long
+    /// to wait for it instead of waiting (so that a caller sharing the store waits without
     /// holding it).
-    pub async fn slot_wait(&self, client_id: &str, rate: u32) -> anyhow::Result<Duration> {
+    pub async fn slot_wait(
+        &self,
+        client_id: &str,
+        rate: u32,
+        window: Duration,
+    ) -> anyhow::Result<Duration> {
         if rate == 0 {
             return Ok(Duration::ZERO);
         }
-        rate::take_slot(self.ledger.client(), client_id, CEILING_WINDOW / rate).await
+        rate::take_slot(self.ledger.client(), client_id, window / rate).await
     }
 
     /// This run's rows still pending, and those in flight under another run's claim.
