@@ -29,6 +29,13 @@ pub const SHARED_WINDOW: Duration = Duration::from_millis(1050);
 /// The most a request may leave after its shared slot; later, it takes the next one.
 pub const SLOT_LATE: Duration = Duration::from_millis(20);
 
+/// The window a shared rate spaces `rate` slots over: wider than the run's own ceiling (1.03 s)
+/// by what a request may leave after its slot ([`SLOT_LATE`] and the send itself).
+pub const SHARED_WINDOW: Duration = Duration::from_millis(1050);
+
+/// The most a request may leave after its shared slot; later, it takes the next one.
+pub const SLOT_LATE: Duration = Duration::from_millis(20);
+
 /// A run's PostgreSQL store, with what its shared rate needs.
 pub struct PgRun {
     store: RwLock<PgStore>,
@@ -189,11 +196,28 @@ impl RunStore {
     }
 
     /// Waits for this request's slot of the client id's rate, shared by every run on a
-    /// PostgreSQL ledger (nothing on SQLite: the run's own limiter is the whole rate).
+    /// PostgreSQL ledger (nothing on SQLite: the run's own limiter is the whole rate). Slots are
+    /// [`SHARED_WINDOW`]/rate apart; a request never leaves before its slot (the wait counts
+    /// from the answer), and one that wakes more than [`SLOT_LATE`] after it (counted from the
+    /// question, so a slow round trip counts) gives the slot up and takes the next: so no
+    /// second at the gateway holds more than `rate` of the team's requests, whatever the load.
     pub async fn wait_for_slot(&self) -> anyhow::Result<()> {
         if let RunStore::Postgres(p) = self {
-            let wait = p.store.read().await.slot_wait(&p.client_id, p.rate).await?;
-            tokio::time::sleep(wait).await;
+            loop {
+                let asked = tokio::time::Instant::now();
+                let wait = p
+                    .store
+                    .read()
+                    .await
+                    .slot_wait(&p.client_id, p.rate, SHARED_WINDOW)
+                    .await?;
+                tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
+                let late = asked.elapsed().saturating_sub(wait);
+                if late <= SLOT_LATE {
+                    break;
+                }
+                tracing::debug!(late_ms = late.as_millis() as u64, "a shared slot missed");
+            }
         }
         Ok(())
     }
