@@ -29,13 +29,6 @@ pub const SHARED_WINDOW: Duration = Duration::from_millis(1050);
 /// The most a request may leave after its shared slot; later, it takes the next one.
 pub const SLOT_LATE: Duration = Duration::from_millis(20);
 
-/// The window a shared rate spaces `rate` slots over: wider than the run's own ceiling (1.03 s)
-/// by what a request may leave after its slot ([`SLOT_LATE`] and the send itself).
-pub const SHARED_WINDOW: Duration = Duration::from_millis(1050);
-
-/// The most a request may leave after its shared slot; later, it takes the next one.
-pub const SLOT_LATE: Duration = Duration::from_millis(20);
-
 /// A run's PostgreSQL store, with what its shared rate needs.
 pub struct PgRun {
     store: RwLock<PgStore>,
