@@ -138,12 +138,15 @@ fn two_runs_at_once_one_killed_share_the_rate_and_circle_every_store_once() {
         "no progress"
     );
     // kill -9 with requests in flight, then started again at once.
+    let pid = first.id();
     first.kill().unwrap();
     first.wait().unwrap();
     let held = count(
         &url,
-        "SELECT count(*) FROM rows r JOIN runs u ON u.id = r.claim_run
-         WHERE r.state = 'in_flight' AND u.outcome = 'running'",
+        &format!(
+            "SELECT count(*) FROM rows r JOIN runs u ON u.id = r.claim_run
+             WHERE r.state = 'in_flight' AND u.holder LIKE '% pid {pid}'"
+        ),
     );
     let again = spawn(&a);
     let (again, second) = (
