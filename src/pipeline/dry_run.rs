@@ -78,7 +78,8 @@ pub fn rehearse(
     {
         let (dir, conn) = crate::ledger::postgres::snapshot::open(url)?;
         _snapshot = Some(dir);
-        crate::ledger::gateway::check(&conn, ledger, gateway)?;
+        let shown = crate::ledger::postgres::redacted(url);
+        crate::ledger::gateway::check(&conn, Path::new(&shown), gateway)?;
         Some(conn)
     } else if ledger.exists() {
         let conn = open_read_only(ledger)?;

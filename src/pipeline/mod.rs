@@ -370,10 +370,11 @@ async fn look_again(
             let Some(reader) = crew.writer.reader_again() else {
                 break;
             };
-            let fed = crew.counters.fed.load(Relaxed);
+            let requests = crew.counters.requests.load(Relaxed);
             result = worker::send_all(crew.clone(), reader, None, DRAIN_LIMIT).await;
-            if crew.counters.fed.load(Relaxed) == fed {
-                // Pending, yet nothing to feed: not this run's to send.
+            if crew.counters.requests.load(Relaxed) == requests {
+                // Pending, yet nothing sent: not this run's to send now (its lease is lost, or
+                // another run took each row first); the next run sends what is left.
                 break;
             }
         } else if elsewhere > 0 {
