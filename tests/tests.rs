@@ -11,6 +11,7 @@ mod ledger;
 mod output;
 mod output_paths;
 mod pg;
+mod pg_run;
 mod pg_server;
 mod readme;
 mod reconcile;

@@ -65,19 +65,6 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         sandbox_guard = Some(guard);
     }
     let settings = RunSettings::from_layers(&layers)?;
-    if let Some(url) = settings
-        .ledger
-        .to_str()
-        .filter(|l| crate::ledger::postgres::is_url(l))
-    {
-        anyhow::bail!(
-            "setting `ledger` ({}): this version does not yet send against a PostgreSQL ledger \
-             (`status`, `export`, `reconcile`, `report`, `doctor` and `ledger copy` work with \
-             it); run against a SQLite ledger (--ledger PATH), then `pms-onboard ledger copy \
-             PATH URL`",
-            crate::ledger::postgres::redacted(url)
-        );
-    }
     if let Some(report) = &args.report {
         crate::output::Inputs::new()
             .ledger(&settings.ledger)
@@ -122,6 +109,7 @@ pub fn run(args: RunArgs, printer: Arc<Printer>) -> anyhow::Result<ExitCode> {
         limit: args.limit,
         config_json: serde_json::to_string(&layers.describe())?,
         alipay_public_key: settings.alipay_public_key.display().to_string(),
+        timeout: settings.timeout,
     };
     let report = pipeline::execute(&rt, client, plan, printer.clone())?;
     if let Some(guard) = sandbox_guard {

@@ -25,6 +25,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod queries;
 pub mod run;
+pub mod run_store;
 pub mod scratch;
 pub mod spill;
 mod sql;

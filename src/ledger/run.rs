@@ -1,25 +1,36 @@
 //! Opening a ledger for a run, in one call: the lock, the file opened (and migrated), its
 //! gateway claimed, the side file taken in, the writer started, what a killed run left in flight
 //! recovered, and the answers an earlier run could not verify checked again. The order is what
-//! makes a run resumable; a second store (PostgreSQL) plugs in here.
+//! makes a run resumable. A URL opens the PostgreSQL store instead ([`RunStore::Postgres`]):
+//! connected and migrated, the runs whose lease expired swept.
 
 use std::path::Path;
 
 use anyhow::Context as _;
-use rusqlite::Connection;
 
 use super::gateway::{self, Gateway};
+use super::postgres::{LeaseTerms, PgStore};
+use super::run_store::{PgRun, RunReader, RunStore};
 use super::store::{self, KeptAnswer};
-use super::writer::{self, Writer, WriterThread};
+use super::writer::{self, WriterThread};
 use super::{LedgerLock, open_unlocked};
 use crate::api::outcome::Attempt;
 use crate::model::RowUpdate;
 
-/// A ledger ready for a run: the feeder's connection and the writer (which holds the lock).
+/// A ledger ready for a run: the feeder's reader and the store (on SQLite the writer, which
+/// holds the lock, and its thread).
 pub struct RunLedger {
-    pub reader: Connection,
-    pub writer: Writer,
-    pub writer_thread: WriterThread,
+    pub reader: RunReader,
+    pub writer: RunStore,
+    pub writer_thread: Option<WriterThread>,
+}
+
+/// What a run on a shared (PostgreSQL) ledger needs to open it: the runtime its store lives on,
+/// its lease terms and the rate of its client id.
+pub struct Shared<'a> {
+    pub handle: &'a tokio::runtime::Handle,
+    pub terms: LeaseTerms,
+    pub rate: u32,
 }
 
 /// What opening the ledger did that a person should be told, as it happens.
@@ -46,8 +57,12 @@ pub fn open_for_run(
     path: &Path,
     gateway: &Gateway,
     mut reverify: impl FnMut(&KeptAnswer) -> Option<(Attempt, RowUpdate)>,
+    shared: &Shared<'_>,
     tell: &mut dyn FnMut(Told),
 ) -> anyhow::Result<RunLedger> {
+    if let Some(url) = path.to_str().filter(|p| super::postgres::is_url(p)) {
+        return open_postgres(url, gateway, shared, tell);
+    }
     let lock = LedgerLock::acquire(path)?;
     let opened = open_unlocked(path)?;
     for notice in opened.notices() {
@@ -89,8 +104,37 @@ pub fn open_for_run(
         });
     }
     Ok(RunLedger {
-        reader,
-        writer,
-        writer_thread,
+        reader: RunReader::Sqlite(reader),
+        writer: RunStore::Sqlite(writer),
+        writer_thread: Some(writer_thread),
+    })
+}
+
+/// Opens a PostgreSQL ledger for a run: connected (the schema brought up to date once), the
+/// runs whose lease expired swept (their rows in flight back to pending, possibly sent).
+fn open_postgres(
+    url: &str,
+    gateway: &Gateway,
+    shared: &Shared<'_>,
+    tell: &mut dyn FnMut(Told),
+) -> anyhow::Result<RunLedger> {
+    let (store, recovered) = shared.handle.block_on(async {
+        let mut store = PgStore::open(url, shared.terms).await?;
+        let recovered = store.recover().await?;
+        anyhow::Ok((store, recovered))
+    })?;
+    if recovered > 0 {
+        tell(Told::Recovered(recovered));
+    }
+    let run = PgRun::new(
+        store,
+        shared.handle.clone(),
+        &gateway.client_id,
+        shared.rate,
+    );
+    Ok(RunLedger {
+        reader: RunReader::Postgres(run.clone()),
+        writer: RunStore::Postgres(run),
+        writer_thread: None,
     })
 }

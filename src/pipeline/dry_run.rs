@@ -70,7 +70,18 @@ pub fn rehearse(
     for notice in input.notices() {
         printer.warn(&notice.to_string());
     }
-    let conn = if ledger.exists() {
+    // A PostgreSQL ledger is read through its snapshot (kept for as long as it is read).
+    let mut _snapshot = None;
+    let conn = if let Some(url) = ledger
+        .to_str()
+        .filter(|l| crate::ledger::postgres::is_url(l))
+    {
+        let (dir, conn) = crate::ledger::postgres::snapshot::open(url)?;
+        _snapshot = Some(dir);
+        let shown = crate::ledger::postgres::redacted(url);
+        crate::ledger::gateway::check(&conn, Path::new(&shown), gateway)?;
+        Some(conn)
+    } else if ledger.exists() {
         let conn = open_read_only(ledger)?;
         // What a ledger of another gateway says was done there, not here.
         crate::ledger::gateway::check(&conn, ledger, gateway)?;

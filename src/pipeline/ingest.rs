@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::shutdown::Shutdown;
 use crate::input::{Input, Item};
-use crate::ledger::writer::Writer;
+use crate::ledger::run_store::RunStore;
 use crate::model::{RunCounts, Sighting};
 use crate::output::Printer;
 
@@ -17,7 +17,7 @@ const BATCH: usize = 1024;
 /// duplicates and drift are shown as they are found.
 pub fn ingest(
     input: Input,
-    writer: &Writer,
+    writer: &RunStore,
     run_id: i64,
     retry_failed: bool,
     shutdown: &Shutdown,

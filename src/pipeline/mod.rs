@@ -24,7 +24,8 @@ use anyhow::Context as _;
 use crate::api::client::Client;
 use crate::input::{Dedupe, Input, Options};
 use crate::ledger;
-use crate::ledger::run::{RunLedger, Told};
+use crate::ledger::run::{RunLedger, Shared, Told};
+use crate::ledger::run_store::{RunReader, RunStore};
 use crate::ledger::store::FileInfo;
 use crate::ledger::writer::{Health, SpillReport, Writer, WriterThread};
 use crate::model::{RunCounts, RunEnd};
@@ -62,6 +63,8 @@ pub struct Plan {
     pub config_json: String,
     /// Where `alipay_public_key` comes from, for messages.
     pub alipay_public_key: String,
+    /// A request's time-out (a shared ledger's lease outlasts it and the drain).
+    pub timeout: Duration,
 }
 
 /// How a run ended.
@@ -115,23 +118,29 @@ pub fn execute(
         (&plan.ledger, &plan.gateway),
         (&plan.policy, &plan.alipay_public_key),
         &client,
+        &Shared {
+            handle: rt.handle(),
+            terms: ledger::postgres::LeaseTerms::for_requests(plan.timeout, DRAIN_LIMIT),
+            rate: plan.rate,
+        },
         &printer,
     )?;
     let run_id = writer.begin_run(plan.config_json.clone(), files)?;
     let shutdown = Arc::new(Shutdown::default());
     let _guard = rt.enter();
-    shutdown.before_exit({
-        let held = writer.held();
+    if let Some(held) = writer.held() {
         let printer = printer.clone();
-        Box::new(move || show_spill(&printer, &held.seal()))
-    });
+        shutdown.before_exit(Box::new(move || show_spill(&printer, &held.seal())));
+    }
     shutdown.listen_for_signals(printer.clone());
-    let watch = rt.spawn(watch_ledger(
-        writer.clone(),
-        shutdown.clone(),
-        printer.clone(),
-        ledger::spill::path_for(&plan.ledger),
-    ));
+    let watch = writer.sqlite().map(|w| {
+        rt.spawn(watch_ledger(
+            w.clone(),
+            shutdown.clone(),
+            printer.clone(),
+            ledger::spill::path_for(&plan.ledger),
+        ))
+    });
 
     let ingested = rt.block_on({
         let writer = writer.clone();
@@ -219,6 +228,7 @@ fn open_ledger(
     (path, gateway): (&Path, &ledger::Gateway),
     (policy, key): (&RetryPolicy, &str),
     client: &Client,
+    shared: &Shared<'_>,
     printer: &Printer,
 ) -> anyhow::Result<RunLedger> {
     let reverify = |k: &ledger::store::KeptAnswer| {
@@ -231,7 +241,7 @@ fn open_ledger(
         let update = policy::row_update(&attempt, &decision, k.maybe_sent);
         Some((attempt, update))
     };
-    ledger::run::open_for_run(path, gateway, reverify, &mut |told| match told {
+    ledger::run::open_for_run(path, gateway, reverify, shared, &mut |told| match told {
         Told::Notice(text) => printer.warn(&text),
         Told::TakenIn(text) => printer.info(&text),
         Told::Recovered(n) => printer.info(&format!(
@@ -278,10 +288,10 @@ fn send(
     rt: &tokio::runtime::Runtime,
     client: Client,
     plan: &Plan,
-    writer: &Writer,
+    writer: &RunStore,
     shutdown: &Arc<Shutdown>,
     (run_id, to_send): (i64, u64),
-    reader: rusqlite::Connection,
+    reader: RunReader,
     printer: &Arc<Printer>,
 ) -> Sent {
     let counters = Arc::new(Counters::default());
@@ -305,12 +315,15 @@ fn send(
         plan.concurrency,
     );
     let sending = Instant::now();
-    let result = rt.block_on(worker::send_all(
+    let mut result = rt.block_on(worker::send_all(
         crew.clone(),
         reader,
         plan.limit,
         DRAIN_LIMIT,
     ));
+    if writer.is_shared() && plan.limit.is_none() {
+        result = rt.block_on(look_again(&crew, result, printer));
+    }
     if let Ok(true) = result
         && counters.in_flight.load(Relaxed) > 0
     {
@@ -334,6 +347,56 @@ fn send(
         counters,
         result,
     }
+}
+
+/// On a shared ledger, once the workers are done: the run's rows another run held in flight are
+/// looked at again until they are done, or back to pending (that run gave them back, or its
+/// lease expired and the sweep took them back), then sent. Stops with the run.
+async fn look_again(
+    crew: &Arc<Crew>,
+    mut result: anyhow::Result<bool>,
+    printer: &Printer,
+) -> anyhow::Result<bool> {
+    let mut told = false;
+    while let Ok(false) = result {
+        if crew.shutdown.is_stopping() {
+            break;
+        }
+        let (pending, elsewhere) = match crew.writer.unfinished(crew.run_id).await {
+            Ok(left) => left,
+            Err(e) => return Err(e),
+        };
+        if pending > 0 {
+            let Some(reader) = crew.writer.reader_again() else {
+                break;
+            };
+            let requests = crew.counters.requests.load(Relaxed);
+            result = worker::send_all(crew.clone(), reader, None, DRAIN_LIMIT).await;
+            if crew.counters.requests.load(Relaxed) == requests {
+                // Pending, yet nothing sent: not this run's to send now (its lease is lost, or
+                // another run took each row first); the next run sends what is left.
+                break;
+            }
+        } else if elsewhere > 0 {
+            if !told {
+                told = true;
+                printer.info(&format!(
+                    "{elsewhere} row(s) of this run are in flight under another run; waiting                      until that run answers them or its lease expires"
+                ));
+            }
+            let waited = tokio::select! {
+                _ = crew.shutdown.stopped() => None,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => Some(()),
+            };
+            if waited.is_none() {
+                break;
+            }
+            crew.writer.recover_async().await?;
+        } else {
+            break;
+        }
+    }
+    result
 }
 
 /// How the run ended, its message, its counts and the rows `--limit` left pending.
@@ -363,15 +426,21 @@ fn conclude(
 /// The one teardown: the ledger's watch stops, the writer finishes what it holds (for at most
 /// `limit`), and what it could not commit is returned, to be shown.
 fn teardown(
-    watch: tokio::task::JoinHandle<()>,
-    writer: Writer,
-    writer_thread: WriterThread,
+    watch: Option<tokio::task::JoinHandle<()>>,
+    writer: RunStore,
+    writer_thread: Option<WriterThread>,
     limit: Duration,
 ) -> Vec<SpillReport> {
-    watch.abort();
-    let held = writer.held();
+    if let Some(watch) = watch {
+        watch.abort();
+    }
+    let Some(held) = writer.held() else {
+        return Vec::new();
+    };
     drop(writer);
-    writer_thread.join(limit);
+    if let Some(thread) = writer_thread {
+        thread.join(limit);
+    }
     let mut spilled = held.take_reports();
     let last = held.spill();
     if !last.answers.is_empty() {
@@ -383,7 +452,7 @@ fn teardown(
 /// Recovers and finishes the run record, waiting for the ledger as described in [`execute`]:
 /// `None` when it could not be written.
 async fn finish(
-    writer: &Writer,
+    writer: &RunStore,
     shutdown: &Shutdown,
     run_id: i64,
     end: RunEnd,

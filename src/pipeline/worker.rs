@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use rusqlite::Connection;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -33,9 +32,8 @@ use crate::api::client::Client;
 use crate::api::outcome::Outcome;
 use crate::input::Row;
 use crate::ledger::RowId;
-use crate::ledger::queries::pending_page;
+use crate::ledger::run_store::{RunReader, RunStore};
 use crate::ledger::store::{Answered, Verdict};
-use crate::ledger::writer::Writer;
 
 /// One row to send.
 #[derive(Debug, Clone)]
@@ -52,7 +50,7 @@ pub struct Job {
 /// Everything the workers share.
 pub struct Crew {
     pub client: Client,
-    pub writer: Writer,
+    pub writer: RunStore,
     pub limiter: Limiter,
     /// How many of the workers take rows now.
     pub concurrency: Concurrency,
@@ -70,7 +68,7 @@ pub struct Crew {
 /// recovered as possibly sent) and `Ok(true)` says so.
 pub async fn send_all(
     crew: Arc<Crew>,
-    conn: Connection,
+    conn: RunReader,
     limit: Option<u64>,
     drain: Duration,
 ) -> anyhow::Result<bool> {
@@ -141,7 +139,7 @@ pub async fn send_all(
 /// without an answer kept unverified, then those (with a wrong key the run stops before it sends
 /// them again; with the right key their kept answers verified before the run began).
 fn feed(
-    conn: Connection,
+    conn: RunReader,
     run_id: i64,
     tx: mpsc::Sender<Job>,
     shutdown: &Shutdown,
@@ -151,7 +149,7 @@ fn feed(
     for unverified_pass in [false, true] {
         let mut after = 0u64;
         loop {
-            let page = pending_page(&conn, run_id, after, 512, unverified_pass)?;
+            let page = conn.pending_page(run_id, after, 512, unverified_pass)?;
             let Some((last, _, _)) = page.last() else {
                 break;
             };
@@ -239,6 +237,15 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             crew.writer.unsend(attempt_id, job.row_id);
             return Ok(None);
         };
+        // On a shared ledger, the slot of the client id's rate every run shares (the team's
+        // ceiling), taken last, right before the request leaves.
+        match unless_stopped(&crew.shutdown, crew.writer.wait_for_slot()).await {
+            Some(Ok(())) => {}
+            stopped_or_failed => {
+                crew.writer.unsend(attempt_id, job.row_id);
+                return stopped_or_failed.map_or(Ok(None), |r| r.map(|()| None));
+            }
+        }
         // The time this request keeps its worker, the ceiling's wait left out: the mark, the
         // request, its record.
         let marked = departure.at().saturating_duration_since(began);
@@ -249,17 +256,25 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
             _ => None,
         };
         crew.limiter.answered(departure, throttled);
+        if let Some(retry_after) = throttled {
+            crew.writer
+                .throttled(retry_after.unwrap_or(Duration::from_secs(1)))
+                .await;
+        }
         let judged = crew.step.answered(&mut job.standing, &attempt);
         c.answered(attempt.latency, throttled.is_some(), judged.unverified);
         let mut decision = judged.decision;
-        let mut recorded = crew.writer.record(Answered {
-            run_id: crew.run_id,
-            attempt_id,
-            row_id: job.row_id,
-            row: job.row.clone(),
-            attempt,
-            update: judged.update,
-        });
+        let mut recorded = crew
+            .writer
+            .record(Answered {
+                run_id: crew.run_id,
+                attempt_id,
+                row_id: job.row_id,
+                row: job.row.clone(),
+                attempt,
+                update: judged.update,
+            })
+            .await?;
         // A success waits for its commit: the ledger never believes a pmsLabel another store
         // holds (a proxy replaying a genuine answer). The attempt is then not this request's,
         // for the decision: the ledger put the row back, and it is sent again.

@@ -61,3 +61,19 @@ pub async fn pending_page(
         })
         .collect())
 }
+
+/// What is left of this run's rows once its workers are done: `(pending, held elsewhere)`, the
+/// second the rows in flight under another run's claim (looked at again until they are done or
+/// swept back to pending when that run's lease expires).
+pub async fn unfinished(client: &impl GenericClient, run_id: i64) -> anyhow::Result<(u64, u64)> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state = 'in_flight' AND claim_run IS DISTINCT FROM $1)
+             FROM rows WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await?;
+    let (pending, elsewhere): (i64, i64) = (row.get(0), row.get(1));
+    Ok((pending.max(0) as u64, elsewhere.max(0) as u64))
+}

@@ -2,7 +2,7 @@
 //! recover, take in sheet rows and rejects, mark in flight, undo a mark, record an answer, end
 //! the run), each over the protocol of this module's siblings, plus what only a shared ledger
 //! has: the lease a run keeps, and the shared rate. It is what `ledger::run` plugs in beside the
-//! SQLite writer; until then `run` refuses a PostgreSQL ledger (docs/ledger.md, "PostgreSQL").
+//! SQLite writer (`ledger::run_store`).
 //!
 //! Each operation commits before it returns (the claim before the request leaves), so there is
 //! no group commit to lose: an answer whose commit fails is the caller's to keep (the side file).
@@ -171,10 +171,29 @@ impl PgStore {
         if rate == 0 {
             return Ok(());
         }
-        let interval = CEILING_WINDOW / rate;
-        let wait = rate::take_slot(self.ledger.client(), client_id, interval).await?;
+        let wait = self.slot_wait(client_id, rate, CEILING_WINDOW).await?;
         tokio::time::sleep(wait).await;
         Ok(())
+    }
+
+    /// Takes the next slot of the shared rate, `rate` slots in `window`, and returns how long
+    /// to wait for it instead of waiting (so that a caller sharing the store waits without
+    /// holding it).
+    pub async fn slot_wait(
+        &self,
+        client_id: &str,
+        rate: u32,
+        window: Duration,
+    ) -> anyhow::Result<Duration> {
+        if rate == 0 {
+            return Ok(Duration::ZERO);
+        }
+        rate::take_slot(self.ledger.client(), client_id, window / rate).await
+    }
+
+    /// This run's rows still pending, and those in flight under another run's claim.
+    pub async fn unfinished(&self, run_id: i64) -> anyhow::Result<(u64, u64)> {
+        feed::unfinished(self.ledger.client(), run_id).await
     }
 
     /// A throttle seen: every run on the ledger pauses the client id's slots for `pause`.
