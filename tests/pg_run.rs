@@ -92,6 +92,13 @@ fn a_run_against_a_postgres_ledger_sends_every_row_once_and_a_second_run_nothing
     let (code, out, err) = output(&mut run(&s, &sandbox.endpoint, &sheet, &url));
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(sandbox.stats()["requests"], 40);
+    // The ledger knows its gateway: a run against another one is refused, nothing sent there.
+    let other = SandboxProcess::start(&s.keys(), &[]);
+    let (code, out, err) = output(&mut run(&s, &other.endpoint, &sheet, &url));
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("belongs to another gateway"), "{err}");
+    assert!(!err.contains("password"), "{err}");
+    assert_eq!(other.stats()["requests"], 0);
 }
 
 #[test]

@@ -114,7 +114,7 @@ pub struct OtherGateway {
     pub ledger: String,
     pub recorded: Gateway,
     pub given: Gateway,
-    suggestion: String,
+    pub(crate) suggestion: String,
 }
 
 /// Refuses a ledger that records a gateway other than `given`; a ledger that records none

@@ -120,6 +120,8 @@ fn open_postgres(
 ) -> anyhow::Result<RunLedger> {
     let (store, recovered) = shared.handle.block_on(async {
         let mut store = PgStore::open(url, shared.terms).await?;
+        // A ledger of another gateway is refused before anything is written to it.
+        super::postgres::claim_gateway(store.ledger(), gateway).await?;
         let recovered = store.recover().await?;
         anyhow::Ok((store, recovered))
     })?;

@@ -27,6 +27,7 @@ pub mod runs;
 pub mod snapshot;
 pub mod store;
 
+use crate::ledger::gateway::{Gateway, OtherGateway};
 use std::time::Duration;
 
 pub use claim::Fence;
@@ -169,6 +170,37 @@ pub(crate) fn on_own_runtime<T: Send, F: std::future::Future<Output = anyhow::Re
             .join()
             .unwrap_or_else(|_| Err(anyhow::anyhow!(failed)))
     })
+}
+
+/// For a run: refuses a PostgreSQL ledger that records a gateway other than `given` (as
+/// [`crate::ledger::gateway::claim`] does for a file), and records `given` in one that records
+/// none. The insert comes first, so two hosts starting together record one gateway.
+pub async fn claim_gateway(ledger: &PgLedger, given: &Gateway) -> anyhow::Result<()> {
+    let client = ledger.client();
+    client
+        .execute(
+            "INSERT INTO gateway (id, endpoint, client_id, recorded_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+            &[&given.endpoint, &given.client_id, &crate::ledger::now()],
+        )
+        .await?;
+    let row = client
+        .query_one("SELECT endpoint, client_id FROM gateway WHERE id = 1", &[])
+        .await?;
+    let recorded = Gateway {
+        endpoint: row.try_get("endpoint")?,
+        client_id: row.try_get("client_id")?,
+    };
+    if recorded == *given {
+        return Ok(());
+    }
+    Err(OtherGateway {
+        ledger: ledger.shown().to_owned(),
+        suggestion: "postgresql://…/<a database of its own> (createdb, then that URL)".to_owned(),
+        recorded,
+        given: given.clone(),
+    }
+    .into())
 }
 
 /// A duration as the microseconds SQL multiplies `interval '1 microsecond'` by.
