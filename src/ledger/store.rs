@@ -387,6 +387,16 @@ fn refuse_a_held_label(
     let Some(key) = holder else {
         return Ok(None);
     };
+    let (kept, update) = label_held_by(attempt, pms_label, &key);
+    write(conn, attempt_id, &kept)?;
+    update_row(conn, row, attempt_id, true, &update)?;
+    Ok(Some(Verdict::LabelHeldBy { key }))
+}
+
+/// A SUCCESS whose `pms_label` another store (`key`) holds, on either store: the attempt as
+/// kept (not this request's, not believed) and what the row then holds (pending, possibly
+/// sent, to be sent again).
+pub(crate) fn label_held_by(attempt: &Attempt, pms_label: &str, key: &str) -> (Attempt, RowUpdate) {
     let reason = format!(
         "not this request's answer: its pmsLabel {pms_label} is held by another store ({key}); \
          a proxy may be replaying answers"
@@ -398,7 +408,6 @@ fn refuse_a_held_label(
         error: Some(reason),
         ..attempt.clone()
     };
-    write(conn, attempt_id, &kept)?;
     let update = RowUpdate {
         state: State::Pending,
         failure: None,
@@ -416,8 +425,7 @@ fn refuse_a_held_label(
         )),
         tracer_id: attempt.tracer_id.clone(),
     };
-    update_row(conn, row, attempt_id, true, &update)?;
-    Ok(Some(Verdict::LabelHeldBy { key }))
+    (kept, update)
 }
 
 fn record_attempt(conn: &Connection, attempt_id: i64, a: &Attempt) -> rusqlite::Result<()> {

@@ -115,34 +115,8 @@ pub async fn record(
             .await?
             .map(|r| r.get::<_, String>(0))
     {
-        let reason = format!(
-            "not this request's answer: its pmsLabel {pms_label} is held by another store \
-             ({key}); a proxy may be replaying answers"
-        );
-        let kept = Attempt {
-            outcome: Outcome::NotThisRequest {
-                reason: reason.clone(),
-            },
-            error: Some(reason),
-            ..a.attempt.clone()
-        };
+        let (kept, update) = crate::ledger::store::label_held_by(&a.attempt, pms_label, &key);
         record_attempt(&tx, a.attempt_id, &kept).await?;
-        let update = RowUpdate {
-            state: State::Pending,
-            failure: None,
-            ambiguous: false,
-            maybe_sent: true,
-            pms_label: None,
-            label_unverified: false,
-            answer_unverified: Some(false),
-            result_code: a.attempt.result_code.clone(),
-            result_message: Some(format!(
-                "NOT BELIEVED: the answer said SUCCESS with pmsLabel {pms_label}, which another \
-                 store ({key}) already holds: a proxy between this machine and AlipayHK may be \
-                 replaying answers. The answer is kept with its attempt; the row is sent again"
-            )),
-            tracer_id: a.attempt.tracer_id.clone(),
-        };
         if held {
             update_row(&tx, a, true, &update).await?;
         }
