@@ -73,13 +73,6 @@ pub fn show_notices(printer: &crate::output::Printer, opened: &crate::ledger::Op
     }
 }
 
-/// Shows what opening the input found (unknown columns ignored), through the Printer.
-pub fn show_input_notices(printer: &crate::output::Printer, notices: &[crate::input::Notice]) {
-    for notice in notices {
-        printer.warn(&notice.to_string());
-    }
-}
-
 /// Identities `run`, `reconcile` and `export --annotate` keep in memory at a time before they move
 /// to a temporary file: 16 MiB of table at most (32 bytes a slot, at least half of them empty).
 const IDENTITIES_IN_MEMORY: usize = 1 << 18;

@@ -142,7 +142,7 @@ pub fn run(args: ReconcileArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     super::show_notices(printer, &conn);
     let input =
         Input::open(&args.files, args.input.options())?.with_dedupe(super::bounded_dedupe()?);
-    super::show_input_notices(printer, input.notices());
+    printer.input_notices(input.notices());
     let mut counts: BTreeMap<Category, u64> = Category::ALL.iter().map(|c| (*c, 0)).collect();
     let mut out = match &args.output {
         Some(p) => {

@@ -19,7 +19,7 @@ pub fn run(args: ValidateArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         inputs.check("--rejects", rejects)?;
     }
     let input = Input::open(&args.files, args.input.options())?;
-    super::show_input_notices(printer, input.notices());
+    printer.input_notices(input.notices());
     let mut rejects_csv = match &args.rejects {
         Some(path) => Some(RejectsWriter::new(crate::output::sink(Some(path))?)?),
         None => None,

@@ -138,6 +138,13 @@ impl Printer {
         self.message("warn", Some("warning: "), message, Map::new());
     }
 
+    /// What opening an input found (unknown columns ignored), one warning each.
+    pub fn input_notices(&self, notices: &[crate::input::Notice]) {
+        for notice in notices {
+            self.warn(&notice.to_string());
+        }
+    }
+
     /// `error: …` in text, then one `  caused by: …` line per cause.
     pub fn error(&self, message: &str, causes: &[String]) {
         let mut fields = Map::new();

@@ -67,9 +67,7 @@ pub fn rehearse(
     printer: &Printer,
 ) -> anyhow::Result<Rehearsal> {
     let input = Input::open(files, options)?;
-    for notice in input.notices() {
-        printer.warn(&notice.to_string());
-    }
+    printer.input_notices(input.notices());
     // A PostgreSQL ledger is read through its snapshot (kept for as long as it is read).
     let mut _snapshot = None;
     let conn = if let Some(url) = ledger

@@ -102,9 +102,7 @@ pub fn execute(
     // The headers are checked (and files opened) before the ledger is touched.
     let dedupe = std::mem::replace(&mut plan.dedupe, Dedupe::InMemory);
     let input = Input::open(&plan.files, plan.input.clone())?.with_dedupe(dedupe);
-    for notice in input.notices() {
-        printer.warn(&notice.to_string());
-    }
+    printer.input_notices(input.notices());
     let files = plan
         .files
         .iter()
