@@ -151,11 +151,13 @@ pub fn open_existing(path: &Path) -> anyhow::Result<Opened> {
 /// one) is refused before anything is written to it.
 pub fn open_existing_for(path: &Path, gateway: Option<&Gateway>) -> anyhow::Result<Opened> {
     if let Some(url) = path.to_str().filter(|p| postgres::is_url(p)) {
+        // What a run on this host could not write goes in first, as for a file.
+        let taken = postgres::late::take_in_before_reading(url)?;
         // A PostgreSQL ledger is read through a snapshot, by the same queries.
         let (dir, conn) = postgres::snapshot::open(url)?;
         let opened = Opened {
             conn,
-            notices: Vec::new(),
+            notices: taken.into_iter().map(Notice::TakenIn).collect(),
             _snapshot: Some(dir),
         };
         if let Some(gateway) = gateway {

@@ -61,7 +61,7 @@ pub fn open_for_run(
     tell: &mut dyn FnMut(Told),
 ) -> anyhow::Result<RunLedger> {
     if let Some(url) = path.to_str().filter(|p| super::postgres::is_url(p)) {
-        return open_postgres(url, gateway, shared, tell);
+        return open_postgres(url, gateway, &mut reverify, shared, tell);
     }
     let lock = LedgerLock::acquire(path)?;
     let opened = open_unlocked(path)?;
@@ -81,27 +81,11 @@ pub fn open_for_run(
         tell(Told::Recovered(recovered));
     }
     let kept = store::kept_unverified(&reader).context("cannot read the ledger")?;
-    if !kept.is_empty() {
-        let (mut verified, mut labels) = (0, 0);
-        let mut still = std::collections::BTreeSet::new();
-        for k in kept {
-            match reverify(&k) {
-                Some((attempt, update)) => {
-                    verified += 1;
-                    labels += usize::from(attempt.pms_label.is_some());
-                    still.remove(&k.row_id.0);
-                    writer.reverified(k, attempt, update);
-                }
-                None => {
-                    still.insert(k.row_id.0);
-                }
-            }
-        }
-        tell(Told::Reverified {
-            verified,
-            labels,
-            still: still.len(),
-        });
+    if let Some(told) = verify_again(kept, &mut reverify, |k, attempt, update| {
+        writer.reverified(k, attempt, update);
+        Ok(true)
+    })? {
+        tell(told);
     }
     Ok(RunLedger {
         reader: RunReader::Sqlite(reader),
@@ -110,29 +94,82 @@ pub fn open_for_run(
     })
 }
 
+/// Checks again the answers an earlier run kept unverified: each one `reverify` believes now is
+/// handed to `accept` (`false`: the row is another run's now, left to it). `None` when none was
+/// kept.
+fn verify_again(
+    kept: Vec<KeptAnswer>,
+    reverify: &mut dyn FnMut(&KeptAnswer) -> Option<(Attempt, RowUpdate)>,
+    mut accept: impl FnMut(KeptAnswer, Attempt, RowUpdate) -> anyhow::Result<bool>,
+) -> anyhow::Result<Option<Told>> {
+    if kept.is_empty() {
+        return Ok(None);
+    }
+    let (mut verified, mut labels) = (0, 0);
+    let mut still = std::collections::BTreeSet::new();
+    for k in kept {
+        let row = k.row_id.0;
+        match reverify(&k) {
+            Some((attempt, update)) => {
+                let label = attempt.pms_label.is_some();
+                if accept(k, attempt, update)? {
+                    verified += 1;
+                    labels += usize::from(label);
+                    still.remove(&row);
+                }
+            }
+            None => {
+                still.insert(row);
+            }
+        }
+    }
+    Ok(Some(Told::Reverified {
+        verified,
+        labels,
+        still: still.len(),
+    }))
+}
+
 /// Opens a PostgreSQL ledger for a run: connected (the schema brought up to date once), the
-/// runs whose lease expired swept (their rows in flight back to pending, possibly sent).
+/// side files of this host's runs that are over taken in, the runs whose lease expired swept
+/// (their rows in flight back to pending, possibly sent), and the answers kept unverified checked
+/// again, as on SQLite.
 fn open_postgres(
     url: &str,
     gateway: &Gateway,
+    reverify: &mut dyn FnMut(&KeptAnswer) -> Option<(Attempt, RowUpdate)>,
     shared: &Shared<'_>,
     tell: &mut dyn FnMut(Told),
 ) -> anyhow::Result<RunLedger> {
-    let (store, recovered) = shared.handle.block_on(async {
-        let mut store = PgStore::open(url, shared.terms).await?;
+    let state_dir = super::postgres::late::state_dir();
+    let handle = shared.handle;
+    let mut store = handle.block_on(async {
+        let store = PgStore::open(url, shared.terms).await?;
         // A ledger of another gateway is refused before anything is written to it.
         super::postgres::claim_gateway(store.ledger(), gateway).await?;
-        let recovered = store.recover().await?;
-        anyhow::Ok((store, recovered))
+        anyhow::Ok(store)
     })?;
+    if let Some(taken) = handle.block_on(store.take_in(&state_dir))? {
+        tell(Told::TakenIn(taken.to_string()));
+    }
+    let recovered = handle.block_on(store.recover())?;
     if recovered > 0 {
         tell(Told::Recovered(recovered));
     }
+    let kept = handle
+        .block_on(store.kept_unverified())
+        .context("cannot read the ledger")?;
+    if let Some(told) = verify_again(kept, reverify, |k, attempt, update| {
+        handle.block_on(store.reverified(&k, &attempt, &update))
+    })? {
+        tell(told);
+    }
     let run = PgRun::new(
         store,
-        shared.handle.clone(),
+        handle.clone(),
         &gateway.client_id,
         shared.rate,
+        state_dir,
     );
     Ok(RunLedger {
         reader: RunReader::Postgres(run.clone()),

@@ -2,12 +2,14 @@
 //! dispatched to the SQLite writer or to a PostgreSQL [`PgStore`]; [`RunReader`], the feeder's
 //! pages. The pipeline never knows which store is behind them.
 //!
-//! On PostgreSQL every operation commits before it returns. The store is shared by the workers
+//! On PostgreSQL every operation commits before it returns; an answer whose commit fails goes
+//! to the run's side file (`postgres::late`) and stops the run. The store is shared by the workers
 //! behind a read-write lock: statements that stand alone (a claim, a page, a slot) run side by
 //! side on the one connection; a transaction (ingest, an answer, the sweep, the end) holds it
 //! alone, so that no claim is ever sent inside another's transaction.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -15,10 +17,11 @@ use tokio::runtime::Handle;
 use tokio::sync::RwLock;
 
 use super::RowId;
-use super::postgres::PgStore;
+use super::postgres::{self, PgStore};
 use super::queries::{self, LedgerRow};
+use super::spill::Spilled;
 use super::store::{Answered, FileInfo, Verdict};
-use super::writer::{Held, Recorded, Writer};
+use super::writer::{Held, Recorded, SpillReport, Writer};
 use crate::input::{Reject, SourceRow};
 use crate::model::{RunCounts, RunEnd, Sighting};
 
@@ -29,22 +32,78 @@ pub const SHARED_WINDOW: Duration = Duration::from_millis(1050);
 /// The most a request may leave after its shared slot; later, it takes the next one.
 pub const SLOT_LATE: Duration = Duration::from_millis(20);
 
-/// A run's PostgreSQL store, with what its shared rate needs.
+/// A run's PostgreSQL store, with what its shared rate needs and its side file.
 pub struct PgRun {
     store: RwLock<PgStore>,
     handle: Handle,
     client_id: String,
     rate: u32,
+    /// The folder the run's side file goes to (`postgres::late::state_dir`).
+    state_dir: PathBuf,
+    /// The run's side file (named once the run has its id) and what went to it.
+    side: Mutex<Side>,
+}
+
+#[derive(Default)]
+struct Side {
+    path: Option<PathBuf>,
+    report: Option<SpillReport>,
 }
 
 impl PgRun {
-    pub fn new(store: PgStore, handle: Handle, client_id: &str, rate: u32) -> Arc<PgRun> {
+    pub fn new(
+        store: PgStore,
+        handle: Handle,
+        client_id: &str,
+        rate: u32,
+        state_dir: PathBuf,
+    ) -> Arc<PgRun> {
         Arc::new(PgRun {
             store: RwLock::new(store),
             handle,
             client_id: client_id.to_owned(),
             rate,
+            state_dir,
+            side: Mutex::default(),
         })
+    }
+
+    fn side(&self) -> std::sync::MutexGuard<'_, Side> {
+        self.side.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps an answer the ledger could not commit in the run's side file (synced) and returns
+    /// the error that stops the run: no request is sent on a ledger that cannot take answers.
+    fn spill(&self, answered: &Answered, failed: anyhow::Error) -> anyhow::Error {
+        let mut side = self.side();
+        let path = side.path.clone().unwrap_or_else(|| {
+            postgres::late::side_file(&self.state_dir, "postgresql://", answered.run_id)
+        });
+        let kept = postgres::late::spill(&path, answered);
+        let report = side.report.get_or_insert_with(|| SpillReport {
+            path: path.clone(),
+            answers: Vec::new(),
+            error: None,
+        });
+        report
+            .answers
+            .push(Spilled::new(answered, String::new(), 0).describe());
+        match kept {
+            Ok(()) => failed.context(format!(
+                "the PostgreSQL ledger cannot take answers; the run stops. The answers received \
+                 are kept in {} and taken in by the next command on this host that opens the \
+                 ledger",
+                path.display()
+            )),
+            Err(e) => {
+                report.error = Some(format!("cannot write {}: {e}", path.display()));
+                failed.context(format!(
+                    "the PostgreSQL ledger cannot take answers, and the side file {} cannot be \
+                     written either ({e}); the run stops, and its answers are shown below",
+                    path.display()
+                ))
+            }
+        }
     }
 }
 
@@ -106,13 +165,34 @@ impl RunStore {
     pub fn begin_run(&self, config: String, files: Vec<FileInfo>) -> anyhow::Result<i64> {
         match self {
             RunStore::Sqlite(w) => w.begin_run(config, files),
-            RunStore::Postgres(p) => p.handle.block_on(async {
-                p.store
-                    .write()
-                    .await
-                    .begin_run(&config, &files, &holder())
-                    .await
-            }),
+            RunStore::Postgres(p) => {
+                let mut store = p.handle.block_on(p.store.write());
+                let run_id = p
+                    .handle
+                    .block_on(store.begin_run(&config, &files, &holder()))?;
+                p.side().path = Some(postgres::late::side_file(&p.state_dir, store.url(), run_id));
+                Ok(run_id)
+            }
+        }
+    }
+
+    /// Resolves once the run's lease on a shared ledger is lost (never on SQLite): the run must
+    /// stop at once, its rows may be another run's now.
+    pub async fn lease_lost(&self) {
+        match self {
+            RunStore::Sqlite(_) => std::future::pending().await,
+            RunStore::Postgres(p) => {
+                let lost = p.store.read().await.on_lease_lost();
+                lost.await;
+            }
+        }
+    }
+
+    /// What went to a PostgreSQL run's side file (SQLite's writer reports its own, [`Held`]).
+    pub fn spilled(&self) -> Option<SpillReport> {
+        match self {
+            RunStore::Sqlite(_) => None,
+            RunStore::Postgres(p) => p.side().report.clone(),
         }
     }
 
@@ -182,8 +262,13 @@ impl RunStore {
         match self {
             RunStore::Sqlite(w) => Ok(StoreRecorded::Sqlite(w.record(answered))),
             RunStore::Postgres(p) => {
-                let (verdict, _fence) = p.store.write().await.record(&answered).await?;
-                Ok(StoreRecorded::Postgres(Box::new(answered), verdict))
+                let recorded = p.store.write().await.record(&answered).await;
+                match recorded {
+                    Ok((verdict, _fence)) => {
+                        Ok(StoreRecorded::Postgres(Box::new(answered), verdict))
+                    }
+                    Err(e) => Err(p.spill(&answered, e)),
+                }
             }
         }
     }

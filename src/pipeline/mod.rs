@@ -131,13 +131,14 @@ pub fn execute(
         shutdown.before_exit(Box::new(move || show_spill(&printer, &held.seal())));
     }
     shutdown.listen_for_signals(printer.clone());
-    let watch = writer.sqlite().map(|w| {
-        rt.spawn(watch_ledger(
+    let watch = Some(match writer.sqlite() {
+        Some(w) => rt.spawn(watch_ledger(
             w.clone(),
             shutdown.clone(),
             printer.clone(),
             ledger::spill::path_for(&plan.ledger),
-        ))
+        )),
+        None => rt.spawn(watch_lease(writer.clone(), shutdown.clone())),
     });
 
     let ingested = rt.block_on({
@@ -433,7 +434,7 @@ fn teardown(
         watch.abort();
     }
     let Some(held) = writer.held() else {
-        return Vec::new();
+        return writer.spilled().into_iter().collect();
     };
     drop(writer);
     if let Some(thread) = writer_thread {
@@ -529,6 +530,20 @@ async fn watch_ledger(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Stops the run at once when its lease on a shared ledger is lost (a renewal found it expired,
+/// or none got through in time): its rows may be another run's now, so nothing more is sent and
+/// the answers still coming are written only where the fence lets them.
+async fn watch_lease(writer: RunStore, shutdown: Arc<Shutdown>) {
+    writer.lease_lost().await;
+    shutdown.stop(StopReason::Aborted(
+        "this run lost its lease on the PostgreSQL ledger (the database was out of reach for \
+         longer than the lease, or the run was taken for dead and its rows handed to other runs); \
+         it sent nothing more. Check the connection to the database, then run the same command \
+         again: it resumes"
+            .to_owned(),
+    ));
 }
 
 /// Shows what went to the side file: where, and each answer, so that nothing is lost even if

@@ -5,9 +5,12 @@
 //! flight) is skipped (`None`), to be looked at again at the end.
 //!
 //! The answer is written to the row only by the attempt that holds the claim (`claim_run`,
-//! `claim_attempt`): an answer that comes back after its run's lease expired and the row was
-//! swept (and perhaps claimed by another run) is kept with its attempt, a label it brings is
-//! put on a row that has none, and the row's state is left to the claim's holder.
+//! `claim_attempt`), or, late, while no run holds the row ([`Fence::Unclaimed`]): an answer that
+//! comes back after its run's lease expired and the row was swept is the row's answer as long as
+//! nobody claimed the row since; once another run holds it (or it is done), the answer is kept
+//! with its attempt, a label it brings is put on a row that has none, and the row's state is
+//! left to the claim's holder. The same rule takes in the answers of a side file
+//! ([`super::late`]) and the kept answers that verify now.
 
 use tokio_postgres::GenericClient;
 
@@ -15,7 +18,7 @@ use super::runs::insert_drift;
 use crate::api::outcome::{Attempt, Outcome};
 use crate::input::Row;
 use crate::ledger::now;
-use crate::ledger::store::{Answered, Verdict};
+use crate::ledger::store::{Answered, KeptAnswer, Verdict};
 use crate::model::{self, FailureKind, RowUpdate, State};
 
 /// Whether an answer was written to its row.
@@ -23,9 +26,29 @@ use crate::model::{self, FailureKind, RowUpdate, State};
 pub enum Fence {
     /// The attempt held the claim: the row took the answer.
     Held,
-    /// The attempt no longer held the claim (its run's lease expired and the row was swept):
-    /// the answer is kept with its attempt only (and a label the row lacks is put on it).
+    /// The attempt no longer held the claim, but no run holds the row and it is not done (its
+    /// run's lease expired and the sweep gave it back): the row took the answer, late, and is not
+    /// sent again for nothing.
+    Unclaimed,
+    /// Another attempt holds the row, or it is done: the answer is kept with its attempt only
+    /// (and a label the row lacks is put on it).
     Lost,
+}
+
+impl Fence {
+    /// The fence for attempt `attempt_id` of run `run_id`, from the row as locked.
+    fn of(state: &str, claim: (Option<i64>, Option<i64>), run_id: i64, attempt_id: i64) -> Fence {
+        match claim {
+            (Some(run), Some(attempt)) if run == run_id && attempt == attempt_id => Fence::Held,
+            (None, _) if !State::parse(state).is_some_and(State::is_done) => Fence::Unclaimed,
+            _ => Fence::Lost,
+        }
+    }
+
+    /// Whether the row takes the answer.
+    pub fn writes_row(self) -> bool {
+        matches!(self, Fence::Held | Fence::Unclaimed)
+    }
 }
 
 /// Claims row `row` for run `run_id` and opens its attempt; returns the attempt's id, or `None`
@@ -86,46 +109,55 @@ pub async fn unsend(client: &impl GenericClient, attempt_id: i64, row: i64) -> a
 
 /// Records what an attempt came to, as `store::record` does (every field kept with the attempt,
 /// a label another store holds not believed, a store circled after an unknown outcome judged
-/// against what that attempt sent), the row fenced: changed only while this attempt holds it.
+/// against what that attempt sent), the row fenced ([`Fence`]); one transaction.
 pub async fn record(
     client: &mut tokio_postgres::Client,
     a: &Answered,
 ) -> anyhow::Result<(Verdict, Fence)> {
     let tx = client.transaction().await?;
-    let row = a.row_id.0;
-    let held: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM rows WHERE id = $1 AND state = 'in_flight'
-                 AND claim_run = $2 AND claim_attempt = $3)",
-            &[&row, &a.run_id, &a.attempt_id],
+    let recorded = record_in(&tx, a).await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// The row `row` locked until the transaction ends, and the fence it sets for an attempt.
+async fn lock_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    row: i64,
+    run_id: i64,
+    attempt_id: i64,
+) -> anyhow::Result<Fence> {
+    let found = tx
+        .query_opt(
+            "SELECT state, claim_run, claim_attempt FROM rows WHERE id = $1 FOR UPDATE",
+            &[&row],
         )
-        .await?
-        .get(0);
-    let fence = match held {
-        true => Fence::Held,
-        false => Fence::Lost,
-    };
+        .await?;
+    Ok(found.map_or(Fence::Lost, |r| {
+        Fence::of(r.get(0), (r.get(1), r.get(2)), run_id, attempt_id)
+    }))
+}
+
+/// [`record`] inside the caller's transaction (the side file's take-in writes many in one).
+pub(crate) async fn record_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    a: &Answered,
+) -> anyhow::Result<(Verdict, Fence)> {
+    let row = a.row_id.0;
+    let fence = lock_row(tx, row, a.run_id, a.attempt_id).await?;
     if let Outcome::Success { pms_label } = &a.attempt.outcome
-        && let Some(key) = tx
-            .query_opt(
-                "SELECT key FROM rows
-                 WHERE pms_label = $1 AND NOT label_unverified AND id <> $2",
-                &[pms_label, &row],
-            )
-            .await?
-            .map(|r| r.get::<_, String>(0))
+        && let Some(key) = label_holder(tx, pms_label, row).await?
     {
         let (kept, update) = crate::ledger::store::label_held_by(&a.attempt, pms_label, &key);
-        record_attempt(&tx, a.attempt_id, &kept).await?;
-        if held {
-            update_row(&tx, a, true, &update).await?;
+        record_attempt(tx, a.attempt_id, &kept).await?;
+        if fence.writes_row() {
+            update_row(tx, a, true, &update).await?;
         }
-        tx.commit().await?;
         return Ok((Verdict::LabelHeldBy { key }, fence));
     }
-    record_attempt(&tx, a.attempt_id, &a.attempt).await?;
-    if !held {
-        // The row is another attempt's now: only a label it lacks is filled in.
+    record_attempt(tx, a.attempt_id, &a.attempt).await?;
+    if !fence.writes_row() {
+        // The row is another attempt's now (or done): only a label it lacks is filled in.
         if let Some(label) = &a.update.pms_label {
             tx.execute(
                 "UPDATE rows SET pms_label = $2, label_unverified = $3
@@ -134,21 +166,20 @@ pub async fn record(
             )
             .await?;
         }
-        tx.commit().await?;
         return Ok((Verdict::Kept, fence));
     }
     let mut update = a.update.clone();
     let mut kept_payload = None;
     if update.state == State::AlreadyCircled
         && update.ambiguous
-        && let Some((earlier, file, line)) = first_maybe_sent(&tx, row, &a.row).await?
+        && let Some((earlier, file, line)) = first_maybe_sent(tx, row, &a.row).await?
         && let Some(detail) = model::circled_with_earlier_payload(&earlier, &a.row)
     {
-        insert_drift(&tx, a.run_id, &a.row.key(), &file, line, &detail).await?;
+        insert_drift(tx, a.run_id, &a.row.key(), &file, line, &detail).await?;
         update.result_message = Some(detail);
         kept_payload = Some(earlier);
     }
-    update_row(&tx, a, a.attempt.outcome.maybe_processed(), &update).await?;
+    update_row(tx, a, a.attempt.outcome.maybe_processed(), &update).await?;
     if let Some(p) = kept_payload {
         tx.execute(
             "UPDATE rows SET merchant_name = $2, store_name = $3, mall_group_label = $4,
@@ -164,8 +195,86 @@ pub async fn record(
         )
         .await?;
     }
-    tx.commit().await?;
     Ok((Verdict::Kept, fence))
+}
+
+/// The key of the row other than `row` that holds `label` as believed, if any.
+async fn label_holder(
+    client: &impl GenericClient,
+    label: &str,
+    row: i64,
+) -> anyhow::Result<Option<String>> {
+    Ok(client
+        .query_opt(
+            "SELECT key FROM rows WHERE pms_label = $1 AND NOT label_unverified AND id <> $2",
+            &[&label, &row],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// An answer kept unverified verifies now with the run's key: the attempt says so, and the row
+/// takes the state the answer gives it if no run holds it (the fence of a late answer), as
+/// `store::accept_reverified` does. `false` when the row is another run's now (left to it).
+pub async fn accept_reverified(
+    client: &mut tokio_postgres::Client,
+    kept: &KeptAnswer,
+    attempt: &Attempt,
+    update: &RowUpdate,
+) -> anyhow::Result<bool> {
+    let tx = client.transaction().await?;
+    let row = kept.row_id.0;
+    let fence = lock_row(&tx, row, kept.run_id, kept.attempt_id).await?;
+    if !fence.writes_row() {
+        return Ok(false);
+    }
+    let a = Answered {
+        run_id: kept.run_id,
+        attempt_id: kept.attempt_id,
+        row_id: kept.row_id,
+        row: kept.row.clone(),
+        attempt: attempt.clone(),
+        update: update.clone(),
+    };
+    match &attempt.outcome {
+        Outcome::Success { pms_label } => match label_holder(&tx, pms_label, row).await? {
+            Some(key) => {
+                let (refused, update) =
+                    crate::ledger::store::label_held_by(attempt, pms_label, &key);
+                write_reverified(&tx, kept.attempt_id, &refused).await?;
+                update_row(&tx, &a, false, &update).await?;
+            }
+            None => {
+                write_reverified(&tx, kept.attempt_id, attempt).await?;
+                update_row(&tx, &a, false, update).await?;
+            }
+        },
+        _ => {
+            write_reverified(&tx, kept.attempt_id, attempt).await?;
+            update_row(&tx, &a, false, update).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A kept attempt verified now: what it came to (its error, when it is not believed after all);
+/// the rest of what was recorded when it arrived (latency, status, body) stays.
+async fn write_reverified(
+    client: &impl GenericClient,
+    attempt_id: i64,
+    a: &Attempt,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE attempts SET verified = true, outcome = $2, pms_label = $3,
+                 error = COALESCE($4, 'not verified when it arrived; verified with the \
+                     alipay_public_key of a later run')
+             WHERE id = $1",
+            &[&attempt_id, &a.outcome.kind(), &a.pms_label, &a.error],
+        )
+        .await?;
+    Ok(())
 }
 
 async fn record_attempt(
@@ -231,8 +340,9 @@ async fn first_maybe_sent(
     }))
 }
 
-/// The row's new state after an answer, while the attempt holds the claim (the fence), which
-/// the answer releases. A done row is never moved back.
+/// The row's new state after an answer, while the attempt holds the claim, which the answer
+/// releases, or while no run holds the row (the fence, [`Fence::writes_row`]). A done row is
+/// never moved back.
 async fn update_row(
     client: &impl GenericClient,
     a: &Answered,
@@ -249,7 +359,8 @@ async fn update_row(
                  first_maybe_sent_attempt = COALESCE(first_maybe_sent_attempt,
                      CASE WHEN $14 THEN $3 END),
                  claim_run = NULL, claim_attempt = NULL, updated_at = $15
-             WHERE id = $1 AND state = 'in_flight' AND claim_run = $2 AND claim_attempt = $3",
+             WHERE id = $1 AND ((state = 'in_flight' AND claim_run = $2 AND claim_attempt = $3)
+                 OR (claim_run IS NULL AND state NOT IN ('succeeded', 'already_circled')))",
             &[
                 &a.row_id.0,
                 &a.run_id,

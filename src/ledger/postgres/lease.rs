@@ -148,10 +148,11 @@ impl LeaseClock {
 /// A run's lease, kept alive by a task on a connection of its own (so that a busy writer does
 /// not delay it): renewed every `every`, the host's view ([`LeaseClock`]) moved on after each
 /// renewal. Once a renewal finds the lease expired, or none succeeds before the lease could have
-/// expired, [`LeaseKeeper::clock`] stays at its last value: the run must stop sending.
+/// expired, the lease is lost ([`LeaseKeeper::lost`], and [`LeaseKeeper::on_lost`] resolves):
+/// the run must stop, its rows may be another run's now.
 pub struct LeaseKeeper {
     clock: tokio::sync::watch::Receiver<LeaseClock>,
-    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lost: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -166,25 +167,27 @@ impl LeaseKeeper {
     ) -> anyhow::Result<LeaseKeeper> {
         let client = super::connect::connect(url).await?;
         let (tx, clock) = tokio::sync::watch::channel(LeaseClock::granted(granted, lease));
-        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn({
-            let lost = lost.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let sent = Instant::now();
-                    match renew(&client, run_id, lease).await {
-                        Ok(true) => {
-                            tx.send_replace(LeaseClock::granted(sent, lease));
-                        }
-                        Ok(false) => {
-                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                            return;
-                        }
-                        // The database is out of reach: try again; the clock runs out meanwhile.
-                        Err(e) => tracing::warn!("ledger: cannot renew the run's lease: {e:#}"),
+        let (lost_tx, lost) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let sent = Instant::now();
+                match renew(&client, run_id, lease).await {
+                    Ok(true) => {
+                        tx.send_replace(LeaseClock::granted(sent, lease));
+                        continue;
                     }
+                    Ok(false) => {}
+                    // The database is out of reach: try again while the lease could still be
+                    // live on the server.
+                    Err(e) if !tx.borrow().expired() => {
+                        tracing::warn!("ledger: cannot renew the run's lease: {e:#}");
+                        continue;
+                    }
+                    Err(e) => tracing::warn!("ledger: cannot renew the run's lease: {e:#}"),
                 }
+                lost_tx.send_replace(true);
+                return;
             }
         });
         Ok(LeaseKeeper { clock, lost, task })
@@ -195,9 +198,20 @@ impl LeaseKeeper {
         *self.clock.borrow()
     }
 
-    /// Whether a renewal found the lease expired (the run's rows may be another run's now).
+    /// Whether the lease is lost: a renewal found it expired, or none succeeded in time.
     pub fn lost(&self) -> bool {
-        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+        *self.lost.borrow()
+    }
+
+    /// Resolves once the lease is lost (never, while it is kept).
+    pub fn on_lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut lost = self.lost.clone();
+        async move {
+            // A keeper stopped without losing its lease (the run ended) never resolves it.
+            if lost.wait_for(|l| *l).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Stops renewing (the run ended, or the test lets it expire).

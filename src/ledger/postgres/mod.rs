@@ -11,6 +11,8 @@
 //! - [`rate`]: one GCRA row per client id, on the server's clock: every run on the ledger
 //!   shares the rate AlipayHK granted the client id.
 //! - [`runs`]: begin and end a run, take in sheet rows and rejects.
+//! - [`late`]: answers that reach the ledger late (a run's side file, kept answers verified
+//!   again), through the claim's fence.
 //! - [`copy`]: `ledger copy` between a SQLite ledger and a PostgreSQL one.
 //! - [`migrate`]: `migrations/postgres/`, applied once under an advisory lock.
 //!
@@ -20,6 +22,7 @@ pub mod claim;
 pub mod connect;
 pub mod copy;
 pub mod feed;
+pub mod late;
 pub mod lease;
 pub mod migrate;
 pub mod rate;

@@ -10,11 +10,15 @@
 use std::time::{Duration, Instant};
 
 use super::{LeaseKeeper, PgLedger, claim, feed, lease, rate, runs};
+use crate::api::outcome::Attempt;
 use crate::input::{Reject, SourceRow};
 use crate::ledger::RowId;
 use crate::ledger::queries::LedgerRow;
-use crate::ledger::store::{Answered, FileInfo, Verdict};
-use crate::model::{RunCounts, RunEnd, Sighting};
+use crate::ledger::store::{Answered, FileInfo, KeptAnswer, Verdict};
+use crate::model::{RowUpdate, RunCounts, RunEnd, Sighting};
+
+/// How often an answer's commit is tried before it goes to the side file.
+const RECORD_TRIES: u32 = 3;
 
 /// The window the shared rate spaces `rate` slots over: a second and 3 % (the margin the
 /// pipeline's own limiter keeps for its ceiling).
@@ -158,9 +162,69 @@ impl PgStore {
         claim::unsend(self.ledger.client(), attempt_id, row.0).await
     }
 
-    /// Records an answer, fenced on its claim.
+    /// Records an answer, fenced on its claim. A commit that fails is tried twice more, on a new
+    /// connection when the old one is gone (a restarted server, a dropped connection); a commit
+    /// whose reply was lost and is made again writes the same values. The last error is the
+    /// caller's: the answer then goes to the side file.
     pub async fn record(&mut self, answered: &Answered) -> anyhow::Result<(Verdict, super::Fence)> {
-        claim::record(self.ledger.client_mut(), answered).await
+        let mut tried = 0;
+        loop {
+            let e = match claim::record(self.ledger.client_mut(), answered).await {
+                Ok(recorded) => return Ok(recorded),
+                Err(e) => e,
+            };
+            tried += 1;
+            if tried == RECORD_TRIES {
+                return Err(e);
+            }
+            tracing::warn!("ledger: an answer could not be committed, trying again: {e:#}");
+            tokio::time::sleep(Duration::from_millis(250) * tried).await;
+            if self.ledger.client().is_closed()
+                && let Ok(again) = PgLedger::open(&self.url).await
+            {
+                self.ledger = again;
+            }
+        }
+    }
+
+    /// Resolves once the run's lease is lost (never without a lease).
+    pub fn on_lease_lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let lost = self.keeper.as_ref().map(LeaseKeeper::on_lost);
+        async move {
+            match lost {
+                Some(lost) => lost.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Takes in the side files of this ledger's runs that are over, from `dir` (see
+    /// [`super::late`]).
+    pub async fn take_in(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Option<crate::ledger::TakenIn>> {
+        super::late::take_in(self.ledger.client_mut(), &self.url, dir).await
+    }
+
+    /// The answers kept unverified for rows no run holds (verified again before sending).
+    pub async fn kept_unverified(&self) -> anyhow::Result<Vec<KeptAnswer>> {
+        super::late::kept_unverified(self.ledger.client()).await
+    }
+
+    /// A kept answer that verifies now, written through the fence of a late answer.
+    pub async fn reverified(
+        &mut self,
+        kept: &KeptAnswer,
+        attempt: &Attempt,
+        update: &RowUpdate,
+    ) -> anyhow::Result<bool> {
+        claim::accept_reverified(self.ledger.client_mut(), kept, attempt, update).await
+    }
+
+    /// The URL the store was opened with (its side files are named from it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Waits for the next slot of the client id's rate, shared by every run on the ledger

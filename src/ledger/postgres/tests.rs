@@ -635,3 +635,206 @@ fn two_runs_at_once_on_overlapping_sheets_one_killed_circle_every_store_once() {
         assert!(span >= 600.0 * 1.03 / 400.0, "{span}");
     });
 }
+
+/// A run with one row claimed: `(run, row id, attempt)`.
+async fn one_claimed(l: &mut PgLedger, r: &Row, lease: Duration, holder: &str) -> (i64, i64, i64) {
+    let run = runs::begin_run(l.client_mut(), "{}", &[], lease, holder)
+        .await
+        .unwrap();
+    runs::ingest(l.client(), run, 1, &src(r, 2), false)
+        .await
+        .unwrap();
+    let id = row_id(l, r).await;
+    let at = claim::claim(l.client(), run, id).await.unwrap().unwrap();
+    (run, id, at)
+}
+
+async fn state_and_label(l: &PgLedger) -> (String, Option<String>) {
+    let r = l
+        .client()
+        .query_one("SELECT state, pms_label FROM rows", &[])
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+#[test]
+fn a_late_answer_to_a_row_nobody_holds_is_the_rows_answer() {
+    let Some((url, rt)) = database("a_late_answer_to_a_row_nobody_holds_is_the_rows_answer") else {
+        return;
+    };
+    rt.block_on(async {
+        let mut a = PgLedger::open(&url).await.unwrap();
+        let short = Duration::from_secs(1);
+        let r = row("S1", "11");
+        let (run, id, at) = one_claimed(&mut a, &r, short, "a").await;
+        // The host goes silent past its lease; a sweep gives the row back, possibly sent.
+        tokio::time::sleep(short + Duration::from_millis(200)).await;
+        let swept = lease::sweep(a.client_mut()).await.unwrap().unwrap();
+        assert_eq!(swept.rows, 1);
+        assert_eq!(state_and_label(&a).await.0, "pending");
+        // Its answer arrives late: nobody holds the row, so the row takes it (not sent again).
+        let (verdict, fence) = claim::record(a.client_mut(), &success(run, at, id, &r, "2026"))
+            .await
+            .unwrap();
+        assert_eq!((verdict, fence), (Verdict::Kept, Fence::Unclaimed));
+        assert_eq!(
+            state_and_label(&a).await,
+            ("succeeded".to_owned(), Some("2026".to_owned()))
+        );
+        let outcome: String = one(&a, "SELECT outcome FROM attempts").await;
+        assert_eq!(
+            outcome, "success",
+            "the sweep's `lost` replaced by what came"
+        );
+        // A late failure never moves a done row back.
+        let mut failed = success(run, at, id, &r, "x");
+        failed.attempt.outcome = Outcome::Transient {
+            reason: "502".into(),
+            retry_after: None,
+            maybe_processed: true,
+        };
+        failed.update.state = State::Pending;
+        failed.update.pms_label = None;
+        let (_, fence) = claim::record(a.client_mut(), &failed).await.unwrap();
+        assert_eq!(fence, Fence::Lost);
+        assert_eq!(state_and_label(&a).await.0, "succeeded");
+    });
+}
+
+#[test]
+fn a_side_file_is_taken_in_once_its_run_is_over_and_then_removed() {
+    let Some((url, rt)) = database("a_side_file_is_taken_in_once_its_run_is_over_and_then_removed")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut a = PgLedger::open(&url).await.unwrap();
+        let r = row("S1", "11");
+        let (run, id, at) = one_claimed(&mut a, &r, LEASE, "a").await;
+        // The ledger could not take the answer: it went to the run's side file.
+        let side = late::side_file(dir.path(), &url, run);
+        late::spill(&side, &success(run, at, id, &r, "2026")).unwrap();
+        // While the run holds its lease, its file is its own.
+        assert!(
+            late::take_in(a.client_mut(), &url, dir.path())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(side.exists());
+        // The run ends (its row in flight back to pending, possibly sent); the next command
+        // takes the answer in: the row is done with its label, and the file is gone.
+        runs::finish_run(
+            a.client_mut(),
+            run,
+            RunEnd::Aborted,
+            &RunCounts::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(state_and_label(&a).await.0, "pending");
+        let taken = late::take_in(a.client_mut(), &url, dir.path())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.answers, 1);
+        assert!(!side.exists());
+        assert_eq!(
+            state_and_label(&a).await,
+            ("succeeded".to_owned(), Some("2026".to_owned()))
+        );
+        let (outcome, label): (String, String) = {
+            let r = a
+                .client()
+                .query_one("SELECT outcome, pms_label FROM attempts", &[])
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!((outcome.as_str(), label.as_str()), ("success", "2026"));
+        // An answer of an attempt this ledger does not hold stays in its file.
+        let stranger = late::side_file(dir.path(), &url, run + 1);
+        late::spill(&stranger, &success(run + 1, at + 100, id, &r, "2027")).unwrap();
+        assert!(
+            late::take_in(a.client_mut(), &url, dir.path())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(stranger.exists());
+        assert_eq!(state_and_label(&a).await.1.as_deref(), Some("2026"));
+    });
+}
+
+#[test]
+fn a_kept_answer_verified_again_is_written_unless_another_run_holds_the_row() {
+    let Some((url, rt)) =
+        database("a_kept_answer_verified_again_is_written_unless_another_run_holds_the_row")
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let mut a = PgLedger::open(&url).await.unwrap();
+        let r = row("S1", "11");
+        let (run, id, at) = one_claimed(&mut a, &r, LEASE, "a").await;
+        // The answer did not verify: kept, the row pending to be sent again last.
+        let mut unverified = success(run, at, id, &r, "2026");
+        unverified.attempt.verified = Some(false);
+        unverified.attempt.response_body = Some(b"{\"response\":{}}".to_vec());
+        unverified.update.state = State::Pending;
+        unverified.update.pms_label = Some("2026".into());
+        unverified.update.label_unverified = true;
+        unverified.update.answer_unverified = Some(true);
+        claim::record(a.client_mut(), &unverified).await.unwrap();
+        let kept = late::kept_unverified(a.client()).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            (kept[0].attempt_id, kept[0].row_id.0, kept[0].row.key()),
+            (at, id, r.key())
+        );
+        // Another run holds the row now: the answer is left to it.
+        let (other, _, _) = {
+            let other = runs::begin_run(a.client_mut(), "{}", &[], LEASE, "b")
+                .await
+                .unwrap();
+            let at_b = claim::claim(a.client(), other, id).await.unwrap().unwrap();
+            (other, id, at_b)
+        };
+        let believed = success(run, at, id, &r, "2026");
+        assert!(
+            !claim::accept_reverified(
+                a.client_mut(),
+                &kept[0],
+                &believed.attempt,
+                &believed.update
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(state_and_label(&a).await.0, "in_flight");
+        assert!(late::kept_unverified(a.client()).await.unwrap().is_empty());
+        // Given back: verified now, the row takes it, and it is not read again.
+        lease::recover_own(a.client(), other).await.unwrap();
+        let kept = late::kept_unverified(a.client()).await.unwrap();
+        assert!(
+            claim::accept_reverified(
+                a.client_mut(),
+                &kept[0],
+                &believed.attempt,
+                &believed.update
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(
+            state_and_label(&a).await,
+            ("succeeded".to_owned(), Some("2026".to_owned()))
+        );
+        let verified: bool = one(&a, "SELECT verified FROM attempts WHERE id = 1").await;
+        assert!(verified);
+        assert!(late::kept_unverified(a.client()).await.unwrap().is_empty());
+    });
+}
