@@ -29,10 +29,221 @@ fn count(url: &str, sql: &str) -> i64 {
     query(url, sql)[0].get(0)
 }
 
+/// Runs statements (several at once) on the ledger's database, as another program would.
+fn execute(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+    })
+}
+
+/// The folder side files of PostgreSQL ledgers go to, in the scratch folder.
+fn state_dir(s: &Scratch) -> std::path::PathBuf {
+    s.path("state")
+}
+
 fn run(s: &Scratch, endpoint: &str, sheet: &Path, url: &str) -> Command {
     let mut cmd = s.run_cmd_overriding(endpoint, &[sheet], &[("--ledger", Path::new(url))]);
-    cmd.env_remove("PMS_ONBOARD_LEDGER");
+    cmd.env_remove("PMS_ONBOARD_LEDGER")
+        .env("PMS_ONBOARD_STATE_DIR", state_dir(s));
     cmd
+}
+
+/// The schema in place (as a run would make it), so that a test may watch rows from the start.
+fn migrate(url: &str) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(pms_onboard::ledger::postgres::PgLedger::open(url))
+        .unwrap();
+}
+
+fn done_rows(url: &str) -> i64 {
+    count(
+        url,
+        "SELECT count(*) FROM rows WHERE state IN ('succeeded', 'already_circled')",
+    )
+}
+
+/// Every row of the ledger done, each label the sandbox's own, no store answered twice.
+fn books_balance(url: &str, sandbox: &SandboxProcess, rows: i64) {
+    let stats = sandbox.stats();
+    assert_eq!(stats["double_success"], 0, "{stats}");
+    assert_eq!(stats["stores_circled"], rows, "{stats}");
+    assert_eq!(done_rows(url), rows);
+    let labels = sandbox.labels();
+    for r in query(
+        url,
+        "SELECT key, pms_label FROM rows WHERE state = 'succeeded'",
+    ) {
+        let (key, label): (String, String) = (r.get(0), r.get(1));
+        assert_eq!(labels[&key].as_str(), Some(label.as_str()), "{key}");
+    }
+    let without = count(
+        url,
+        "SELECT count(*) FROM rows WHERE state = 'succeeded' AND pms_label IS NULL",
+    );
+    assert_eq!(without, 0, "a label was lost");
+}
+
+#[test]
+fn answers_the_postgres_ledger_cannot_take_go_to_a_side_file_and_are_taken_in_by_the_next_run() {
+    let _turn = together();
+    let Some(server) = pg_server::server(
+        "answers_the_postgres_ledger_cannot_take_go_to_a_side_file_and_are_taken_in_by_the_next_run",
+    ) else {
+        return;
+    };
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let sheet = s.sheet("stores.csv", 0, 40);
+    let url = server.database();
+    migrate(&url);
+    let child = run(&s, &sandbox.endpoint, &sheet, &url)
+        .args(["--rate", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || done_rows(&url) >= 10),
+        "no progress"
+    );
+    // The database refuses every answer from now on (as a full disk would); the claims, which
+    // insert, still go through: answers arrive that cannot be committed.
+    execute(
+        &url,
+        "CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.outcome IS NOT NULL AND NEW.outcome <> 'lost' THEN
+                 RAISE EXCEPTION 'could not extend file: No space left on device';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_answers BEFORE UPDATE ON attempts
+             FOR EACH ROW EXECUTE FUNCTION refuse_answers();",
+    );
+    let first = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot take answers"), "{err}");
+    assert!(err.contains("pmsLabel"), "every answer is shown too: {err}");
+    let side: Vec<_> = std::fs::read_dir(state_dir(&s))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(side.len(), 1, "{side:?}");
+    assert!(
+        err.contains(&side[0].display().to_string()),
+        "the side file is named: {err}"
+    );
+    let kept = std::fs::read_to_string(&side[0]).unwrap().lines().count();
+    assert!(kept >= 1, "{kept}");
+    let requests = sandbox.stats()["requests"].as_i64().unwrap();
+    assert!(
+        done_rows(&url) + kept as i64 >= requests,
+        "every answer kept"
+    );
+    // The database takes answers again; the same command takes the side file in first, and
+    // sends only what was never sent.
+    execute(&url, "DROP TRIGGER refuse_answers ON attempts");
+    let (code, out, err) = output(run(&s, &sandbox.endpoint, &sheet, &url).args(["--rate", "50"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains(&format!("took in {kept} answer(s)")), "{err}");
+    assert!(!side[0].exists(), "the side file is removed once taken in");
+    assert_eq!(sandbox.stats()["requests"], 40, "nothing was sent twice");
+    books_balance(&url, &sandbox, 40);
+}
+
+#[test]
+fn a_run_that_loses_its_lease_stops_at_once_and_sends_nothing_more() {
+    let _turn = together();
+    let Some(server) =
+        pg_server::server("a_run_that_loses_its_lease_stops_at_once_and_sends_nothing_more")
+    else {
+        return;
+    };
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let sheet = s.sheet("stores.csv", 0, 200);
+    let url = server.database();
+    migrate(&url);
+    // 200 rows at 10 a second: 20 s of work; a short time-out makes a lease renewed every 2.4 s.
+    let args = ["--rate", "10", "--timeout", "2s", "--concurrency", "8"];
+    let child = run(&s, &sandbox.endpoint, &sheet, &url)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || done_rows(&url) >= 10),
+        "no progress"
+    );
+    // The run is taken for dead (as after a long cut from the database): its lease expires.
+    execute(
+        &url,
+        "UPDATE runs SET lease_until = now() - interval '1 second' WHERE outcome = 'running'",
+    );
+    let at_expiry = sandbox.stats()["requests"].as_i64().unwrap();
+    let first = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{err}");
+    assert!(err.contains("lost its lease"), "{err}");
+    let after = sandbox.stats()["requests"].as_i64().unwrap();
+    assert!(
+        after - at_expiry <= 8,
+        "at most the requests then in flight: {at_expiry} then {after}"
+    );
+    assert!(done_rows(&url) < 200, "it stopped, not ran to its end");
+    // The same command finishes the job.
+    let (code, out, err) = output(run(&s, &sandbox.endpoint, &sheet, &url).args(["--rate", "50"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    books_balance(&url, &sandbox, 200);
+}
+
+#[test]
+fn a_run_rides_out_its_connections_to_the_ledger_being_cut() {
+    let _turn = together();
+    let Some(server) = pg_server::server("a_run_rides_out_its_connections_to_the_ledger_being_cut")
+    else {
+        return;
+    };
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let sheet = s.sheet("stores.csv", 0, 60);
+    let url = server.database();
+    migrate(&url);
+    let child = run(&s, &sandbox.endpoint, &sheet, &url)
+        .args(["--rate", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || done_rows(&url) >= 10),
+        "no progress"
+    );
+    // Every connection of the run cut (a restarted server, a failover, a firewall's idle cut).
+    execute(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    let first = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(0), "{err}");
+    assert!(err.contains("connected again"), "{err}");
+    assert_eq!(sandbox.stats()["requests"], 60, "nothing sent twice");
+    books_balance(&url, &sandbox, 60);
 }
 
 #[test]

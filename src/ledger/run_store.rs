@@ -68,6 +68,14 @@ impl PgRun {
         })
     }
 
+    /// After a failed statement: a new connection when the old one is gone (the server
+    /// restarted, the connection was cut); `true` when there is one to try again on. The claims
+    /// and the lease do not depend on a connection: they are rows on the server.
+    async fn heal(&self) -> bool {
+        let mut store = self.store.write().await;
+        store.reconnect_if_closed().await
+    }
+
     fn side(&self) -> std::sync::MutexGuard<'_, Side> {
         self.side.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -90,16 +98,15 @@ impl PgRun {
             .push(Spilled::new(answered, String::new(), 0).describe());
         match kept {
             Ok(()) => failed.context(format!(
-                "the PostgreSQL ledger cannot take answers; the run stops. The answers received \
-                 are kept in {} and taken in by the next command on this host that opens the \
-                 ledger",
+                "the PostgreSQL ledger cannot take answers: those received are kept in {} and \
+                 taken in by the next command on this host that opens the ledger",
                 path.display()
             )),
             Err(e) => {
                 report.error = Some(format!("cannot write {}: {e}", path.display()));
                 failed.context(format!(
                     "the PostgreSQL ledger cannot take answers, and the side file {} cannot be \
-                     written either ({e}); the run stops, and its answers are shown below",
+                     written either ({e}): the answers are shown above, keep them",
                     path.display()
                 ))
             }
@@ -238,7 +245,16 @@ impl RunStore {
     pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<Option<i64>> {
         match self {
             RunStore::Sqlite(w) => w.mark_in_flight(run_id, row).await,
-            RunStore::Postgres(p) => p.store.read().await.mark_in_flight(run_id, row).await,
+            RunStore::Postgres(p) => {
+                let first = p.store.read().await.mark_in_flight(run_id, row).await;
+                match first {
+                    // A claim whose reply was lost and that is tried again finds the row taken
+                    // (by this run): never sent, given back as possibly sent when the run ends.
+                    Err(e) if !p.heal().await => Err(e),
+                    Err(_) => p.store.read().await.mark_in_flight(run_id, row).await,
+                    claimed => claimed,
+                }
+            }
         }
     }
 
@@ -262,6 +278,11 @@ impl RunStore {
         match self {
             RunStore::Sqlite(w) => Ok(StoreRecorded::Sqlite(w.record(answered))),
             RunStore::Postgres(p) => {
+                // Once one answer went to the side file the run is stopping: the others follow
+                // it there at once (in order), rather than each waiting out the tries.
+                if p.side().report.is_some() {
+                    return Err(p.spill(&answered, anyhow::anyhow!("an earlier answer failed")));
+                }
                 let recorded = p.store.write().await.record(&answered).await;
                 match recorded {
                     Ok((verdict, _fence)) => {
@@ -283,12 +304,17 @@ impl RunStore {
         if let RunStore::Postgres(p) = self {
             loop {
                 let asked = tokio::time::Instant::now();
-                let wait = p
+                let first = p
                     .store
                     .read()
                     .await
                     .slot_wait(&p.client_id, p.rate, SHARED_WINDOW)
-                    .await?;
+                    .await;
+                let wait = match first {
+                    Err(e) if !p.heal().await => return Err(e),
+                    Err(_) => continue,
+                    Ok(wait) => wait,
+                };
                 tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
                 let late = asked.elapsed().saturating_sub(wait);
                 if late <= SLOT_LATE {
@@ -373,11 +399,18 @@ impl RunReader {
                 conn, run_id, after_seq, limit, unverified,
             )?),
             RunReader::Postgres(p) => p.handle.block_on(async {
-                p.store
-                    .read()
-                    .await
-                    .pending_page(run_id, after_seq, limit, unverified)
-                    .await
+                let page = || async {
+                    p.store
+                        .read()
+                        .await
+                        .pending_page(run_id, after_seq, limit, unverified)
+                        .await
+                };
+                match page().await {
+                    Err(e) if !p.heal().await => Err(e),
+                    Err(_) => page().await,
+                    read => read,
+                }
             }),
         }
     }

@@ -165,7 +165,8 @@ impl LeaseKeeper {
         every: Duration,
         granted: Instant,
     ) -> anyhow::Result<LeaseKeeper> {
-        let client = super::connect::connect(url).await?;
+        let mut client = super::connect::connect(url).await?;
+        let url = url.to_owned();
         let (tx, clock) = tokio::sync::watch::channel(LeaseClock::granted(granted, lease));
         let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
@@ -182,6 +183,11 @@ impl LeaseKeeper {
                     // live on the server.
                     Err(e) if !tx.borrow().expired() => {
                         tracing::warn!("ledger: cannot renew the run's lease: {e:#}");
+                        if client.is_closed()
+                            && let Ok(again) = super::connect::connect(&url).await
+                        {
+                            client = again;
+                        }
                         continue;
                     }
                     Err(e) => tracing::warn!("ledger: cannot renew the run's lease: {e:#}"),

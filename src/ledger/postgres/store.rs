@@ -179,10 +179,24 @@ impl PgStore {
             }
             tracing::warn!("ledger: an answer could not be committed, trying again: {e:#}");
             tokio::time::sleep(Duration::from_millis(250) * tried).await;
-            if self.ledger.client().is_closed()
-                && let Ok(again) = PgLedger::open(&self.url).await
-            {
+            self.reconnect_if_closed().await;
+        }
+    }
+
+    /// A new connection when the old one is gone; `true` when the store has a live one now.
+    pub async fn reconnect_if_closed(&mut self) -> bool {
+        if !self.ledger.client().is_closed() {
+            return true;
+        }
+        match PgLedger::open(&self.url).await {
+            Ok(again) => {
+                tracing::warn!("ledger: the connection to PostgreSQL was lost; connected again");
                 self.ledger = again;
+                true
+            }
+            Err(e) => {
+                tracing::warn!("ledger: cannot connect to PostgreSQL again: {e:#}");
+                false
             }
         }
     }
