@@ -243,6 +243,10 @@ pub struct ValidateArgs {
     /// Write the rejected rows here as CSV (file,line,column,value,reason).
     #[arg(long, value_name = "PATH")]
     pub rejects: Option<PathBuf>,
+    /// Also say how the sheet stands against this ledger (a path, or a postgresql:// URL): rows
+    /// a run would send, already done, failed before, drifted. Read only, never written.
+    #[arg(long, value_name = "PATH|URL")]
+    pub ledger: Option<PathBuf>,
     #[command(flatten)]
     pub input: InputArgs,
 }

@@ -174,6 +174,58 @@ fn validate_reports_each_reject_and_writes_the_rejects_csv() {
 }
 
 #[test]
+fn validate_with_a_ledger_says_how_the_sheet_stands_and_changes_nothing() {
+    let _turn = together();
+    let s = Scratch::new();
+    let ledger = s.path("demo.db");
+    let (code, out, err) = s.run_sample("stores.csv", &ledger);
+    assert_eq!(code, 3, "{out}\n{err}");
+    let before = std::fs::read(&ledger).unwrap();
+    // The sheet again, one store now named to another mall (drift) and one store new.
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/stores.csv");
+    let text = std::fs::read_to_string(samples).unwrap();
+    let changed = text.replacen(
+        "STORE00001,荃灣店 1號舖,20230512,20230512002",
+        "STORE00001,荃灣店 1號舖,20230512,20230512009",
+        1,
+    ) + "MERCHANT_PMS,,2088021966649999,SECM9999,新商戶,STORE99999,新店,20230316,20230316001\n";
+    let sheet = s.path("again.csv");
+    std::fs::write(&sheet, changed).unwrap();
+    let (code, out, err) = output(
+        Command::new(bin())
+            .current_dir(s.dir.path())
+            .args(["validate", "again.csv", "--json", "--ledger"])
+            .arg(&ledger),
+    );
+    assert_eq!(code, 3, "drift is a difference to look at: {out}\n{err}");
+    let said: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let l = &said["ledger"];
+    assert_eq!(l["would_send"], 1, "{out}");
+    assert_eq!(l["drifted"], 1, "{out}");
+    assert_eq!(l["failed_before"], 2, "{out}");
+    assert_eq!(l["already_done"], 319, "{out}");
+    assert!(err.contains("again.csv:2: drift"), "{err}");
+    assert_eq!(
+        std::fs::read(&ledger).unwrap(),
+        before,
+        "the ledger is not written"
+    );
+    // A ledger not there yet: every valid row would be sent, and none is made.
+    let (code, out, err) = output(Command::new(bin()).current_dir(s.dir.path()).args([
+        "validate",
+        "again.csv",
+        "--ledger",
+        "new.db",
+    ]));
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        out.contains("against the ledger new.db: 323 would be sent"),
+        "{out}"
+    );
+    assert!(!s.path("new.db").exists());
+}
+
+#[test]
 fn a_file_without_the_mall_columns_is_refused_naming_what_it_found() {
     let _turn = together();
     let s = Scratch::new();

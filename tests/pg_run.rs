@@ -288,6 +288,7 @@ fn a_run_against_a_postgres_ledger_sends_every_row_once_and_a_second_run_nothing
     let (code, out, err) = output(
         Command::new(crate::util::bin())
             .current_dir(s.dir.path())
+            .env("PMS_ONBOARD_STATE_DIR", state_dir(&s))
             .args(["status", "--json", "--ledger", &url]),
     );
     assert_eq!(code, 0, "{err}");
@@ -299,6 +300,18 @@ fn a_run_against_a_postgres_ledger_sends_every_row_once_and_a_second_run_nothing
     let said: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(said["dry_run"]["would_send"], 0, "{out}");
     assert_eq!(said["dry_run"]["already_done"], 40, "{out}");
+    // validate against it: every row already done.
+    let (code, out, err) = output(
+        Command::new(crate::util::bin())
+            .current_dir(s.dir.path())
+            .env("PMS_ONBOARD_STATE_DIR", state_dir(&s))
+            .args(["validate", "--json", "--ledger", &url])
+            .arg(&sheet),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let said: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(said["ledger"]["already_done"], 40, "{out}");
+    assert_eq!(said["ledger"]["would_send"], 0, "{out}");
     // A second run sends nothing.
     let (code, out, err) = output(&mut run(&s, &sandbox.endpoint, &sheet, &url));
     assert_eq!(code, 0, "{out}\n{err}");

@@ -225,10 +225,10 @@ fn dry_run(
     let r = dry_run::rehearse(
         &args.files,
         args.input.options(),
-        &settings.ledger,
-        gateway,
+        (&settings.ledger, Some(gateway)),
         args.retry_failed,
         printer,
+        &mut |_| Ok(()),
     )?;
     let example = r.first.as_ref().map(|src| {
         let signed = client.sign(&src.row);

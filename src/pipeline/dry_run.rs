@@ -57,14 +57,15 @@ pub struct Rehearsal {
 }
 
 /// Reads the sheet against the ledger (if there is one) and says what a run would do; rejects
-/// and drift are shown as a run shows them.
+/// and drift are shown as a run shows them, and each reject handed to `on_reject` too (validate's
+/// `--rejects`). A ledger of another gateway than `gateway` (when one is named) is refused.
 pub fn rehearse(
     files: &[PathBuf],
     options: Options,
-    ledger: &Path,
-    gateway: &Gateway,
+    (ledger, gateway): (&Path, Option<&Gateway>),
     retry_failed: bool,
     printer: &Printer,
+    on_reject: &mut dyn FnMut(&crate::input::Reject) -> anyhow::Result<()>,
 ) -> anyhow::Result<Rehearsal> {
     let input = Input::open(files, options)?;
     printer.input_notices(input.notices());
@@ -77,12 +78,16 @@ pub fn rehearse(
         let (dir, conn) = crate::ledger::postgres::snapshot::open(url)?;
         _snapshot = Some(dir);
         let shown = crate::ledger::postgres::redacted(url);
-        crate::ledger::gateway::check(&conn, Path::new(&shown), gateway)?;
+        if let Some(gateway) = gateway {
+            crate::ledger::gateway::check(&conn, Path::new(&shown), gateway)?;
+        }
         Some(conn)
     } else if ledger.exists() {
         let conn = open_read_only(ledger)?;
         // What a ledger of another gateway says was done there, not here.
-        crate::ledger::gateway::check(&conn, ledger, gateway)?;
+        if let Some(gateway) = gateway {
+            crate::ledger::gateway::check(&conn, ledger, gateway)?;
+        }
         Some(conn)
     } else {
         None
@@ -133,6 +138,7 @@ pub fn rehearse(
                 r.rows_read += 1;
                 r.rejected += 1;
                 printer.reject(&reject);
+                on_reject(&reject)?;
             }
             Item::Duplicate { .. } => {
                 r.rows_read += 1;
