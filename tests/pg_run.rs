@@ -94,6 +94,30 @@ fn books_balance(url: &str, sandbox: &SandboxProcess, rows: i64) {
     assert_eq!(without, 0, "a label was lost");
 }
 
+/// A run of `rows` rows of a new sheet started in the background with `args`, once 10 of its
+/// rows are done: the sheet and the process (its stderr piped).
+fn under_way(
+    s: &Scratch,
+    sandbox: &SandboxProcess,
+    url: &str,
+    rows: usize,
+    args: &[&str],
+) -> (std::path::PathBuf, std::process::Child) {
+    let sheet = s.sheet("stores.csv", 0, rows);
+    migrate(url);
+    let child = run(s, &sandbox.endpoint, &sheet, url)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || done_rows(url) >= 10),
+        "no progress"
+    );
+    (sheet, child)
+}
+
 #[test]
 fn answers_the_postgres_ledger_cannot_take_go_to_a_side_file_and_are_taken_in_by_the_next_run() {
     let _turn = together();
@@ -104,19 +128,8 @@ fn answers_the_postgres_ledger_cannot_take_go_to_a_side_file_and_are_taken_in_by
     };
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
-    let sheet = s.sheet("stores.csv", 0, 40);
     let url = server.database();
-    migrate(&url);
-    let child = run(&s, &sandbox.endpoint, &sheet, &url)
-        .args(["--rate", "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(60), || done_rows(&url) >= 10),
-        "no progress"
-    );
+    let (sheet, child) = under_way(&s, &sandbox, &url, 40, &["--rate", "10"]);
     // The database refuses every answer from now on (as a full disk would); the claims, which
     // insert, still go through: answers arrive that cannot be committed.
     execute(
@@ -173,21 +186,10 @@ fn a_run_that_loses_its_lease_stops_at_once_and_sends_nothing_more() {
     };
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
-    let sheet = s.sheet("stores.csv", 0, 200);
     let url = server.database();
-    migrate(&url);
     // 200 rows at 10 a second: 20 s of work; a short time-out makes a lease renewed every 2.4 s.
     let args = ["--rate", "10", "--timeout", "2s", "--concurrency", "8"];
-    let child = run(&s, &sandbox.endpoint, &sheet, &url)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(60), || done_rows(&url) >= 10),
-        "no progress"
-    );
+    let (sheet, child) = under_way(&s, &sandbox, &url, 200, &args);
     // The run is taken for dead (as after a long cut from the database): its lease expires.
     execute(
         &url,
@@ -219,19 +221,8 @@ fn a_run_rides_out_its_connections_to_the_ledger_being_cut() {
     };
     let s = Scratch::new();
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
-    let sheet = s.sheet("stores.csv", 0, 60);
     let url = server.database();
-    migrate(&url);
-    let child = run(&s, &sandbox.endpoint, &sheet, &url)
-        .args(["--rate", "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(60), || done_rows(&url) >= 10),
-        "no progress"
-    );
+    let (_sheet, child) = under_way(&s, &sandbox, &url, 60, &["--rate", "10"]);
     // Every connection of the run cut (a restarted server, a failover, a firewall's idle cut).
     execute(
         &url,

@@ -796,13 +796,10 @@ fn a_kept_answer_verified_again_is_written_unless_another_run_holds_the_row() {
             (at, id, r.key())
         );
         // Another run holds the row now: the answer is left to it.
-        let (other, _, _) = {
-            let other = runs::begin_run(a.client_mut(), "{}", &[], LEASE, "b")
-                .await
-                .unwrap();
-            let at_b = claim::claim(a.client(), other, id).await.unwrap().unwrap();
-            (other, id, at_b)
-        };
+        let other = runs::begin_run(a.client_mut(), "{}", &[], LEASE, "b")
+            .await
+            .unwrap();
+        claim::claim(a.client(), other, id).await.unwrap().unwrap();
         let believed = success(run, at, id, &r, "2026");
         assert!(
             !claim::accept_reverified(
