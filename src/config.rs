@@ -333,9 +333,12 @@ impl Layers {
             .iter()
             .map(|(k, (v, s))| {
                 let v = if looks_like_key_material(v) {
-                    "(key material, not shown)"
+                    "(key material, not shown)".to_owned()
+                } else if crate::ledger::postgres::is_url(v) {
+                    // A password in a ledger URL is a secret too.
+                    crate::ledger::postgres::redacted(v)
                 } else {
-                    v
+                    v.clone()
                 };
                 ((*k).to_owned(), format!("{v} ({s})"))
             })
@@ -551,5 +554,17 @@ mod tests {
         assert!(err.contains("must be the path of a key file"), "{err}");
         assert!(!err.contains("MIIEvQ"), "{err}");
         assert!(!l.describe()["private_key"].contains("MIIEvQ"));
+    }
+
+    #[test]
+    fn a_password_in_a_ledger_url_never_reaches_the_run_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let url = "postgresql://ops:s3cret@db.example/pms";
+        let l = Layers::resolve(&vec![("ledger", Some(url.into()))], Some(&path)).unwrap();
+        let shown = &l.describe()["ledger"];
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("ops:***@db.example/pms"), "{shown}");
     }
 }
