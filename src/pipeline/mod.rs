@@ -380,7 +380,8 @@ async fn look_again(
             if !told {
                 told = true;
                 printer.info(&format!(
-                    "{elsewhere} row(s) of this run are in flight under another run; waiting                      until that run answers them or its lease expires"
+                    "{elsewhere} row(s) of this run are in flight under another run; waiting \
+                     until that run answers them or its lease expires"
                 ));
             }
             let waited = tokio::select! {
