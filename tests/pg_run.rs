@@ -94,6 +94,23 @@ fn books_balance(url: &str, sandbox: &SandboxProcess, rows: i64) {
     assert_eq!(without, 0, "a label was lost");
 }
 
+/// The database refuses every answer from now on (as a full disk would); the claims, which
+/// insert, still go through: answers arrive that cannot be committed.
+fn refuse_answers(url: &str) {
+    execute(
+        url,
+        "CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.outcome IS NOT NULL AND NEW.outcome <> 'lost' THEN
+                 RAISE EXCEPTION 'could not extend file: No space left on device';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_answers BEFORE UPDATE ON attempts
+             FOR EACH ROW EXECUTE FUNCTION refuse_answers();",
+    );
+}
+
 /// A run of `rows` rows of a new sheet started in the background with `args`, once 10 of its
 /// rows are done: the sheet and the process (its stderr piped).
 fn under_way(
@@ -130,20 +147,7 @@ fn answers_the_postgres_ledger_cannot_take_go_to_a_side_file_and_are_taken_in_by
     let sandbox = SandboxProcess::start(&s.keys(), &[]);
     let url = server.database();
     let (sheet, child) = under_way(&s, &sandbox, &url, 40, &["--rate", "10"]);
-    // The database refuses every answer from now on (as a full disk would); the claims, which
-    // insert, still go through: answers arrive that cannot be committed.
-    execute(
-        &url,
-        "CREATE FUNCTION refuse_answers() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.outcome IS NOT NULL AND NEW.outcome <> 'lost' THEN
-                 RAISE EXCEPTION 'could not extend file: No space left on device';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_answers BEFORE UPDATE ON attempts
-             FOR EACH ROW EXECUTE FUNCTION refuse_answers();",
-    );
+    refuse_answers(&url);
     let first = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&first.stderr);
     assert_eq!(first.status.code(), Some(1), "{err}");
@@ -174,6 +178,49 @@ fn answers_the_postgres_ledger_cannot_take_go_to_a_side_file_and_are_taken_in_by
     assert!(!side[0].exists(), "the side file is removed once taken in");
     assert_eq!(sandbox.stats()["requests"], 40, "nothing was sent twice");
     books_balance(&url, &sandbox, 40);
+}
+
+#[test]
+fn ledger_copy_takes_in_this_hosts_side_files_first() {
+    let _turn = together();
+    let Some(server) = pg_server::server("ledger_copy_takes_in_this_hosts_side_files_first") else {
+        return;
+    };
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let url = server.database();
+    let (_sheet, child) = under_way(&s, &sandbox, &url, 40, &["--rate", "10"]);
+    refuse_answers(&url);
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(1));
+    execute(&url, "DROP TRIGGER refuse_answers ON attempts");
+    let (code, out, err) = output(
+        Command::new(crate::util::bin())
+            .current_dir(s.dir.path())
+            .env("PMS_ONBOARD_STATE_DIR", state_dir(&s))
+            .args(["ledger", "copy", &url, "back.db"]),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("took in 1 answer(s)") || err.contains("took in 2 answer(s)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(state_dir(&s)).unwrap().count(),
+        0,
+        "taken in"
+    );
+    // The copy holds every answer the gateway gave, each with its label.
+    let sent = sandbox.stats()["stores_circled"].as_i64().unwrap();
+    let conn = rusqlite::Connection::open(s.path("back.db")).unwrap();
+    let labelled: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM rows WHERE state = 'succeeded' AND pms_label IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(labelled, sent);
 }
 
 #[test]

@@ -196,7 +196,7 @@ fn open_checked(path: &Path, gateway: Option<&Gateway>) -> anyhow::Result<Opened
 }
 
 /// What [`take_in_side_file`] took in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakenIn {
     pub answers: usize,
     pub from: std::path::PathBuf,

@@ -48,6 +48,8 @@ pub struct Copied {
     pub tables: Vec<(&'static str, u64)>,
     /// Rows holding a label, the same on both sides.
     pub labels: u64,
+    /// What a side file held that was taken in before copying.
+    pub taken_in: Option<ledger::TakenIn>,
 }
 
 impl std::fmt::Display for Copied {
@@ -57,6 +59,9 @@ impl std::fmt::Display for Copied {
             .iter()
             .map(|(t, n)| format!("{n} {t}"))
             .collect();
+        if let Some(taken) = &self.taken_in {
+            write!(f, "{taken}; ")?;
+        }
         write!(
             f,
             "copied {}; verified: the same counts, and every row's state and label ({} labels)",
@@ -323,6 +328,8 @@ async fn refuse_in_use(pg: &PgLedger) -> anyhow::Result<()> {
 async fn sqlite_to_postgres(path: &Path, url: &str) -> anyhow::Result<Copied> {
     let _lock = in_use_sqlite(path)?;
     let conn = ledger::open_unlocked(path)?.into_connection();
+    // The answers an earlier run could not write go in first: the copy holds them too.
+    let taken_in = ledger::take_in_side_file(&conn, path)?;
     ledger::store::recover(&conn).with_context(|| {
         format!(
             "cannot recover what a run left in flight in {}",
@@ -409,13 +416,18 @@ async fn sqlite_to_postgres(path: &Path, url: &str) -> anyhow::Result<Copied> {
     tx.commit()
         .await
         .with_context(|| format!("cannot commit the copy into {shown}"))?;
-    verify(&conn, &pg).await
+    Ok(Copied {
+        taken_in,
+        ..verify(&conn, &pg).await?
+    })
 }
 
 async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
     let mut pg = PgLedger::open(url).await?;
     refuse_in_use(&pg).await?;
-    // What a dead run left in flight goes back to pending first, as the next run would do.
+    // This host's side files of the ledger go in first (the copy holds their answers too); then
+    // what a dead run left in flight goes back to pending, as the next run would do.
+    let taken_in = super::late::take_in(pg.client_mut(), url, &super::late::state_dir()).await?;
     super::lease::sweep(pg.client_mut()).await?;
     let _lock = LedgerLock::acquire(path).map_err(|e| {
         anyhow::anyhow!(
@@ -443,7 +455,10 @@ async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
     sqlite_tx
         .commit()
         .with_context(|| format!("cannot commit the copy into {}", path.display()))?;
-    verify(&conn, &pg).await
+    Ok(Copied {
+        taken_in,
+        ..verify(&conn, &pg).await?
+    })
 }
 
 /// Every table of the PostgreSQL ledger read in `pg_tx`, written into the SQLite ledger in
