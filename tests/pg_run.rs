@@ -194,6 +194,16 @@ fn ledger_copy_takes_in_this_hosts_side_files_first() {
     let first = child.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(1));
     execute(&url, "DROP TRIGGER refuse_answers ON attempts");
+    let kept: usize = std::fs::read_dir(state_dir(&s))
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert!(kept >= 1);
     let (code, out, err) = output(
         Command::new(crate::util::bin())
             .current_dir(s.dir.path())
@@ -201,10 +211,7 @@ fn ledger_copy_takes_in_this_hosts_side_files_first() {
             .args(["ledger", "copy", &url, "back.db"]),
     );
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(
-        err.contains("took in 1 answer(s)") || err.contains("took in 2 answer(s)"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("took in {kept} answer(s)")), "{err}");
     assert_eq!(
         std::fs::read_dir(state_dir(&s)).unwrap().count(),
         0,
