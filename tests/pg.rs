@@ -19,6 +19,7 @@ fn copy(s: &Scratch, from: &str, to: &str) -> (i32, String, String) {
     output(
         Command::new(bin())
             .current_dir(s.dir.path())
+            .env("PMS_ONBOARD_STATE_DIR", s.path("state"))
             .args(["ledger", "copy", from, to]),
     )
 }
@@ -162,6 +163,7 @@ fn a_ledger_of_100000_rows_is_copied_into_postgres_and_back_verified() {
             output(
                 Command::new(bin())
                     .current_dir(s.dir.path())
+                    .env("PMS_ONBOARD_STATE_DIR", s.path("state"))
                     .args(command)
                     .arg("--ledger")
                     .arg(l),
@@ -287,6 +289,7 @@ fn reconcile_export_report_status_and_doctor_read_a_postgres_ledger_as_its_sqlit
         output(
             Command::new(bin())
                 .current_dir(s.dir.path())
+                .env("PMS_ONBOARD_STATE_DIR", s.path("state"))
                 .args(args)
                 .arg("--ledger")
                 .arg(l),
@@ -346,6 +349,7 @@ fn reconcile_export_report_status_and_doctor_read_a_postgres_ledger_as_its_sqlit
     let (_, out, err) = output(
         Command::new(bin())
             .current_dir(s.dir.path())
+            .env("PMS_ONBOARD_STATE_DIR", s.path("state"))
             .args(["doctor", "--ledger", &url]),
     );
     let said = format!("{out}{err}");

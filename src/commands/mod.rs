@@ -64,8 +64,13 @@ pub fn ledger_and_gateway(
 /// Shows what opening the ledger did: answers taken in from the side file, an upgrade that
 /// changed rows.
 pub fn show_notices(printer: &crate::output::Printer, opened: &crate::ledger::Opened) {
+    show(printer, opened.notices());
+}
+
+/// Tells the person what opening the ledger did.
+pub fn show(printer: &crate::output::Printer, notices: &[crate::ledger::Notice]) {
     use crate::ledger::Notice;
-    for notice in opened.notices() {
+    for notice in notices {
         match notice {
             Notice::TakenIn(_) => printer.info(&notice.to_string()),
             Notice::Upgraded(_) | Notice::Remote(_) => printer.warn(&notice.to_string()),

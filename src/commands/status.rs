@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 
 use crate::cli::StatusArgs;
-use crate::ledger::{self, queries};
+use crate::ledger;
 use crate::output::Printer;
 
 pub fn run(args: StatusArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let path = super::ledger_path(&args.ledger)?;
-    let conn = ledger::open_existing(&path)?;
-    super::show_notices(printer, &conn);
-    let c = queries::status(&conn, 5)?;
+    let (c, notices) = ledger::status(&path, 5)?;
+    super::show(printer, &notices);
     if printer.json_result() {
         printer.out_json(&serde_json::to_value(&c)?);
         return Ok(ExitCode::SUCCESS);

@@ -143,18 +143,43 @@ pub fn open(path: &Path) -> anyhow::Result<Opened> {
 /// Opens an existing ledger; a missing file is an error that says what to do. A PostgreSQL
 /// ledger (a URL) is read through a snapshot of it ([`postgres::snapshot`]).
 pub fn open_existing(path: &Path) -> anyhow::Result<Opened> {
-    open_existing_for(path, None)
+    open_existing_reading(path, None, postgres::snapshot::Reads::Everything)
+}
+
+/// What `status` shows of the ledger at `path` (its last `last_runs` runs), with what opening it
+/// did: a PostgreSQL ledger is counted on the server (`postgres::reads`), a file by
+/// `queries::status`.
+pub fn status(
+    path: &Path,
+    last_runs: usize,
+) -> anyhow::Result<(queries::StatusCounts, Vec<Notice>)> {
+    if let Some(url) = path.to_str().filter(|p| postgres::is_url(p)) {
+        let (counts, taken) = postgres::reads::status_now(url, last_runs)?;
+        return Ok((counts, taken.into_iter().map(Notice::TakenIn).collect()));
+    }
+    let opened = open_existing(path)?;
+    let counts = queries::status(&opened, last_runs)?;
+    Ok((counts, opened.notices))
 }
 
 /// [`open_existing`] for a command that compares a sheet with the ledger (`reconcile`,
 /// `export --annotate`): a ledger of another gateway than `gateway` (when the settings name
 /// one) is refused before anything is written to it.
 pub fn open_existing_for(path: &Path, gateway: Option<&Gateway>) -> anyhow::Result<Opened> {
+    // These commands read the rows, not the attempts (a PostgreSQL snapshot leaves them out).
+    open_existing_reading(path, gateway, postgres::snapshot::Reads::Rows)
+}
+
+fn open_existing_reading(
+    path: &Path,
+    gateway: Option<&Gateway>,
+    reads: postgres::snapshot::Reads,
+) -> anyhow::Result<Opened> {
     if let Some(url) = path.to_str().filter(|p| postgres::is_url(p)) {
         // What a run on this host could not write goes in first, as for a file.
         let taken = postgres::late::take_in_before_reading(url)?;
         // A PostgreSQL ledger is read through a snapshot, by the same queries.
-        let (dir, conn) = postgres::snapshot::open(url)?;
+        let (dir, conn) = postgres::snapshot::open(url, reads)?;
         let opened = Opened {
             conn,
             notices: taken.into_iter().map(Notice::TakenIn).collect(),

@@ -256,20 +256,29 @@ pub struct RunInfo {
     pub message: Option<String>,
 }
 
+impl StatusCounts {
+    /// The counts of rows by state of `o`; the rest (unverified, result codes, runs) to fill in.
+    pub fn of_rows(o: &OutcomeCounts) -> StatusCounts {
+        StatusCounts {
+            total: o.total,
+            pending: o.pending,
+            in_flight: o.in_flight,
+            succeeded: o.succeeded,
+            already_circled: o.already_circled,
+            ambiguous: o.ambiguous,
+            failed: o.failed_transient + o.failed_permanent,
+            failed_transient: o.failed_transient,
+            failed_permanent: o.failed_permanent,
+            ..StatusCounts::default()
+        }
+    }
+}
+
+/// The counts `status` shows. (A PostgreSQL ledger's are read on the server by
+/// `postgres::reads::status`, with the same SQL where the two dialects agree.)
 pub fn status(conn: &Connection, last_runs: usize) -> rusqlite::Result<StatusCounts> {
     let o = outcome_counts(conn, None)?;
-    let mut c = StatusCounts {
-        total: o.total,
-        pending: o.pending,
-        in_flight: o.in_flight,
-        succeeded: o.succeeded,
-        already_circled: o.already_circled,
-        ambiguous: o.ambiguous,
-        failed: o.failed_transient + o.failed_permanent,
-        failed_transient: o.failed_transient,
-        failed_permanent: o.failed_permanent,
-        ..StatusCounts::default()
-    };
+    let mut c = StatusCounts::of_rows(&o);
     c.unverified = unverified(conn, None)?;
     let mut st = conn.prepare(
         "SELECT result_code, count(*) AS n FROM rows WHERE result_code IS NOT NULL
@@ -362,23 +371,12 @@ pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<O
     while let Some(r) = q.next()? {
         let state: String = r.get("state")?;
         let failure: String = r.get("failure")?;
-        let ambiguous: bool = r.get("ambiguous")?;
-        let n = r.get::<_, i64>("n")? as u64;
-        c.total += n;
-        match State::parse(&state) {
-            Some(State::Pending) => c.pending += n,
-            Some(State::InFlight) => c.in_flight += n,
-            Some(State::Succeeded) => c.succeeded += n,
-            Some(State::AlreadyCircled) => {
-                c.already_circled += n;
-                if ambiguous {
-                    c.ambiguous += n;
-                }
-            }
-            Some(State::Failed) if failure == "permanent" => c.failed_permanent += n,
-            Some(State::Failed) => c.failed_transient += n,
-            None => {}
-        }
+        c.add(
+            &state,
+            &failure,
+            r.get("ambiguous")?,
+            r.get::<_, i64>("n")? as u64,
+        );
     }
     c.unverified = unverified(conn, run)?;
     if let Some(id) = run_or_last(conn, run)? {
@@ -390,6 +388,27 @@ pub fn outcome_counts(conn: &Connection, run: Option<i64>) -> rusqlite::Result<O
         c.rejected = count("SELECT count(*) AS n FROM rejects WHERE run_id = :run_id")?;
     }
     Ok(c)
+}
+
+impl OutcomeCounts {
+    /// Adds `n` rows of `state` (with their failure kind, `""` for none, and ambiguity).
+    pub fn add(&mut self, state: &str, failure: &str, ambiguous: bool, n: u64) {
+        self.total += n;
+        match State::parse(state) {
+            Some(State::Pending) => self.pending += n,
+            Some(State::InFlight) => self.in_flight += n,
+            Some(State::Succeeded) => self.succeeded += n,
+            Some(State::AlreadyCircled) => {
+                self.already_circled += n;
+                if ambiguous {
+                    self.ambiguous += n;
+                }
+            }
+            Some(State::Failed) if failure == "permanent" => self.failed_permanent += n,
+            Some(State::Failed) => self.failed_transient += n,
+            None => {}
+        }
+    }
 }
 
 /// Rows of one mall by outcome.

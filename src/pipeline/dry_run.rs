@@ -75,7 +75,10 @@ pub fn rehearse(
         .to_str()
         .filter(|l| crate::ledger::postgres::is_url(l))
     {
-        let (dir, conn) = crate::ledger::postgres::snapshot::open(url)?;
+        let (dir, conn) = crate::ledger::postgres::snapshot::open(
+            url,
+            crate::ledger::postgres::snapshot::Reads::Rows,
+        )?;
         _snapshot = Some(dir);
         let shown = crate::ledger::postgres::redacted(url);
         if let Some(gateway) = gateway {

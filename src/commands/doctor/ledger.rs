@@ -223,20 +223,17 @@ fn postgres(url: &str) -> Group {
             ),
         ),
     });
-    group.push(
-        match ledger::open_existing(Path::new(url)).and_then(|conn| Ok(queries::status(&conn, 1)?))
-        {
-            Ok(s) => Check::ok(
-                "state",
-                format!(
-                    "{} rows: {} succeeded, {} already circled, {} pending, {} in flight, {} \
+    group.push(match ledger::status(Path::new(url), 1).map(|(s, _)| s) {
+        Ok(s) => Check::ok(
+            "state",
+            format!(
+                "{} rows: {} succeeded, {} already circled, {} pending, {} in flight, {} \
                      failed",
-                    s.total, s.succeeded, s.already_circled, s.pending, s.in_flight, s.failed
-                ),
+                s.total, s.succeeded, s.already_circled, s.pending, s.in_flight, s.failed
             ),
-            Err(e) => Check::fail("state", format!("{e:#}")),
-        },
-    );
+        ),
+        Err(e) => Check::fail("state", format!("{e:#}")),
+    });
     group
 }
 

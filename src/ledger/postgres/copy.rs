@@ -450,7 +450,7 @@ async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
     }
     let sqlite_tx = conn.unchecked_transaction()?;
     let pg_tx = pg.consistent_read().await?;
-    read_into_sqlite(&pg_tx, &sqlite_tx).await?;
+    read_into_sqlite(&pg_tx, &sqlite_tx, &[]).await?;
     pg_tx.commit().await?;
     sqlite_tx
         .commit()
@@ -466,8 +466,9 @@ async fn postgres_to_sqlite(url: &str, path: &Path) -> anyhow::Result<Copied> {
 pub(crate) async fn read_into_sqlite(
     pg_tx: &tokio_postgres::Transaction<'_>,
     sqlite_tx: &rusqlite::Transaction<'_>,
+    leave_out: &[&str],
 ) -> anyhow::Result<()> {
-    for t in TABLES {
+    for t in TABLES.iter().filter(|t| !leave_out.contains(&t.name)) {
         let marks: Vec<String> = (1..=t.columns.len()).map(|i| format!("?{i}")).collect();
         let mut insert = sqlite_tx.prepare(&format!(
             "INSERT INTO {} ({}) VALUES ({})",

@@ -26,6 +26,7 @@ pub mod late;
 pub mod lease;
 pub mod migrate;
 pub mod rate;
+pub mod reads;
 pub mod runs;
 pub mod snapshot;
 pub mod store;
