@@ -38,8 +38,10 @@ pub struct PgRun {
     handle: Handle,
     client_id: String,
     rate: u32,
-    /// The folder the run's side file goes to (`postgres::late::state_dir`).
+    /// The folder the run's side file goes to (`postgres::late::state_dir`), and the URL that
+    /// names it.
     state_dir: PathBuf,
+    url: String,
     /// The run's side file (named once the run has its id) and what went to it.
     side: Mutex<Side>,
 }
@@ -59,6 +61,7 @@ impl PgRun {
         state_dir: PathBuf,
     ) -> Arc<PgRun> {
         Arc::new(PgRun {
+            url: store.url().to_owned(),
             store: RwLock::new(store),
             handle,
             client_id: client_id.to_owned(),
@@ -68,12 +71,12 @@ impl PgRun {
         })
     }
 
-    /// After a failed statement: a new connection when the old one is gone (the server
-    /// restarted, the connection was cut); `true` when there is one to try again on. The claims
-    /// and the lease do not depend on a connection: they are rows on the server.
-    async fn heal(&self) -> bool {
-        let mut store = self.store.write().await;
-        store.reconnect_if_closed().await
+    /// After a statement failed on connection `seen`: a new connection when that one is gone
+    /// (the server restarted, the connection was cut); `true` when there is one to try the
+    /// statement again on, once. The claims and the lease do not depend on a connection: they
+    /// are rows on the server.
+    async fn heal(&self, seen: u64) -> bool {
+        self.store.write().await.reconnect_if_closed(seen).await
     }
 
     fn side(&self) -> std::sync::MutexGuard<'_, Side> {
@@ -85,7 +88,7 @@ impl PgRun {
     fn spill(&self, answered: &Answered, failed: anyhow::Error) -> anyhow::Error {
         let mut side = self.side();
         let path = side.path.clone().unwrap_or_else(|| {
-            postgres::late::side_file(&self.state_dir, "postgresql://", answered.run_id)
+            postgres::late::side_file(&self.state_dir, &self.url, answered.run_id)
         });
         let kept = postgres::late::spill(&path, answered);
         let report = side.report.get_or_insert_with(|| SpillReport {
@@ -177,7 +180,7 @@ impl RunStore {
                 let run_id = p
                     .handle
                     .block_on(store.begin_run(&config, &files, &holder()))?;
-                p.side().path = Some(postgres::late::side_file(&p.state_dir, store.url(), run_id));
+                p.side().path = Some(postgres::late::side_file(&p.state_dir, &p.url, run_id));
                 Ok(run_id)
             }
         }
@@ -246,11 +249,14 @@ impl RunStore {
         match self {
             RunStore::Sqlite(w) => w.mark_in_flight(run_id, row).await,
             RunStore::Postgres(p) => {
-                let first = p.store.read().await.mark_in_flight(run_id, row).await;
+                let (seen, first) = {
+                    let store = p.store.read().await;
+                    (store.connection(), store.mark_in_flight(run_id, row).await)
+                };
                 match first {
                     // A claim whose reply was lost and that is tried again finds the row taken
                     // (by this run): never sent, given back as possibly sent when the run ends.
-                    Err(e) if !p.heal().await => Err(e),
+                    Err(e) if !p.heal(seen).await => Err(e),
                     Err(_) => p.store.read().await.mark_in_flight(run_id, row).await,
                     claimed => claimed,
                 }
@@ -304,14 +310,14 @@ impl RunStore {
         if let RunStore::Postgres(p) = self {
             loop {
                 let asked = tokio::time::Instant::now();
-                let first = p
-                    .store
-                    .read()
-                    .await
-                    .slot_wait(&p.client_id, p.rate, SHARED_WINDOW)
-                    .await;
+                let (seen, first) = {
+                    let store = p.store.read().await;
+                    let wait = store.slot_wait(&p.client_id, p.rate, SHARED_WINDOW).await;
+                    (store.connection(), wait)
+                };
                 let wait = match first {
-                    Err(e) if !p.heal().await => return Err(e),
+                    Err(e) if !p.heal(seen).await => return Err(e),
+                    // On the new connection (a slot taken on the old one is simply skipped).
                     Err(_) => continue,
                     Ok(wait) => wait,
                 };
@@ -400,16 +406,16 @@ impl RunReader {
             )?),
             RunReader::Postgres(p) => p.handle.block_on(async {
                 let page = || async {
-                    p.store
-                        .read()
-                        .await
+                    let store = p.store.read().await;
+                    let page = store
                         .pending_page(run_id, after_seq, limit, unverified)
-                        .await
+                        .await;
+                    (store.connection(), page)
                 };
                 match page().await {
-                    Err(e) if !p.heal().await => Err(e),
-                    Err(_) => page().await,
-                    read => read,
+                    (seen, Err(e)) if !p.heal(seen).await => Err(e),
+                    (_, Err(_)) => page().await.1,
+                    (_, read) => read,
                 }
             }),
         }

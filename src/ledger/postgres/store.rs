@@ -55,6 +55,8 @@ pub struct PgStore {
     url: String,
     terms: LeaseTerms,
     keeper: Option<LeaseKeeper>,
+    /// Which connection `ledger` is ([`PgStore::connection`]).
+    connection: u64,
 }
 
 impl PgStore {
@@ -65,6 +67,7 @@ impl PgStore {
             url: url.to_owned(),
             terms,
             keeper: None,
+            connection: 0,
         })
     }
 
@@ -179,19 +182,32 @@ impl PgStore {
             }
             tracing::warn!("ledger: an answer could not be committed, trying again: {e:#}");
             tokio::time::sleep(Duration::from_millis(250) * tried).await;
-            self.reconnect_if_closed().await;
+            let seen = self.connection;
+            self.reconnect_if_closed(seen).await;
         }
     }
 
-    /// A new connection when the old one is gone; `true` when the store has a live one now.
-    pub async fn reconnect_if_closed(&mut self) -> bool {
-        if !self.ledger.client().is_closed() {
+    /// Which connection the store is on (counted from 0; a new one after each reconnection).
+    pub fn connection(&self) -> u64 {
+        self.connection
+    }
+
+    /// After a statement failed on connection `seen`: `true` when there is a new connection to
+    /// try it again on (made now because `seen` is gone, or by another caller since); `false`
+    /// when `seen` is still the store's and alive (the failure was not the connection's) or
+    /// the server cannot be reached.
+    pub async fn reconnect_if_closed(&mut self, seen: u64) -> bool {
+        if self.connection != seen {
             return true;
+        }
+        if !self.ledger.client().is_closed() {
+            return false;
         }
         match PgLedger::open(&self.url).await {
             Ok(again) => {
                 tracing::warn!("ledger: the connection to PostgreSQL was lost; connected again");
                 self.ledger = again;
+                self.connection += 1;
                 true
             }
             Err(e) => {

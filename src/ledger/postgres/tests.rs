@@ -835,3 +835,42 @@ fn a_kept_answer_verified_again_is_written_unless_another_run_holds_the_row() {
         assert!(late::kept_unverified(a.client()).await.unwrap().is_empty());
     });
 }
+
+#[test]
+fn a_store_reconnects_once_its_connection_is_gone_and_only_then() {
+    let Some((url, rt)) = database("a_store_reconnects_once_its_connection_is_gone_and_only_then")
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let terms = LeaseTerms::for_requests(Duration::from_secs(2), Duration::from_secs(1));
+        let mut store = PgStore::open(&url, terms).await.unwrap();
+        let first = store.connection();
+        // A failure that is not the connection's: nothing to heal, the error stands.
+        assert!(!store.reconnect_if_closed(first).await);
+        assert_eq!(store.connection(), first);
+        // The server ends the connection (a restart, a failover).
+        let _ = store
+            .ledger()
+            .client()
+            .execute("SELECT pg_terminate_backend(pg_backend_pid())", &[])
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.ledger().client().is_closed());
+        assert!(store.reconnect_if_closed(first).await);
+        let second = store.connection();
+        assert_ne!(second, first);
+        // Another caller whose statement failed on the old connection tries again on the new
+        // one, without a third.
+        assert!(store.reconnect_if_closed(first).await);
+        assert_eq!(store.connection(), second);
+        let n: i64 = store
+            .ledger()
+            .client()
+            .query_one("SELECT count(*) FROM rows", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0);
+    });
+}
