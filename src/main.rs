@@ -75,7 +75,9 @@ fn init_logging(format: LogFormat, printer: &Arc<Printer>) {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _, fmt};
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,pms_onboard=info"));
+        // The platform's certificate verifier logs each failure as an error of its own; the
+        // failure reaches the person once, in the error of the connection it failed.
+        .unwrap_or_else(|_| EnvFilter::new("warn,pms_onboard=info,rustls_platform_verifier=off"));
     let people =
         pms_onboard::output::logs::ToPrinter(printer.clone()).with_filter(LevelFilter::WARN);
     let diagnostics = match format {

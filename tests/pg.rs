@@ -372,3 +372,66 @@ fn reconcile_export_report_status_and_doctor_read_a_postgres_ledger_as_its_sqlit
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(sandbox.stats()["requests"], requests);
 }
+
+#[test]
+fn sslmode_means_what_it_means_to_psql_against_a_server_with_tls() {
+    let _turn = together();
+    let Some(server) =
+        pg_server::server("sslmode_means_what_it_means_to_psql_against_a_server_with_tls")
+    else {
+        return;
+    };
+    let Some(ca) = &server.ca else {
+        // A server of PMS_ONBOARD_TEST_POSTGRES, or no openssl to make its certificate; not in
+        // CI, where the server is the tests' own and openssl is at hand.
+        assert!(
+            std::env::var("PMS_ONBOARD_TEST_POSTGRES").is_ok()
+                || std::env::var("PMS_ONBOARD_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "the test server was started without TLS"
+        );
+        return;
+    };
+    let s = Scratch::new();
+    let url = server.database();
+    let status = |url: &str| {
+        output(
+            Command::new(bin())
+                .current_dir(s.dir.path())
+                .env("PMS_ONBOARD_STATE_DIR", s.path("state"))
+                .args(["status", "--ledger", url]),
+        )
+    };
+    let ca = ca.display().to_string();
+    let localhost = url.replace("127.0.0.1", "localhost");
+    // Encrypted without a check (a distribution's self-signed certificate works as with psql):
+    // the default, and `require`, which fails unless TLS was used.
+    for works in [
+        url.clone(),
+        format!("{url}?sslmode=require"),
+        format!("{url}?sslmode=verify-full&sslrootcert={ca}"),
+        // verify-ca checks the chain, not the name: the certificate names 127.0.0.1 only.
+        format!("{localhost}?sslmode=verify-ca&sslrootcert={ca}"),
+    ] {
+        let (code, out, err) = status(&works);
+        assert_eq!(code, 0, "{works}: {out}{err}");
+        assert!(out.contains("0 rows"), "{works}: {out}");
+    }
+    for (refused, why) in [
+        // Not signed by a root of this system.
+        (format!("{url}?sslmode=verify-full"), "sslrootcert=PATH"),
+        // Signed by the root, but for another name.
+        (
+            format!("{localhost}?sslmode=verify-full&sslrootcert={ca}"),
+            "sslrootcert=PATH",
+        ),
+        (format!("{url}?sslmode=verify"), "not one of disable"),
+    ] {
+        let (code, out, err) = status(&refused);
+        assert_eq!(code, 1, "{refused}: {out}{err}");
+        assert!(err.contains(why), "{refused}: {err}");
+        assert!(
+            !err.contains("log.file"),
+            "one message, not the verifier's log: {err}"
+        );
+    }
+}

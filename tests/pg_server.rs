@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct Server {
     /// postgresql://USER@HOST:PORT (no database)
     base: url::Url,
+    /// The root that signed the server's TLS certificate (for 127.0.0.1), when the server was
+    /// started here with TLS (openssl at hand).
+    pub ca: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -82,7 +85,7 @@ fn start() -> Result<Server, String> {
     {
         let base = url::Url::parse(&url)
             .map_err(|e| format!("PMS_ONBOARD_TEST_POSTGRES is not a URL: {e}"))?;
-        return Ok(Server { base });
+        return Ok(Server { base, ca: None });
     }
     let bin = bindir().ok_or("initdb and pg_ctl are not installed (apt-get install postgresql)")?;
     let dir = tempfile::Builder::new()
@@ -130,6 +133,13 @@ fn start() -> Result<Server, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    // TLS as a distribution's server has it (Debian's: on), with a certificate for 127.0.0.1
+    // signed by a root of the test's own, so that every mode of `sslmode` can be tried.
+    let ca = certificates(&data, root);
+    let tls = match &ca {
+        Some(_) => " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key",
+        None => "",
+    };
     let mut last = String::new();
     for _ in 0..5 {
         let port = free_port().ok_or("no free port on 127.0.0.1")?;
@@ -141,7 +151,7 @@ fn start() -> Result<Server, String> {
             .arg("-o")
             .arg(format!(
                 "-k {} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off \
-                 -c max_connections=200",
+                 -c max_connections=200{tls}",
                 dir.display()
             ))
             .args(["-w", "-t", "60", "start"])
@@ -152,11 +162,98 @@ fn start() -> Result<Server, String> {
             watchdog(&bin, &data, &dir, root);
             let base = url::Url::parse(&format!("postgresql://postgres@127.0.0.1:{port}/"))
                 .map_err(|e| e.to_string())?;
-            return Ok(Server { base });
+            return Ok(Server { base, ca });
         }
         last = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
     }
     Err(format!("the server did not start: {last}"))
+}
+
+/// A root and a server certificate for 127.0.0.1 signed by it, made with openssl in the data
+/// folder (the key the server's own, mode 0600): the root's path, or `None` without openssl.
+fn certificates(data: &Path, root: bool) -> Option<PathBuf> {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        data.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let made = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pms-onboard test root",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    if !made {
+        return None;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        data.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .ok()?;
+    if root {
+        let owned = Command::new("chown")
+            .args(["postgres:postgres", "server.key", "server.crt"])
+            .current_dir(data)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !owned {
+            return None;
+        }
+    }
+    Some(data.join("ca.crt"))
 }
 
 /// Stops the server and removes its folder once this process has ended.
