@@ -359,6 +359,7 @@ fn reconcile_export_report_status_and_doctor_read_a_postgres_ledger_as_its_sqlit
         "clock",
         "no run holds a lease",
         "30 rows",
+        "tls ",
     ] {
         assert!(said.contains(check), "doctor says {check:?}: {said}");
     }

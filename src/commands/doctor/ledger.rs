@@ -165,6 +165,25 @@ fn gateway(recorded: rusqlite::Result<Option<Gateway>>, given: Option<&Gateway>)
 
 /// A PostgreSQL ledger: the connection and the server's version, the schema, the clock
 /// difference with the server, the runs holding a lease, and the rows by state.
+/// Whether the URL's host is this machine (a socket folder, localhost, a loopback address).
+fn is_loopback(url: &str) -> bool {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return false;
+    };
+    let hosts = config.get_hosts();
+    !hosts.is_empty()
+        && hosts.iter().all(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => true,
+        })
+}
+
 fn postgres(url: &str) -> Group {
     let mut group = Group::new("ledger", "ledger");
     let shown = ledger::postgres::redacted(url);
@@ -176,11 +195,38 @@ fn postgres(url: &str) -> Group {
                 format!("{e:#}"),
                 "check that the server runs, and the URL (postgresql://USER@HOST/DATABASE)",
             ));
-            group.skip_each(&["schema", "clock", "in use", "state"], "no connection");
+            group.skip_each(
+                &["tls", "schema", "clock", "in use", "state"],
+                "no connection",
+            );
             return group;
         }
     };
     group.push(Check::ok("connection", format!("{shown}: {}", c.version)));
+    group.push(match c.tls {
+        (true, true) => Check::ok("tls", "encrypted, the server's certificate checked"),
+        (encrypted, false) if is_loopback(url) => Check::ok(
+            "tls",
+            match encrypted {
+                true => "encrypted (the certificate not checked: a server on this machine)",
+                false => "not encrypted (a server on this machine)",
+            },
+        ),
+        (encrypted, _) => Check::warn(
+            "tls",
+            match encrypted {
+                true => {
+                    "encrypted, but the server's certificate is not checked (sslmode=prefer \
+                         or require): a machine between could pose as the server"
+                }
+                false => {
+                    "not encrypted: the ledger's rows and the password cross the network \
+                          as they are"
+                }
+            },
+            "add ?sslmode=verify-full to the URL (&sslrootcert=PATH for a root of your own)",
+        ),
+    });
     let latest = ledger::postgres::migrate::latest();
     group.push(match c.schema == latest {
         true => Check::ok("schema", format!("at version {latest}, this program's")),
@@ -240,6 +286,25 @@ fn postgres(url: &str) -> Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_on_this_machine_is_told_from_one_across_a_network() {
+        for here in [
+            "postgresql://u@localhost/db",
+            "postgresql://u@127.0.0.1:5432/db",
+            "postgresql://u@[::1]/db",
+            "postgresql:///db?host=/var/run/postgresql",
+        ] {
+            assert!(is_loopback(here), "{here}");
+        }
+        for there in [
+            "postgresql://u@db.example/db",
+            "postgresql://u@10.0.0.5/db",
+            "postgresql://u@localhost,db.example/db",
+        ] {
+            assert!(!is_loopback(there), "{there}");
+        }
+    }
     use crate::api::checks::Level;
 
     #[test]

@@ -79,6 +79,12 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// Whether `url` asks for the server's certificate to be checked (`verify-ca`, `verify-full`,
+/// or a root file).
+pub fn checks_certificate(url: &str) -> bool {
+    matches!(tls_settings(url), Ok((_, TlsMode::Checked { .. })))
+}
+
 /// How the server's certificate is checked (`sslmode`, `sslrootcert`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TlsMode {

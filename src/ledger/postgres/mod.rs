@@ -135,6 +135,8 @@ pub struct Checked {
     pub clock: (Duration, bool),
     /// The runs holding a live lease: `(run id, holder)`.
     pub live: Vec<(i64, String)>,
+    /// Whether the connection is encrypted, and whether the server's certificate was checked.
+    pub tls: (bool, bool),
 }
 
 /// Connects to `url` and reads what `doctor` shows; from any thread (a runtime of its own).
@@ -148,11 +150,20 @@ pub fn check(url: &str) -> anyhow::Result<Checked> {
             .query_one("SELECT COALESCE(max(version), 0) FROM pms_schema", &[])
             .await?
             .get(0);
+        let encrypted: bool = pg
+            .client()
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .await?
+            .get(0);
         Ok(Checked {
             version,
             schema,
             clock: (size, ahead),
             live: pg.live_runs().await?,
+            tls: (encrypted, encrypted && connect::checks_certificate(&url)),
         })
     })
 }
