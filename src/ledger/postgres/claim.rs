@@ -236,24 +236,18 @@ pub async fn accept_reverified(
         attempt: attempt.clone(),
         update: update.clone(),
     };
-    match &attempt.outcome {
-        Outcome::Success { pms_label } => match label_holder(&tx, pms_label, row).await? {
-            Some(key) => {
-                let (refused, update) =
-                    crate::ledger::store::label_held_by(attempt, pms_label, &key);
-                write_reverified(&tx, kept.attempt_id, &refused).await?;
-                update_row(&tx, &a, false, &update).await?;
-            }
-            None => {
-                write_reverified(&tx, kept.attempt_id, attempt).await?;
-                update_row(&tx, &a, false, update).await?;
-            }
-        },
-        _ => {
-            write_reverified(&tx, kept.attempt_id, attempt).await?;
-            update_row(&tx, &a, false, update).await?;
-        }
-    }
+    // A success whose label another store holds is not believed now either.
+    let held_by = match &attempt.outcome {
+        Outcome::Success { pms_label } => label_holder(&tx, pms_label, row)
+            .await?
+            .map(|key| crate::ledger::store::label_held_by(attempt, pms_label, &key)),
+        _ => None,
+    };
+    let (attempt, update) = held_by
+        .as_ref()
+        .map_or((attempt, update), |(refused, update)| (refused, update));
+    write_reverified(&tx, kept.attempt_id, attempt).await?;
+    update_row(&tx, &a, false, update).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -833,6 +833,46 @@ fn a_kept_answer_verified_again_is_written_unless_another_run_holds_the_row() {
         let verified: bool = one(&a, "SELECT verified FROM attempts WHERE id = 1").await;
         assert!(verified);
         assert!(late::kept_unverified(a.client()).await.unwrap().is_empty());
+        // A kept answer for another store that brings the same label verifies too, but is not
+        // believed: the label is that store's.
+        let r2 = row("S2", "11");
+        runs::ingest(a.client(), run, 2, &src(&r2, 3), false)
+            .await
+            .unwrap();
+        let id2 = row_id(&a, &r2).await;
+        let at2 = claim::claim(a.client(), run, id2).await.unwrap().unwrap();
+        let mut copied = unverified.clone();
+        (copied.attempt_id, copied.row_id, copied.row) = (at2, RowId(id2), r2.clone());
+        claim::record(a.client_mut(), &copied).await.unwrap();
+        let kept = late::kept_unverified(a.client()).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        let believed = success(run, at2, id2, &r2, "2026");
+        assert!(
+            claim::accept_reverified(
+                a.client_mut(),
+                &kept[0],
+                &believed.attempt,
+                &believed.update
+            )
+            .await
+            .unwrap()
+        );
+        let (state, outcome): (String, String) = {
+            let r = a
+                .client()
+                .query_one(
+                    "SELECT r.state, a.outcome FROM rows r JOIN attempts a ON a.key = r.key
+                     WHERE r.id = $1 AND a.id = $2",
+                    &[&id2, &at2],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(
+            (state.as_str(), outcome.as_str()),
+            ("pending", "not_this_request")
+        );
     });
 }
 
