@@ -484,3 +484,55 @@ fn two_runs_at_once_one_killed_share_the_rate_and_circle_every_store_once() {
         stats["requests"]
     );
 }
+
+#[test]
+fn answers_kept_unverified_on_postgres_verify_with_the_right_key_and_are_not_sent_again() {
+    let _turn = together();
+    let Some(server) = pg_server::server(
+        "answers_kept_unverified_on_postgres_verify_with_the_right_key_and_are_not_sent_again",
+    ) else {
+        return;
+    };
+    let s = Scratch::new();
+    let sandbox = SandboxProcess::start(&s.keys(), &[]);
+    let sheet = s.sheet("stores.csv", 1, 40);
+    let url = server.database();
+    let other = Scratch::new();
+    let wrong = other.keys().join("alipay_public.pem");
+    let mut cmd = s.run_cmd_overriding(
+        &sandbox.endpoint,
+        &[&sheet],
+        &[
+            ("--ledger", Path::new(&url)),
+            ("--alipay-public-key", &wrong),
+        ],
+    );
+    cmd.env("PMS_ONBOARD_STATE_DIR", state_dir(&s))
+        .args(["--rate", "20"]);
+    let (code, out, err) = output(&mut cmd);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("could not be verified"), "{err}");
+    let kept = count(
+        &url,
+        "SELECT count(*) FROM rows WHERE label_unverified AND pms_label IS NOT NULL",
+    );
+    assert!(kept >= 5, "{kept}");
+    // With the right key the kept answers verify before anything is sent: those stores are
+    // not asked again.
+    let (code, out, err) = output(run(&s, &sandbox.endpoint, &sheet, &url).args(["--rate", "0"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("verify now"), "{err}");
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats["by_result_code"]["STORE_IS_CIRCLED"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "no store asked twice: {stats}"
+    );
+    books_balance(&url, &sandbox, 40);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM rows WHERE label_unverified"),
+        0
+    );
+}
