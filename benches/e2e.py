@@ -15,7 +15,10 @@
                                     every fault, random 429s and two kill -9, then run to the end
     python3 benches/e2e.py nightly  [--rows N] [--repeat K] [--keep DIR]
                                     the nightly commands on a ledger of N rows, all done
-    python3 benches/e2e.py all      every mode but nightly
+    python3 benches/e2e.py pgread   [--rows N] [--repeat K] [--keep DIR]
+                                    the reading commands on a PostgreSQL ledger of N done rows
+                                    (`ledger copy` of a SQLite one) against the SQLite file
+    python3 benches/e2e.py all      every mode but nightly and pgread
 
 Every figure is the median of --repeat runs (default 3); each run's figures are printed too.
 Build first: `cargo build --release` (the binary is target/release/pms-onboard, or $PMS_ONBOARD).
@@ -550,12 +553,135 @@ def mode_nightly(args):
         f"{name.replace('`', '')}: " + ", ".join(f"{w:.1f}/{m:.0f}" for w, m in runs) for name, runs in out.items()))  # fmt: skip
 
 
+def pg_bindir():
+    """The newest /usr/lib/postgresql/N/bin holding initdb (Debian's layout), as tests/pg_server.rs."""
+    found = sorted(
+        (int(p.name), p / "bin")
+        for p in Path("/usr/lib/postgresql").glob("*")
+        if p.name.isdigit() and (p / "bin/initdb").exists()
+    )
+    if not found:
+        raise SystemExit("pgread needs PostgreSQL's programs: apt-get install -y postgresql")
+    return found[-1][1]
+
+
+class PgServer:
+    """A throw-away PostgreSQL server in `folder` (as the postgres user when root), on 127.0.0.1
+    and a free port, as tests/pg_server.rs starts one; `stop` stops it and removes `folder`."""
+
+    def __init__(self, folder):
+        import pwd
+        import shutil
+        import socket
+
+        self.bin = pg_bindir()
+        self.root = os.geteuid() == 0
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.root:
+            pw = pwd.getpwnam("postgres")
+            os.chown(folder, pw.pw_uid, pw.pw_gid)
+        self.data = folder / "data"
+        if self.data.exists():
+            shutil.rmtree(self.data)
+        self._pg("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._pg("pg_ctl", "-D", str(self.data), "-l", str(folder / "log"), "-w", "-t", "60",
+                 "-o", f"-k {folder} -c listen_addresses=127.0.0.1 -p {self.port}", "start")  # fmt: skip
+        self._pg("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "ledger")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/ledger"
+
+    def _pg(self, program, *args):
+        argv = [str(self.bin / program), *args]
+        if self.root:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        import shutil
+
+        self._pg("pg_ctl", "-D", str(self.data), "stop", "-m", "fast")
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+
+
+def mode_pgread(args):
+    """The reading commands on a PostgreSQL ledger of N done rows (through the snapshot) and on
+    the SQLite ledger it was copied from: time of each, and whether their output is the same.
+
+    The SQLite ledger is made as `nightly` makes it (a run of the sheet against the sandbox at
+    --rate 0; --keep DIR keeps it for the next call), copied into a new database of a throw-away
+    PostgreSQL server (default settings but its address) with `ledger copy`.
+    """
+    keep = Path(args.keep) if args.keep else None
+    with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
+        d = keep or Path(tmp)
+        d.mkdir(parents=True, exist_ok=True)
+        keys = keygen(str(d / "keys")) if not (d / "keys/client_private.pem").exists() else str(d / "keys")
+        sheet = d / f"sheet-{args.rows}.csv"
+        ledger = d / f"ledger-{args.rows}.db"
+        if not ledger.exists():
+            sandbox = Sandbox(keys)
+            try:
+                gen(str(sheet), args.rows)
+                run_client(run_argv(sandbox, keys, str(ledger), [str(sheet)], 0, concurrency=None))
+                assert sandbox.stats()["requests"] == args.rows
+            finally:
+                sandbox.stop()
+        # A folder of its own, outside `tmp` (which only root may enter), for the postgres user.
+        pg = PgServer(Path(tempfile.mkdtemp(prefix="pms-e2e-pg-")))
+        try:
+            copied = run_client([BIN, "ledger", "copy", str(ledger), pg.url])
+            print(f"ledger copy into PostgreSQL: {copied[0]:.1f} s", file=sys.stderr)
+
+            def commands(where, tag):
+                return {
+                    "`status`": ([BIN, "status", "--ledger", where], None),
+                    "`reconcile --json`": ([BIN, "reconcile", str(sheet), "--json", "--ledger", where], None),
+                    "`export` (CSV)": ([BIN, "export", "-o", str(d / f"export-{tag}.csv"), "--ledger", where],
+                                       d / f"export-{tag}.csv"),
+                    "`export --annotate`": ([BIN, "export", "--annotate", str(sheet), "-o",
+                                             str(d / f"annotated-{tag}.csv"), "--ledger", where],
+                                            d / f"annotated-{tag}.csv"),
+                    "`report`": ([BIN, "report", "-o", str(d / f"report-{tag}.html"), "--ledger", where], None),
+                }  # fmt: skip
+
+            sides = {"SQLite": commands(str(ledger), "sqlite"), "PostgreSQL": commands(pg.url, "pg")}
+            out = {(name, side): [] for name in sides["SQLite"] for side in sides}
+            said = {}
+            for i in range(args.repeat):
+                for name in sides["SQLite"]:
+                    for side, cmds in sides.items():
+                        argv, written = cmds[name]
+                        t0 = time.perf_counter()
+                        p = subprocess.run(argv, capture_output=True)
+                        wall = time.perf_counter() - t0
+                        if p.returncode not in (0, 1):
+                            raise SystemExit(f"{' '.join(argv)} exited {p.returncode}: {p.stderr.decode()}")
+                        text = p.stdout.replace(str(ledger).encode(), b"L").replace(pg.url.encode(), b"L")
+                        text = re.sub(rb"postgresql://\S+", b"L", text)
+                        said[(name, side)] = text + (written.read_bytes() if written else b"")
+                        out[(name, side)].append(wall)
+                        print(i, side, name, f"{wall:.2f} s", f"load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+        finally:
+            pg.stop()
+    print(f"\n== pgread: {args.rows:,} done rows, median of {args.repeat}, wall time")
+    print("\n| command | SQLite | PostgreSQL | the same output |\n| --- | --- | --- | --- |")
+    for name in sides["SQLite"]:
+        same = said[(name, "SQLite")] == said[(name, "PostgreSQL")]
+        if name == "`report`":
+            same = "(not compared: the footer names the time)"
+        print(f"| {name} | {med(out[(name, 'SQLite')]):.2f} s | {med(out[(name, 'PostgreSQL')]):.2f} s | {same} |")
+    print("\nevery run (s): " + "; ".join(
+        f"{name.replace('`', '')} {side}: " + ", ".join(f"{w:.2f}" for w in runs) for (name, side), runs in out.items()))  # fmt: skip
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "chaos", "nightly", "all"])
-    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, workbook 100000, resume 20000, nightly 1000000)")
+    ap.add_argument("mode", choices=["cpu", "validate", "workbook", "resume", "rate", "chaos", "nightly", "pgread", "all"])
+    ap.add_argument("--rows", type=int, help="rows (cpu 20000, validate 1000000, workbook 100000, resume 20000, nightly 1000000, pgread 100000)")
     ap.add_argument("--formats", default="csv,xlsx", help="workbook: the formats to compare (csv,xlsx,xls,ods)")
-    ap.add_argument("--keep", help="nightly: keep the sheet and the ledger in this folder, and reuse them")
+    ap.add_argument("--keep", help="nightly, pgread: keep the sheet and the ledger in this folder, and reuse them")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default=DEFAULT_RATES, help="rate: the rates to run; chaos: the one rate (50)")
     ap.add_argument("--seconds", type=int, default=8, help="seconds of sending per rate")
@@ -568,7 +694,7 @@ def main():
         raise SystemExit(f"{BIN} not found: cargo build --release")
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}")
     modes = ["cpu", "validate", "resume", "rate"] if args.mode == "all" else [args.mode]
-    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0, "chaos": 1500, "nightly": 1_000_000}
+    defaults = {"cpu": 20000, "validate": 1_000_000, "workbook": 100_000, "resume": 20000, "rate": 0, "chaos": 1500, "nightly": 1_000_000, "pgread": 100_000}
     rows = args.rows
     for m in modes:
         args.rows = rows or defaults[m]
