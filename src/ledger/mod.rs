@@ -50,6 +50,16 @@ pub use migrate::{StoredIds, Upgrade};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowId(pub i64);
 
+/// A row marked in flight: the attempt it opened, and whether an earlier attempt (another run's,
+/// or a crash's) may have reached the gateway, as the ledger says at the mark. On a shared
+/// ledger that can have changed since the feeder read the row (another run's attempt swept back
+/// as possibly sent), and a `STORE_IS_CIRCLED` is judged by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    pub attempt: i64,
+    pub maybe_sent: bool,
+}
+
 /// A ledger just opened, and what opening it did that a person should be told (the command
 /// shows the [`Notice`]s through its `Printer`). It reads as the connection it holds.
 pub struct Opened {

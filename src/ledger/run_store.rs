@@ -16,12 +16,12 @@ use rusqlite::Connection;
 use tokio::runtime::Handle;
 use tokio::sync::RwLock;
 
-use super::RowId;
 use super::postgres::{self, PgStore};
 use super::queries::{self, LedgerRow};
 use super::spill::Spilled;
 use super::store::{Answered, FileInfo, Verdict};
 use super::writer::{Held, Recorded, SpillReport, Writer};
+use super::{Claimed, RowId};
 use crate::input::{Reject, SourceRow};
 use crate::model::{RunCounts, RunEnd, Sighting};
 
@@ -244,10 +244,18 @@ impl RunStore {
         }
     }
 
-    /// Marks a row in flight (the claim on PostgreSQL); `None`: not this run's to send now.
-    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<Option<i64>> {
+    /// Marks a row in flight (the claim on PostgreSQL); `None`: not this run's to send now. On
+    /// PostgreSQL it also says whether the row may have been sent by another run since the
+    /// feeder read it.
+    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<Option<Claimed>> {
         match self {
-            RunStore::Sqlite(w) => w.mark_in_flight(run_id, row).await,
+            // One run per file: what the feeder read is what the row holds.
+            RunStore::Sqlite(w) => {
+                Ok(w.mark_in_flight(run_id, row).await?.map(|attempt| Claimed {
+                    attempt,
+                    maybe_sent: false,
+                }))
+            }
             RunStore::Postgres(p) => {
                 let (seen, first) = {
                     let store = p.store.read().await;

@@ -225,10 +225,14 @@ async fn send_row(crew: &Crew, mut job: Job) -> anyhow::Result<Option<(Job, Late
         let began = Instant::now();
         // Always waited for (never abandoned): a mark that committed unseen would later be taken
         // for a request that may have left.
-        let Some(attempt_id) = crew.writer.mark_in_flight(crew.run_id, job.row_id).await? else {
+        let Some(claimed) = crew.writer.mark_in_flight(crew.run_id, job.row_id).await? else {
             // Not pending, or not this run's: never sent.
             return Ok(None);
         };
+        let attempt_id = claimed.attempt;
+        // Another run's attempt may have reached the gateway since the feeder read the row (it
+        // was swept back as possibly sent): a STORE_IS_CIRCLED is then most likely that one.
+        job.standing.maybe_sent |= claimed.maybe_sent;
         // Signed before the ceiling: what a signature takes on a loaded machine is not between
         // the ceiling and the gateway.
         let signed = crew.client.sign(&job.row);

@@ -17,8 +17,8 @@ use tokio_postgres::GenericClient;
 use super::runs::insert_drift;
 use crate::api::outcome::{Attempt, Outcome};
 use crate::input::Row;
-use crate::ledger::now;
 use crate::ledger::store::{Answered, KeptAnswer, Verdict};
+use crate::ledger::{Claimed, now};
 use crate::model::{self, FailureKind, RowUpdate, State};
 
 /// Whether an answer was written to its row.
@@ -51,13 +51,14 @@ impl Fence {
     }
 }
 
-/// Claims row `row` for run `run_id` and opens its attempt; returns the attempt's id, or `None`
-/// when the row is not pending, another run is claiming it, or the run's lease is not live.
+/// Claims row `row` for run `run_id` and opens its attempt; returns the attempt's id with the
+/// row's `maybe_sent` as it is now, or `None` when the row is not pending, another run is
+/// claiming it, or the run's lease is not live.
 pub async fn claim(
     client: &impl GenericClient,
     run_id: i64,
     row: i64,
-) -> anyhow::Result<Option<i64>> {
+) -> anyhow::Result<Option<Claimed>> {
     let found = client
         .query_opt(
             "WITH c AS (
@@ -73,17 +74,22 @@ pub async fn claim(
                      updated_at = $3
                  FROM c WHERE r.id = c.id
                  RETURNING r.key, r.attempts, r.claim_attempt, r.merchant_name, r.store_name,
-                     r.mall_group_label, r.mall_label
+                     r.mall_group_label, r.mall_label, r.maybe_sent
+             ), i AS (
+                 INSERT INTO attempts (id, key, run_id, attempt, started_at, sent_merchant_name,
+                     sent_store_name, sent_mall_group_label, sent_mall_label)
+                 SELECT claim_attempt, key, $2, attempts, $3, merchant_name, store_name,
+                     mall_group_label, mall_label
+                 FROM m RETURNING id
              )
-             INSERT INTO attempts (id, key, run_id, attempt, started_at, sent_merchant_name,
-                 sent_store_name, sent_mall_group_label, sent_mall_label)
-             SELECT claim_attempt, key, $2, attempts, $3, merchant_name, store_name,
-                 mall_group_label, mall_label
-             FROM m RETURNING id",
+             SELECT i.id, m.maybe_sent FROM i, m",
             &[&row, &run_id, &now()],
         )
         .await?;
-    Ok(found.map(|r| r.get(0)))
+    Ok(found.map(|r| Claimed {
+        attempt: r.get(0),
+        maybe_sent: r.get(1),
+    }))
 }
 
 /// Undoes a claim whose request never left: the row is pending again and counts no attempt.

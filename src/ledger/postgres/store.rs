@@ -153,7 +153,11 @@ impl PgStore {
 
     /// Claims the row (its in-flight mark, committed); `None`: not this run's to send now (not
     /// pending, claimed by another run, or the lease cannot cover the request).
-    pub async fn mark_in_flight(&self, run_id: i64, row: RowId) -> anyhow::Result<Option<i64>> {
+    pub async fn mark_in_flight(
+        &self,
+        run_id: i64,
+        row: RowId,
+    ) -> anyhow::Result<Option<crate::ledger::Claimed>> {
         if !self.may_send() {
             return Ok(None);
         }

@@ -185,7 +185,11 @@ fn an_expired_run_is_swept_and_its_late_answer_is_fenced_out() {
             .await
             .unwrap();
         let id = row_id(&a, &r).await;
-        let at_a = claim::claim(a.client(), run_a, id).await.unwrap().unwrap();
+        let at_a = claim::claim(a.client(), run_a, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt;
         // Host A goes silent; its lease runs out on the server's clock.
         tokio::time::sleep(short + Duration::from_millis(200)).await;
         assert!(
@@ -220,7 +224,10 @@ fn an_expired_run_is_swept_and_its_late_answer_is_fenced_out() {
         let crashed: String = one(&b, "SELECT outcome FROM runs WHERE id = 1").await;
         assert_eq!(crashed, "crashed");
         // B takes the row over; A's answer arrives late: kept with its attempt, the row is B's.
-        let at_b = claim::claim(b.client(), run_b, id).await.unwrap().unwrap();
+        let claimed = claim::claim(b.client(), run_b, id).await.unwrap().unwrap();
+        // The claim says the row may have been sent (B's feeder may have read it before).
+        assert!(claimed.maybe_sent);
+        let at_b = claimed.attempt;
         let late = success(run_a, at_a, id, &r, "2026");
         let (verdict, fence) = claim::record(a.client_mut(), &late).await.unwrap();
         assert_eq!((verdict, fence), (Verdict::Kept, Fence::Lost));
@@ -334,8 +341,16 @@ fn a_label_another_store_holds_is_not_believed_on_postgres_either() {
             .await
             .unwrap();
         let (id1, id2) = (row_id(&a, &r1).await, row_id(&a, &r2).await);
-        let at1 = claim::claim(a.client(), run, id1).await.unwrap().unwrap();
-        let at2 = claim::claim(a.client(), run, id2).await.unwrap().unwrap();
+        let at1 = claim::claim(a.client(), run, id1)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt;
+        let at2 = claim::claim(a.client(), run, id2)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt;
         claim::record(a.client_mut(), &success(run, at1, id1, &r1, "2026"))
             .await
             .unwrap();
@@ -346,7 +361,11 @@ fn a_label_another_store_holds_is_not_believed_on_postgres_either() {
         let state: String = one(&a, "SELECT state FROM rows WHERE store_id = 'S2'").await;
         assert_eq!(state, "pending");
         // And a mark that never left is undone.
-        let again = claim::claim(a.client(), run, id2).await.unwrap().unwrap();
+        let again = claim::claim(a.client(), run, id2)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt;
         claim::unsend(a.client(), again, id2).await.unwrap();
         let (state, attempts): (String, i64) = {
             let r = a
@@ -515,16 +534,18 @@ async fn one_run(
             after = last.0;
             for (_, id, row) in page {
                 store.wait_for_slot("C1", 400).await.unwrap();
-                let Some(at) = store.mark_in_flight(run, id).await.unwrap() else {
+                let Some(claimed) = store.mark_in_flight(run, id).await.unwrap() else {
                     continue;
                 };
+                // Judged by the row as the claim found it (swept back by now, perhaps).
+                let (at, maybe_sent) = (claimed.attempt, row.maybe_sent || claimed.maybe_sent);
                 if die_after == Some(answered) {
                     // The request reached the gateway; the host died before its answer came.
-                    let _ = answer(books, run, at, id, &row.row(), row.maybe_sent);
+                    let _ = answer(books, run, at, id, &row.row(), maybe_sent);
                     store.abandon();
                     return run;
                 }
-                let a = answer(books, run, at, id, &row.row(), row.maybe_sent);
+                let a = answer(books, run, at, id, &row.row(), maybe_sent);
                 store.record(&a).await.unwrap();
                 answered += 1;
             }
@@ -645,7 +666,11 @@ async fn one_claimed(l: &mut PgLedger, r: &Row, lease: Duration, holder: &str) -
         .await
         .unwrap();
     let id = row_id(l, r).await;
-    let at = claim::claim(l.client(), run, id).await.unwrap().unwrap();
+    let at = claim::claim(l.client(), run, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .attempt;
     (run, id, at)
 }
 
@@ -840,7 +865,11 @@ fn a_kept_answer_verified_again_is_written_unless_another_run_holds_the_row() {
             .await
             .unwrap();
         let id2 = row_id(&a, &r2).await;
-        let at2 = claim::claim(a.client(), run, id2).await.unwrap().unwrap();
+        let at2 = claim::claim(a.client(), run, id2)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt;
         let mut copied = unverified.clone();
         (copied.attempt_id, copied.row_id, copied.row) = (at2, RowId(id2), r2.clone());
         claim::record(a.client_mut(), &copied).await.unwrap();
