@@ -66,6 +66,11 @@ pub(crate) fn payload(r: &tokio_postgres::Row, at: usize) -> Row {
 /// Records one sheet row (numbered `seq` in the run's input) and decides whether it is sent, as
 /// `store::ingest` does. A row another run holds in flight keeps its payload and its claim: the
 /// sighting says `Send`, and the claim ([`super::claim::claim`]) then finds it taken.
+///
+/// Other runs write the row meanwhile: the decision is made on the state read, and the row is
+/// put back to pending only if it still has that state (a conditional update); when another run
+/// answered it in between (done now), the row is read again and decided again. Without that, a
+/// row another run had just circled was made pending again and sent once more.
 pub async fn ingest(
     client: &impl GenericClient,
     run_id: i64,
@@ -75,58 +80,65 @@ pub async fn ingest(
 ) -> anyhow::Result<Sighting> {
     let r = &src.row;
     let key = r.key();
-    let stored = client
-        .query_opt(
-            &format!("SELECT {PAYLOAD}, state, failure FROM rows WHERE key = $1"),
-            &[&key],
-        )
-        .await?
-        .map(|row| {
-            let state: String = row.get(9);
-            let failure: Option<String> = row.get(10);
-            (
-                payload(&row, 0),
-                State::parse(&state).unwrap_or(State::Pending),
-                failure.as_deref().and_then(FailureKind::parse),
-            )
-        });
-    let known = stored.as_ref().map(|(row, state, failure)| Known {
-        row,
-        state: *state,
-        failure: *failure,
-    });
-    let sighting = model::sighting(known.as_ref(), r, retry_failed);
     let (line, seq) = (src.line as i64, seq as i64);
-    match (&stored, &sighting) {
-        (None, _) => {
-            insert_row(client, run_id, seq, src).await?;
-        }
-        (Some(_), Sighting::Send) => {
-            client
-                .execute(
-                    "UPDATE rows SET state = 'pending', failure = NULL, merchant_name = $2,
-                         store_name = $3, mall_group_label = $4, mall_label = $5, updated_at = $6
-                     WHERE key = $1 AND state <> 'in_flight'",
-                    &[
-                        &key,
-                        &r.merchant_name,
-                        &r.store_name,
-                        &r.mall_group_label,
-                        &r.mall_label,
-                        &now(),
-                    ],
-                )
-                .await?;
-            move_to(client, run_id, seq, &src.file, line, &key).await?;
-        }
-        (Some(_), other) => {
-            if let Sighting::Drifted(detail) = other {
-                insert_drift(client, run_id, &key, &src.file, line, detail).await?;
+    loop {
+        let stored = client
+            .query_opt(
+                &format!("SELECT {PAYLOAD}, state, failure FROM rows WHERE key = $1"),
+                &[&key],
+            )
+            .await?
+            .map(|row| {
+                let state: String = row.get(9);
+                let failure: Option<String> = row.get(10);
+                (payload(&row, 0), state, failure)
+            });
+        let known = stored.as_ref().map(|(row, state, failure)| Known {
+            row,
+            state: State::parse(state).unwrap_or(State::Pending),
+            failure: failure.as_deref().and_then(FailureKind::parse),
+        });
+        let sighting = model::sighting(known.as_ref(), r, retry_failed);
+        match (&stored, &sighting) {
+            (None, _) => {
+                // A row another run inserted at the same moment: decided again as a known row.
+                if insert_row(client, run_id, seq, src).await?.is_some() {
+                    return Ok(sighting);
+                }
+                continue;
             }
-            move_to(client, run_id, seq, &src.file, line, &key).await?;
+            (Some((_, state, _)), Sighting::Send) if state != "in_flight" => {
+                let changed = client
+                    .execute(
+                        "UPDATE rows SET state = 'pending', failure = NULL, merchant_name = $2,
+                             store_name = $3, mall_group_label = $4, mall_label = $5,
+                             updated_at = $6
+                         WHERE key = $1 AND state = $7",
+                        &[
+                            &key,
+                            &r.merchant_name,
+                            &r.store_name,
+                            &r.mall_group_label,
+                            &r.mall_label,
+                            &now(),
+                            state,
+                        ],
+                    )
+                    .await?;
+                if changed == 0 {
+                    continue;
+                }
+                move_to(client, run_id, seq, &src.file, line, &key).await?;
+            }
+            (Some(_), other) => {
+                if let Sighting::Drifted(detail) = other {
+                    insert_drift(client, run_id, &key, &src.file, line, detail).await?;
+                }
+                move_to(client, run_id, seq, &src.file, line, &key).await?;
+            }
         }
+        return Ok(sighting);
     }
-    Ok(sighting)
 }
 
 async fn move_to(
