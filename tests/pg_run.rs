@@ -450,11 +450,22 @@ fn two_runs_at_once_one_killed_share_the_rate_and_circle_every_store_once() {
         ),
         600
     );
-    let unexplained = count(
+    let unexplained: Vec<String> = query(
         &url,
-        "SELECT count(*) FROM rows WHERE state = 'already_circled' AND NOT (ambiguous AND maybe_sent)",
+        "SELECT r.key || ' ambiguous ' || r.ambiguous || ' maybe_sent ' || r.maybe_sent || ': ' ||
+             string_agg(a.run_id || '/' || a.id || ' ' || COALESCE(a.outcome, 'open') || ' '
+                 || COALESCE(a.result_code, '') || ' ' || a.started_at, ', ' ORDER BY a.id)
+         FROM rows r JOIN attempts a ON a.key = r.key
+         WHERE r.state = 'already_circled' AND NOT (r.ambiguous AND r.maybe_sent)
+         GROUP BY r.key, r.ambiguous, r.maybe_sent",
+    )
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert!(
+        unexplained.is_empty(),
+        "circled, not explained: {unexplained:#?}"
     );
-    assert_eq!(unexplained, 0);
     let labels = sandbox.labels();
     for r in query(
         &url,
