@@ -20,10 +20,6 @@ use crate::model::{RowUpdate, RunCounts, RunEnd, Sighting};
 /// How often an answer's commit is tried before it goes to the side file.
 const RECORD_TRIES: u32 = 3;
 
-/// The window the shared rate spaces `rate` slots over: a second and 3 % (the margin the
-/// pipeline's own limiter keeps for its ceiling).
-pub const CEILING_WINDOW: Duration = Duration::from_millis(1030);
-
 /// How long a run's lease lasts and how often it is renewed.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTerms {
@@ -259,19 +255,6 @@ impl PgStore {
     /// The URL the store was opened with (its side files are named from it).
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// Waits for the next slot of the client id's rate, shared by every run on the ledger
-    /// (`rate` requests a second). Slots are [`CEILING_WINDOW`]/rate apart on the server's clock,
-    /// so that a little jitter between hosts cannot put `rate` + 1 requests into one second at
-    /// the gateway.
-    pub async fn wait_for_slot(&self, client_id: &str, rate: u32) -> anyhow::Result<()> {
-        if rate == 0 {
-            return Ok(());
-        }
-        let wait = self.slot_wait(client_id, rate, CEILING_WINDOW).await?;
-        tokio::time::sleep(wait).await;
-        Ok(())
     }
 
     /// Takes the next slot of the shared rate, `rate` slots in `window`, and returns how long

@@ -533,7 +533,11 @@ async fn one_run(
             let Some(last) = page.last() else { break };
             after = last.0;
             for (_, id, row) in page {
-                store.wait_for_slot("C1", 400).await.unwrap();
+                let wait = store
+                    .slot_wait("C1", 400, crate::ledger::run_store::SHARED_WINDOW)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(wait).await;
                 let Some(claimed) = store.mark_in_flight(run, id).await.unwrap() else {
                     continue;
                 };
