@@ -844,7 +844,7 @@ fn write_reverified(conn: &Connection, attempt_id: i64, a: &Attempt) -> rusqlite
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -858,7 +858,8 @@ mod tests {
         (dir, conn)
     }
 
-    fn row(store: &str, mall: &str) -> Row {
+    /// A store's row in mall `mall` (the PostgreSQL store's tests use it too).
+    pub(crate) fn row(store: &str, mall: &str) -> Row {
         Row {
             save_way: SaveWay::MerchantPms,
             ipay_trade_no: String::new(),

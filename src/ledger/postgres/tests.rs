@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::api::outcome::{Attempt, Outcome};
-use crate::input::{Row, SaveWay, SourceRow};
+use crate::input::{Row, SourceRow};
 use crate::ledger::RowId;
+use crate::ledger::store::tests::row;
 use crate::ledger::store::{Answered, Verdict};
 use crate::model::{RowUpdate, RunCounts, RunEnd, Sighting, State};
 
@@ -20,20 +21,6 @@ fn database(test: &str) -> Option<(String, tokio::runtime::Runtime)> {
         .build()
         .unwrap();
     Some((url, rt))
-}
-
-fn row(store: &str, mall: &str) -> Row {
-    Row {
-        save_way: SaveWay::MerchantPms,
-        ipay_trade_no: String::new(),
-        partner_id: "2088".into(),
-        merchant_id: "M1".into(),
-        merchant_name: "店".into(),
-        store_id: store.into(),
-        store_name: String::new(),
-        mall_group_label: "1".into(),
-        mall_label: mall.into(),
-    }
 }
 
 fn src(r: &Row, line: u64) -> SourceRow {
