@@ -498,6 +498,15 @@ def mode_chaos(args):
     report(f"chaos: {args.rows} rows, --rate {rate}, every fault, 3 % random 429s, two kill -9", out)
 
 
+def kept_folder(args, tmp):
+    """The folder of a ledger of --rows done rows (--keep DIR, or `tmp`), its keys (made when
+    missing), and the paths of its sheet and ledger (made by the caller when missing)."""
+    d = Path(args.keep) if args.keep else Path(tmp)
+    d.mkdir(parents=True, exist_ok=True)
+    keys = keygen(str(d / "keys")) if not (d / "keys/client_private.pem").exists() else str(d / "keys")
+    return d, keys, d / f"sheet-{args.rows}.csv", d / f"ledger-{args.rows}.db"
+
+
 def mode_nightly(args):
     """The nightly commands on a ledger of N rows, all done: time and peak memory of each.
 
@@ -505,13 +514,8 @@ def mode_nightly(args):
     minutes a million rows on 2 cores). With --keep DIR the sheet and the ledger stay in DIR
     and a later call with the same --rows measures again without making them anew.
     """
-    keep = Path(args.keep) if args.keep else None
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
-        d = keep or Path(tmp)
-        d.mkdir(parents=True, exist_ok=True)
-        keys = keygen(str(d / "keys")) if not (d / "keys/client_private.pem").exists() else str(d / "keys")
-        sheet = d / f"sheet-{args.rows}.csv"
-        ledger = d / f"ledger-{args.rows}.db"
+        d, keys, sheet, ledger = kept_folder(args, tmp)
         sandbox = Sandbox(keys)
         try:
             argv = run_argv(sandbox, keys, str(ledger), [str(sheet)], 0, concurrency=None)
@@ -613,13 +617,8 @@ def mode_pgread(args):
     --rate 0; --keep DIR keeps it for the next call), copied into a new database of a throw-away
     PostgreSQL server (default settings but its address) with `ledger copy`.
     """
-    keep = Path(args.keep) if args.keep else None
     with tempfile.TemporaryDirectory(prefix="pms-e2e-") as tmp:
-        d = keep or Path(tmp)
-        d.mkdir(parents=True, exist_ok=True)
-        keys = keygen(str(d / "keys")) if not (d / "keys/client_private.pem").exists() else str(d / "keys")
-        sheet = d / f"sheet-{args.rows}.csv"
-        ledger = d / f"ledger-{args.rows}.db"
+        d, keys, sheet, ledger = kept_folder(args, tmp)
         if not ledger.exists():
             sandbox = Sandbox(keys)
             try:
