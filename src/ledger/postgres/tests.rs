@@ -164,19 +164,8 @@ fn an_expired_run_is_swept_and_its_late_answer_is_fenced_out() {
         let mut a = PgLedger::open(&url).await.unwrap();
         let mut b = PgLedger::open(&url).await.unwrap();
         let short = Duration::from_secs(2);
-        let run_a = runs::begin_run(a.client_mut(), "{}", &[], short, "a")
-            .await
-            .unwrap();
         let r = row("S1", "11");
-        runs::ingest(a.client(), run_a, 1, &src(&r, 2), false)
-            .await
-            .unwrap();
-        let id = row_id(&a, &r).await;
-        let at_a = claim::claim(a.client(), run_a, id)
-            .await
-            .unwrap()
-            .unwrap()
-            .attempt;
+        let (run_a, id, at_a) = one_claimed(&mut a, &r, short, "a").await;
         // Host A goes silent; its lease runs out on the server's clock.
         tokio::time::sleep(short + Duration::from_millis(200)).await;
         assert!(
